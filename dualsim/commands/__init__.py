@@ -1,0 +1,1 @@
+"""CLI command implementations too large for cli.py, one module per command."""

@@ -1,0 +1,66 @@
+"""Shared CLI plumbing: one-line errors with exit codes, JSON to stdout, progress on stderr."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sys
+from typing import Any, Iterator
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from dualsim.errors import DualsimError
+
+err_console = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def fail(message: str, code: int = 1) -> typer.Exit:
+    """Print one error line on stderr and return the Exit to raise."""
+    err_console.print(f"error: {message}", markup=False)
+    return typer.Exit(code)
+
+
+@contextlib.contextmanager
+def user_errors(show_detail: bool = True) -> Iterator[None]:
+    """Turn a DualsimError into 'error: <one line>' (+ optional detail) and exit code 1."""
+    try:
+        yield
+    except DualsimError as e:
+        err_console.print(f"error: {e.message}", markup=False)
+        if show_detail and e.detail:
+            err_console.print(e.detail, markup=False)
+        raise typer.Exit(e.exit_code) from None
+
+
+def print_json(obj: Any) -> None:
+    """The one JSON document of --json, alone on stdout."""
+    sys.stdout.write(json.dumps(obj, indent=1) + "\n")
+    sys.stdout.flush()
+
+
+def progress() -> Progress:
+    """A rich progress bar on stderr (hidden when stderr is not a terminal? no: always shown)."""
+    return Progress(
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err_console,
+        transient=False,
+    )
+
+
+def parse_kv_floats(text: str, what: str) -> dict[str, float]:
+    """Parse 'A=1,B=2.5' into a dict; raise typer.BadParameter with the expected form."""
+    out: dict[str, float] = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        key, sep, val = part.partition("=")
+        if not sep or not key.strip():
+            raise typer.BadParameter(f"bad {what} entry {part!r}: expected NAME=VALUE, e.g. F=1,I=1,W=1")
+        try:
+            out[key.strip()] = float(val)
+        except ValueError:
+            raise typer.BadParameter(f"bad {what} value {val!r} for {key.strip()}: expected a number") from None
+    return out

@@ -1,0 +1,43 @@
+"""User-facing errors: each carries one line saying what is wrong and how to fix it.
+
+The CLI prints ``str(error)`` on stderr and exits 1; anything that is not a DualsimError is a
+bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+
+class DualsimError(Exception):
+    """Base of every error caused by user input (bad names, parameters, files)."""
+
+    exit_code = 1
+
+    def __init__(self, message: str, detail: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        #: optional multi-line context (e.g. the per-rank grid) shown after the message
+        self.detail = detail
+
+
+class ScheduleError(DualsimError):
+    """Unknown schedule family, or ranks/micro-batches/chunks that break its rules."""
+
+
+class PlanError(DualsimError):
+    """A plan file that is missing, unreadable, malformed, or of another format/version."""
+
+
+class ValidationError(DualsimError):
+    """A schedule that breaks the dependency rules or would deadlock."""
+
+
+class CostError(DualsimError):
+    """Bad abstract costs (syntax, non-positive values, unknown names)."""
+
+
+class ProfileError(DualsimError):
+    """A hardware profile or workload file that is missing or invalid."""
+
+
+class RuntimeRunError(DualsimError):
+    """A run of a plan that failed: a rank died, hung, or the plan does not fit."""

@@ -1,0 +1,52 @@
+"""Atomic file output and plan-file reading: nothing is ever half-written."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from dualsim.errors import PlanError
+
+
+def write_atomic(path: str | os.PathLike[str], data: bytes | str) -> None:
+    """Write ``data`` to ``path`` via a temporary file in the same folder and a rename."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    raw = data.encode() if isinstance(data, str) else data
+    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(raw)
+        os.replace(tmp, p)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def dumps_json(obj: Any) -> str:
+    """Deterministic JSON text (sorted nowhere: callers build dicts in a fixed order)."""
+    return json.dumps(obj, indent=1) + "\n"
+
+
+def read_json(path: str | os.PathLike[str], what: str = "plan") -> Any:
+    """Load a JSON file, turning every I/O or syntax problem into one PlanError line."""
+    p = Path(path)
+    if not p.exists():
+        raise PlanError(f"{what} file {str(p)!r} does not exist; check the path")
+    if p.is_dir():
+        raise PlanError(f"{what} file {str(p)!r} is a folder, not a file")
+    try:
+        text = p.read_text()
+    except (OSError, UnicodeDecodeError) as e:
+        raise PlanError(f"cannot read {what} file {str(p)!r}: {e}") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise PlanError(
+            f"{what} file {str(p)!r} is not valid JSON (line {e.lineno}, column {e.colno}: "
+            f"{e.msg}); it may be truncated: re-emit it with `dualsim emit`"
+        ) from None

@@ -1,0 +1,1 @@
+"""Simulators: the abstract (cost-based) engine and the SimPy hardware engine."""

@@ -1,0 +1,54 @@
+"""Timeline: the common output of the simulators and of the runtime's measurement.
+
+A Timeline is a pandas DataFrame with one row per interval on one stream of one rank. Every
+renderer (Gantt, Perfetto, memory plot, report) and the sim-vs-measured comparison read only
+this. Columns (always present, in this order):
+
+- ``rank`` (int), ``stream`` ("compute" or "comm")
+- ``op``: F, I, W, B, FB for compute actions; for communication rows a lower-case kind such as
+  ``dispatch``, ``combine``, ``pp_send``, ``dp_sync``
+- ``stage``, ``microbatch``, ``chain``: of the action (the forward half of an FB); -1 if none
+- ``stage2``, ``microbatch2``, ``chain2``: the backward half of an FB; -1 otherwise
+- ``piece``: sub-piece name in hardware mode (``attn``, ``mlp``, ...), "" for a whole action
+- ``start``, ``end`` (float): in the time unit of the producer (abstract cost units, or seconds)
+- ``action``: the action's string form (``(0F7;7B3)`` for an FB)
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterable, Sequence
+
+import pandas as pd
+
+from dualsim.ir import Action, Op, Schedule
+
+COLUMNS: tuple[str, ...] = (
+    "rank", "stream", "op", "stage", "microbatch", "chain",
+    "stage2", "microbatch2", "chain2", "piece", "start", "end", "action",
+)
+INT_COLUMNS = ("rank", "stage", "microbatch", "chain", "stage2", "microbatch2", "chain2")
+
+
+def action_fields(schedule: Schedule, action: Action) -> tuple[Any, ...]:
+    """(op, stage, microbatch, chain, stage2, microbatch2, chain2, action) of one action."""
+    chain = schedule.placement(action.stage).chain if schedule.has_stage(action.stage) else -1
+    if action.op is Op.FB:
+        b = action.backward
+        return ("FB", action.stage, action.microbatch, chain, b.stage, b.microbatch,
+                schedule.placement(b.stage).chain, str(action))
+    return (action.op.value, action.stage, action.microbatch, chain, -1, -1, -1, str(action))
+
+
+def from_rows(rows: Iterable[Sequence[Any]]) -> pd.DataFrame:
+    """Build a Timeline from rows in COLUMNS order, sorted by (rank, stream, start)."""
+    df = pd.DataFrame(list(rows), columns=list(COLUMNS))
+    for c in INT_COLUMNS:
+        df[c] = df[c].astype("int64")
+    df["start"] = df["start"].astype("float64")
+    df["end"] = df["end"].astype("float64")
+    df = df.sort_values(["rank", "stream", "start", "end"], kind="stable").reset_index(drop=True)
+    return df
+
+
+def empty() -> pd.DataFrame:
+    return from_rows([])
