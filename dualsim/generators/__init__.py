@@ -1,0 +1,126 @@
+"""The schedule families: registry, legal-parameter checks and ``generate``.
+
+Each family is a pure function ``(ranks, microbatches[, chunks]) -> Schedule`` in its own
+module; this module names them, states their legal ranges and checks parameters with errors
+that say which rule is broken and how to fix it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+from dualsim.errors import ScheduleError
+from dualsim.generators import dualpipe, gpipe, interleaved, one_f_one_b, zbv, zero_bubble
+from dualsim.ir import Schedule
+
+DEFAULT_CHUNKS = 2
+
+
+@dataclass(frozen=True)
+class Family:
+    """One schedule family as the CLI and the planner see it."""
+
+    name: str
+    summary: str
+    rules: str
+    takes_chunks: bool
+    build: Callable[..., Schedule]
+
+
+FAMILIES: dict[str, Family] = {
+    f.name: f
+    for f in (
+        Family("gpipe", "GPipe: all forwards, then all backwards",
+               "R >= 1, M >= 1", False, gpipe.build),
+        Family("1f1b", "1F1B (PipeDream-flush): warm-up, one forward one backward, cool-down",
+               "R >= 1, M >= 1", False, one_f_one_b.build),
+        Family("interleaved", "interleaved 1F1B (Megatron virtual pipeline), v chunks per rank",
+               "R >= 1, M >= 1, M a multiple of R, chunks v >= 2 (default 2)", True,
+               interleaved.build),
+        Family("zb-h1", "Zero Bubble H1: 1F1B with backward split into I and deferred W",
+               "R >= 1, M >= 1", False, zero_bubble.build_h1),
+        Family("zb-h2", "Zero Bubble H2: deeper warm-up, W fills the bubbles",
+               "R >= 1, M >= 2R-1", False, zero_bubble.build_h2),
+        Family("zb-v", "Zero Bubble V: two chunks per rank in a V, I/W split",
+               "R >= 1, M >= 2R-1", False, zbv.build),
+        Family("dualpipe", "DualPipe (DeepSeek-V3): two chains in both directions, overlapped F&B",
+               "R even, M even, M >= 2R", False, dualpipe.build),
+        Family("dualpipev", "DualPipeV: DualPipe cut in half, one V chain, overlapped F&B",
+               "R >= 1, M >= 2R", False, dualpipe.build_v),
+    )
+}
+
+
+def _positive_int(family: str, what: str, flag: str, value: object) -> int:
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise ScheduleError(f"{family} needs an integer number of {what}, got {value!r}: "
+                            f"use {flag} 1 or more")
+    if value < 1:
+        raise ScheduleError(f"{family} needs at least 1 of {what} ({flag} >= 1), got {value}: "
+                            f"use {flag} 1 or more")
+    return value
+
+
+def _even_choices(flag: str, value: int, minimum: int) -> str:
+    lower = value - 1
+    if lower < minimum:
+        return f"use {flag} {value + 1}"
+    return f"use {flag} {lower} or {value + 1}"
+
+
+def _check_family_rules(name: str, ranks: int, mbs: int, chunks: int | None) -> None:
+    if name == "interleaved":
+        v = DEFAULT_CHUNKS if chunks is None else chunks
+        if not isinstance(v, int) or isinstance(v, bool) or v < 2:
+            raise ScheduleError(f"interleaved needs --chunks >= 2 (stages per rank), got {v!r}: "
+                                f"use --chunks 2 or more")
+        if mbs % ranks:
+            low, high = mbs // ranks * ranks, (mbs // ranks + 1) * ranks
+            fix = f"{low} or {high}" if low else f"{high}"
+            raise ScheduleError(f"interleaved needs M to be a multiple of R micro-batches "
+                                f"(R={ranks}), got {mbs}: use --microbatches {fix}")
+    elif name in ("zb-h2", "zb-v"):
+        need = 2 * ranks - 1
+        if mbs < need:
+            raise ScheduleError(f"{name} needs M >= 2R-1 micro-batches (R={ranks} needs at least "
+                                f"{need}), got {mbs}")
+    elif name == "dualpipe":
+        if ranks % 2:
+            raise ScheduleError(f"dualpipe needs an even number of ranks, got {ranks}: "
+                                f"{_even_choices('--ranks', ranks, 2)}")
+        if mbs % 2:
+            raise ScheduleError(f"dualpipe needs an even number of micro-batches, got {mbs}: "
+                                f"{_even_choices('--microbatches', mbs, 2)}")
+        if mbs < 2 * ranks:
+            raise ScheduleError(f"dualpipe needs M >= 2R micro-batches (R={ranks} needs at least "
+                                f"{2 * ranks}), got {mbs}")
+    elif name == "dualpipev":
+        if mbs < 2 * ranks:
+            raise ScheduleError(f"dualpipev needs M >= 2R micro-batches (R={ranks} needs at "
+                                f"least {2 * ranks}), got {mbs}")
+
+
+def check(name: str, ranks: int, microbatches: int, chunks: int | None = None) -> None:
+    """Raise ScheduleError naming the broken rule (and a fix) unless the parameters are legal."""
+    family = FAMILIES.get(name)
+    if family is None:
+        raise ScheduleError(f"unknown schedule {name!r}: choose one of {', '.join(FAMILIES)}")
+    _positive_int(name, "ranks", "--ranks", ranks)
+    _positive_int(name, "micro-batches", "--microbatches", microbatches)
+    if chunks is not None and not family.takes_chunks:
+        raise ScheduleError(f"{name} does not take --chunks, got {chunks!r}: "
+                            "only interleaved takes --chunks")
+    _check_family_rules(name, ranks, microbatches, chunks)
+
+
+def generate(name: str, ranks: int, microbatches: int, chunks: int | None = None) -> Schedule:
+    """Check the parameters, then build the family's schedule."""
+    check(name, ranks, microbatches, chunks)
+    family = FAMILIES[name]
+    if family.takes_chunks:
+        return family.build(ranks, microbatches, DEFAULT_CHUNKS if chunks is None else chunks)
+    return family.build(ranks, microbatches)
+
+
+__all__ = ["DEFAULT_CHUNKS", "FAMILIES", "Family", "check", "generate"]
