@@ -16,6 +16,11 @@ from dualsim.errors import DualsimError
 err_console = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
+def out_console() -> Console:
+    """Console for tables on stdout; wide when piped so tables are not squeezed to 80 columns."""
+    return Console(soft_wrap=True, highlight=False, width=None if sys.stdout.isatty() else 200)
+
+
 def fail(message: str, code: int = 1) -> typer.Exit:
     """Print one error line on stderr and return the Exit to raise."""
     err_console.print(f"error: {message}", markup=False)
@@ -32,6 +37,11 @@ def user_errors(show_detail: bool = True) -> Iterator[None]:
         if show_detail and e.detail:
             err_console.print(e.detail, markup=False)
         raise typer.Exit(e.exit_code) from None
+    except OSError as e:  # unwritable output folder, disk full, ...
+        where = f" {e.filename!r}" if e.filename else ""
+        err_console.print(f"error: cannot access{where}: {e.strerror or e}; check the path "
+                          "and its permissions", markup=False)
+        raise typer.Exit(1) from None
 
 
 def print_json(obj: Any) -> None:
@@ -41,7 +51,7 @@ def print_json(obj: Any) -> None:
 
 
 def progress() -> Progress:
-    """A rich progress bar on stderr (hidden when stderr is not a terminal? no: always shown)."""
+    """A rich progress bar on stderr, never on stdout (so --json output stays clean)."""
     return Progress(
         TextColumn("[progress.description]{task.description}"),
         BarColumn(),

@@ -1,0 +1,253 @@
+"""What `dualsim simulate` and `dualsim compare` do: resolve the config, run, tabulate, write.
+
+Abstract mode (costs) is the default; naming a --profile or --model (or any hardware override)
+switches to hardware mode, where R and M default to the model preset's published layout.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from dualsim.errors import DualsimError, ScheduleError
+from dualsim.ir import Schedule
+from dualsim.sim.result import SimResult
+
+ABSTRACT_RANKS = 8
+ABSTRACT_MICROBATCHES = 24
+
+
+@dataclass
+class Config:
+    """One comparison's settings, shared by every schedule in it."""
+
+    ranks: int | None
+    microbatches: int | None
+    chunks: int | None
+    costs: dict[str, Any] = field(default_factory=dict)
+    comm: float = 0.0
+    hardware: dict[str, Any] | None = None  # profile, model and overrides; None = abstract
+
+    @staticmethod
+    def make(ranks: int | None, microbatches: int | None, chunks: int | None,
+             costs: str | None, comm: float, profile: str | None, model: str | None,
+             ep: int | None, gpus: int | None, comm_sms: int | None,
+             microbatch_tokens: int | None, ib_gbps: float | None,
+             nvlink_gbps: float | None) -> "Config":
+        overrides = {"ep": ep, "gpus": gpus, "comm_sms": comm_sms,
+                     "microbatch_tokens": microbatch_tokens, "ib_gbps": ib_gbps,
+                     "nvlink_gbps": nvlink_gbps}
+        hw_asked = profile is not None or model is not None or any(
+            v is not None for v in overrides.values())
+        if comm < 0:
+            raise DualsimError(f"--comm must be >= 0, got {comm:g}")
+        if hw_asked:
+            if costs is not None:
+                raise DualsimError("--costs is for abstract mode; drop it, or drop "
+                                   "--profile/--model and the hardware overrides")
+            from dualsim.workload import default_layout, load_model
+
+            m = load_model(model or "deepseek-v3")
+            layout = default_layout(m)
+            hw = {"profile": profile or "h800", "model": model or "deepseek-v3"}
+            hw.update({k: v for k, v in overrides.items() if v is not None})
+            return Config(ranks or layout["ranks"], microbatches or layout["microbatches"],
+                          chunks, {}, comm, hw)
+        from dualsim.sim.abstract import parse_costs
+
+        parsed = parse_costs(costs) if costs is not None else {"F": 1, "I": 1, "W": 1}
+        return Config(ranks or ABSTRACT_RANKS, microbatches or ABSTRACT_MICROBATCHES, chunks,
+                      parsed, comm, None)
+
+    @property
+    def mode(self) -> str:
+        return "abstract" if self.hardware is None else "hardware"
+
+    def describe(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"mode": self.mode, "ranks": self.ranks,
+                             "microbatches": self.microbatches}
+        if self.chunks is not None:
+            d["chunks"] = self.chunks
+        if self.hardware is None:
+            d["costs"] = {k: _plain(v) for k, v in self.costs.items()}
+            d["comm"] = self.comm
+        else:
+            d.update(self.hardware)
+        return d
+
+
+def _plain(v: Any) -> Any:
+    f = float(v)
+    return int(f) if f.is_integer() else f
+
+
+def load_schedule(name_or_plan: str, cfg: Config, *, strict_chunks: bool = True) -> Schedule:
+    """A family name generates a schedule; a path to a plan file reads (and validates) it.
+
+    With ``strict_chunks`` a --chunks given to a family that takes none is an error (simulate);
+    without, it only applies to interleaved (compare).
+    """
+    p = Path(name_or_plan)
+    if name_or_plan.endswith(".json") or p.is_file():
+        from dualsim.planfile import read_plan
+
+        s = read_plan(name_or_plan)
+        cfg.ranks, cfg.microbatches = s.ranks, s.microbatches
+        return s
+    from dualsim.generators import generate
+
+    assert cfg.ranks is not None and cfg.microbatches is not None
+    chunks = cfg.chunks if strict_chunks or name_or_plan == "interleaved" else None
+    return generate(name_or_plan, cfg.ranks, cfg.microbatches, chunks)
+
+
+def run(s: Schedule, cfg: Config) -> SimResult:
+    if cfg.hardware is None:
+        from dualsim.sim.abstract import simulate
+
+        return simulate(s, costs=cfg.costs, comm=cfg.comm)
+    from dualsim.sim.hardware import simulate_hardware
+
+    hw = dict(cfg.hardware)
+    return simulate_hardware(s, hw.pop("profile"), hw.pop("model"), **hw)
+
+
+def compare(names: list[str], cfg: Config) -> tuple[list[tuple[str, SimResult]],
+                                                     dict[str, Schedule], list[tuple[str, str]]]:
+    """Simulate each family; an unknown name is an error, an illegal (R, M) a skip."""
+    from dualsim.generators import FAMILIES
+
+    wanted = list(dict.fromkeys(names)) or list(FAMILIES)
+    unknown = [n for n in wanted if n not in FAMILIES]
+    if unknown:
+        raise ScheduleError(f"unknown schedule {unknown[0]!r}: choose from "
+                            f"{', '.join(FAMILIES)} (see `dualsim schedules`)")
+    from dualsim.commands.common import progress
+
+    results: list[tuple[str, SimResult]] = []
+    built: dict[str, Schedule] = {}
+    skipped: list[tuple[str, str]] = []
+    with progress() as bar:
+        task = bar.add_task("simulating", total=len(wanted))
+        for name in wanted:
+            bar.update(task, description=f"simulating {name}")
+            try:
+                s = load_schedule(name, cfg, strict_chunks=False)
+            except ScheduleError as e:
+                skipped.append((name, e.message))
+                bar.advance(task)
+                continue
+            built[name] = s
+            results.append((name, run(s, cfg)))
+            bar.advance(task)
+    if not results:
+        raise ScheduleError(
+            f"no schedule is legal at R={cfg.ranks}, M={cfg.microbatches}: "
+            + "; ".join(f"{n}: {why}" for n, why in skipped))
+    return results, built, skipped
+
+
+def title(s: Schedule, cfg: Config) -> str:
+    extra = f", v={s.chunks}" if s.chunks else ""
+    if cfg.hardware is None:
+        return f"{s.name}  R={s.ranks}, M={s.microbatches}{extra} (abstract)"
+    return (f"{s.name}  R={s.ranks}, M={s.microbatches}{extra} on "
+            f"{cfg.hardware['profile']} / {cfg.hardware['model']}")
+
+
+def result_json(r: SimResult, s: Schedule, cfg: Config) -> dict[str, Any]:
+    d = r.to_dict()
+    if s.chunks is not None:
+        d["chunks"] = s.chunks
+    d["mode"] = cfg.mode
+    return d
+
+
+def print_table(results: list[tuple[str, SimResult]], skipped: list[tuple[str, str]],
+                cfg: Config) -> None:
+    """The comparison table on stdout (rich), skipped families listed with their rule."""
+    from rich.table import Table
+
+    from dualsim.commands.common import out_console
+
+    hw = cfg.hardware is not None
+    unit = results[0][1].time_unit if results else ""
+    t = Table(title=_table_title(cfg))
+    cols = ["schedule", "stages", f"makespan ({unit})", f"span ({unit})", "bubble", "span bubble",
+            "max idle", "peak act."]
+    if hw:
+        cols += ["step (s)", "tok/s/GPU", "MFU", "peak mem (GB)"]
+    for c in cols:
+        t.add_column(c, justify="left" if c == "schedule" else "right")
+    for name, r in results:
+        row = [name, str(r.stages), _fmt(r.makespan), _fmt(r.span), f"{float(r.bubble_rate):.1%}",
+               f"{float(r.span_bubble_rate):.1%}", _fmt(max(p.idle for p in r.per_rank)),
+               str(max(p.peak_activations for p in r.per_rank))]
+        if hw:
+            e = r.extra
+            row += [f"{e['step_time_s']:.3f}", f"{e['tokens_per_s_per_gpu']:.0f}",
+                    f"{e['mfu']:.1%}", f"{e['peak_memory_gb']:.1f}"]
+        t.add_row(*row)
+    console = out_console()
+    console.print(t)
+    for name, why in skipped:
+        console.print(f"skipped {name}: {why}", markup=False)
+
+
+def print_per_rank(r: SimResult) -> None:
+    from rich.table import Table
+
+    from dualsim.commands.common import out_console
+
+    t = Table(title=f"per rank ({r.time_unit})")
+    cols = ["rank", "busy", "idle", "first start", "last end", "peak act."]
+    mem = r.per_rank and r.per_rank[0].peak_memory_gb is not None
+    if mem:
+        cols.append("peak mem (GB)")
+    for c in cols:
+        t.add_column(c, justify="right")
+    for p in r.per_rank:
+        row = [str(p.rank), _fmt(p.busy), _fmt(p.idle), _fmt(p.first_start), _fmt(p.last_end),
+               str(p.peak_activations)]
+        if mem:
+            row.append(f"{p.peak_memory_gb:.1f}")
+        t.add_row(*row)
+    out_console().print(t)
+
+
+def _table_title(cfg: Config) -> str:
+    if cfg.hardware is None:
+        c = ", ".join(f"{k}={_plain(v)}" for k, v in cfg.costs.items())
+        return f"R={cfg.ranks}, M={cfg.microbatches}, costs {c}, comm={cfg.comm:g} (abstract)"
+    hw = cfg.hardware
+    extra = ", ".join(f"{k}={v}" for k, v in hw.items() if k not in ("profile", "model"))
+    return (f"{hw['model']} on {hw['profile']}: R={cfg.ranks}, M={cfg.microbatches}"
+            + (f", {extra}" if extra else ""))
+
+
+def _fmt(v: Any) -> str:
+    f = float(v)
+    if f.is_integer():
+        return str(int(f))
+    return f"{f:.4g}" if abs(f) < 1 else f"{f:.4f}".rstrip("0").rstrip(".")
+
+
+def write_outputs(out: Path, results: list[tuple[str, SimResult]], built: dict[str, Schedule],
+                  skipped: list[tuple[str, str]], cfg: Config) -> list[str]:
+    """The report folder (report.md, Gantt PNG/SVG per schedule and combined, traces, ...)."""
+    try:
+        from dualsim.render.report import write_report
+    except ImportError:
+        write_report = None
+    if write_report is not None:
+        write_report(out, results, schedules=built, config=cfg.describe(), skipped=skipped)
+    else:  # charts only
+        from dualsim.render.gantt import render_gantt, render_gantt_grid
+
+        for name, r in results:
+            render_gantt(r.timeline, out / f"gantt_{name}.png", title=title(built[name], cfg),
+                         time_unit=r.time_unit)
+        render_gantt_grid([(title(built[n], cfg), r.timeline) for n, r in results],
+                          out / "gantt_compare.png", time_unit=results[0][1].time_unit)
+    return sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
