@@ -7,50 +7,34 @@ within each (stage, op), so each (chunk, op) only needs a counter.
 from __future__ import annotations
 
 from dualsim.generators import placement
-from dualsim.ir import Action, F, I, Op, Schedule, W
+from dualsim.ir import Action, F, I, Schedule, W
+
+
+def _pattern(rank: int, ranks: int, microbatches: int) -> list[tuple[int, int]]:
+    """The (op, chunk) sequence of rank r; op 0 = F, 1 = I, 2 = W."""
+    f0, f1, i0, i1, w0, w1 = (0, 0), (0, 1), (1, 0), (1, 1), (2, 0), (2, 1)
+    # warm-up: chunk 0 forwards, then chunk 1 and chunk 0 forwards alternating
+    seq = [f0] * (2 * ranks - 2 * rank - 1) + [f1, f0] * rank
+    # the turn of the V: chunk 1 starts its backwards
+    seq += [f1, i1, w1] * (ranks - rank)
+    # steady state: one more chunk-1 forward per round until all have run
+    chunk0_left = microbatches - (2 * ranks - rank - 1)
+    for k in range(microbatches - ranks):
+        seq += [f0, i0, w0, f1, i1, w1] if k < chunk0_left else [i0, w0, f1, i1, w1]
+    # cool-down, then the leftover weight gradients of chunk 1, then those of chunk 0
+    seq += [i0, i1] * rank + [i0, w0] * (ranks - rank)
+    return seq + [w1] * rank + [w0] * rank
 
 
 def rank_order(rank: int, ranks: int, microbatches: int) -> list[Action]:
     stages = (rank, 2 * ranks - 1 - rank)
-    nxt = {(op, c): 0 for op in (Op.F, Op.I, Op.W) for c in (0, 1)}
-    make = {Op.F: F, Op.I: I, Op.W: W}
+    makers = (F, I, W)
+    nxt = [[0, 0], [0, 0], [0, 0]]  # next micro-batch of each (op, chunk)
     order: list[Action] = []
-
-    def run(op: Op, chunk: int) -> None:
-        m = nxt[(op, chunk)]
-        nxt[(op, chunk)] = m + 1
-        order.append(make[op](stages[chunk], m))
-
-    # warm-up: chunk 0 forwards, then chunk 1 and chunk 0 forwards alternating
-    for _ in range(2 * ranks - 2 * rank - 1):
-        run(Op.F, 0)
-    for _ in range(rank):
-        run(Op.F, 1)
-        run(Op.F, 0)
-    # the turn of the V: chunk 1 starts its backwards
-    for _ in range(ranks - rank):
-        run(Op.F, 1)
-        run(Op.I, 1)
-        run(Op.W, 1)
-    # steady state, until every forward of both chunks has run
-    while nxt[(Op.F, 1)] < microbatches:
-        if nxt[(Op.F, 0)] < microbatches:
-            run(Op.F, 0)
-        run(Op.I, 0)
-        run(Op.W, 0)
-        run(Op.F, 1)
-        run(Op.I, 1)
-        run(Op.W, 1)
-    # cool-down
-    for _ in range(rank):
-        run(Op.I, 0)
-        run(Op.I, 1)
-    for _ in range(ranks - rank):
-        run(Op.I, 0)
-        run(Op.W, 0)
-    for chunk in (1, 0):
-        while nxt[(Op.W, chunk)] < microbatches:
-            run(Op.W, chunk)
+    for op, chunk in _pattern(rank, ranks, microbatches):
+        counter = nxt[op]
+        order.append(makers[op](stages[chunk], counter[chunk]))
+        counter[chunk] += 1
     return order
 
 
