@@ -122,6 +122,8 @@ def test_placement_and_chains() -> None:
     (("dualpipe", 5, 10), "dualpipe needs an even number of ranks, got 5: use --ranks 4 or 6"),
     (("dualpipe", 4, 9), "dualpipe needs an even number of micro-batches, got 9: "
                          "use --microbatches 8 or 10"),
+    (("dualpipe", 4, 5), "dualpipe needs an even number of micro-batches, got 5: "
+                         "use --microbatches 8"),
     (("dualpipe", 4, 6), "dualpipe needs M >= 2R micro-batches (R=4 needs at least 8), got 6"),
     (("dualpipe", 1, 2), "dualpipe needs an even number of ranks, got 1: use --ranks 2"),
     (("dualpipev", 3, 5), "dualpipev needs M >= 2R micro-batches (R=3 needs at least 6), got 5"),

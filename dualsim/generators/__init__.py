@@ -63,10 +63,9 @@ def _positive_int(family: str, what: str, flag: str, value: object) -> int:
 
 
 def _even_choices(flag: str, value: int, minimum: int) -> str:
-    lower = value - 1
-    if lower < minimum:
-        return f"use {flag} {value + 1}"
-    return f"use {flag} {lower} or {value + 1}"
+    """'use FLAG a or b' with the even neighbours of an odd value that are >= minimum."""
+    choices = [c for c in (value - 1, value + 1) if c >= minimum] or [minimum]
+    return f"use {flag} " + " or ".join(str(c) for c in choices)
 
 
 def _check_family_rules(name: str, ranks: int, mbs: int, chunks: int | None) -> None:
@@ -91,7 +90,7 @@ def _check_family_rules(name: str, ranks: int, mbs: int, chunks: int | None) -> 
                                 f"{_even_choices('--ranks', ranks, 2)}")
         if mbs % 2:
             raise ScheduleError(f"dualpipe needs an even number of micro-batches, got {mbs}: "
-                                f"{_even_choices('--microbatches', mbs, 2)}")
+                                f"{_even_choices('--microbatches', mbs, 2 * ranks)}")
         if mbs < 2 * ranks:
             raise ScheduleError(f"dualpipe needs M >= 2R micro-batches (R={ranks} needs at least "
                                 f"{2 * ranks}), got {mbs}")
