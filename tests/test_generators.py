@@ -136,9 +136,9 @@ def test_placement_and_chains() -> None:
     (("interleaved", 2, 4, 1), "interleaved needs --chunks >= 2 (stages per rank), got 1: "
                                "use --chunks 2 or more"),
     (("1f1b", 4, 8, 2), "1f1b does not take --chunks, got 2: only interleaved takes --chunks"),
-    (("gpipe", 0, 8), "gpipe needs at least 1 of ranks (--ranks >= 1), got 0: "
+    (("gpipe", 0, 8), "gpipe needs R >= 1 ranks, got 0: "
                       "use --ranks 1 or more"),
-    (("zb-h1", 2, -3), "zb-h1 needs at least 1 of micro-batches (--microbatches >= 1), got -3: "
+    (("zb-h1", 2, -3), "zb-h1 needs M >= 1 micro-batches, got -3: "
                        "use --microbatches 1 or more"),
     (("1f1b", True, 8), "1f1b needs an integer number of ranks, got True: use --ranks 1 or more"),
     (("1f1b", 2, 2.0), "1f1b needs an integer number of micro-batches, got 2.0: "

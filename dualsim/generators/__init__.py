@@ -52,14 +52,14 @@ FAMILIES: dict[str, Family] = {
 }
 
 
-def _positive_int(family: str, what: str, flag: str, value: object) -> int:
+def _positive_int(family: str, symbol: str, what: str, flag: str, value: object) -> None:
+    """Every family needs R >= 1 and M >= 1, as true integers (not bools, not floats)."""
     if not isinstance(value, int) or isinstance(value, bool):
         raise ScheduleError(f"{family} needs an integer number of {what}, got {value!r}: "
                             f"use {flag} 1 or more")
     if value < 1:
-        raise ScheduleError(f"{family} needs at least 1 of {what} ({flag} >= 1), got {value}: "
+        raise ScheduleError(f"{family} needs {symbol} >= 1 {what}, got {value}: "
                             f"use {flag} 1 or more")
-    return value
 
 
 def _even_choices(flag: str, value: int, minimum: int) -> str:
@@ -105,8 +105,8 @@ def check(name: str, ranks: int, microbatches: int, chunks: int | None = None) -
     family = FAMILIES.get(name)
     if family is None:
         raise ScheduleError(f"unknown schedule {name!r}: choose one of {', '.join(FAMILIES)}")
-    _positive_int(name, "ranks", "--ranks", ranks)
-    _positive_int(name, "micro-batches", "--microbatches", microbatches)
+    _positive_int(name, "R", "ranks", "--ranks", ranks)
+    _positive_int(name, "M", "micro-batches", "--microbatches", microbatches)
     if chunks is not None and not family.takes_chunks:
         raise ScheduleError(f"{name} does not take --chunks, got {chunks!r}: "
                             "only interleaved takes --chunks")
