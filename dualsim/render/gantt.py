@@ -1,0 +1,387 @@
+"""Gantt charts of a Timeline: one row per rank (rank 0 on top), PNG or SVG.
+
+The look follows DeepSeek's DualPipe figure: forward orange, full backward green, input-only
+backward (I) a lighter teal-green, weight gradient (W) blue; an overlapped FB is a split cell
+(forward colour above with its micro-batch id, backward colour below with its id). Micro-batches
+of DualPipe's reverse direction (chain 1) are drawn in a darker shade with hatching. In hardware
+mode every rank gets a second, thinner lane for its communication stream; its boxes are coloured
+by kind (dispatch, combine, pp_send, dp_sync) and split into the parts that overlap compute on
+the same rank ("hidden", pale) and the parts that do not ("exposed", red-hatched).
+
+``gantt_layout`` computes every box (position, colour, label) without matplotlib, so tests can
+assert what the picture shows; ``render_gantt``/``render_gantt_grid`` only draw that layout.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import pandas as pd
+
+# --- palette ----------------------------------------------------------------------------------
+#: (colour of chain 0, colour of chain 1 = the reverse direction) per compute op
+COMPUTE_COLORS: dict[str, tuple[str, str]] = {
+    "F": ("#F7B26A", "#D97B22"),
+    "B": ("#8FD18B", "#4F9E4B"),
+    "I": ("#B4E4D8", "#5DB3A0"),
+    "W": ("#8DBAEA", "#4A84C4"),
+}
+OTHER_COMPUTE = ("#CFCFCF", "#9A9A9A")
+COMM_COLORS: dict[str, str] = {
+    "dispatch": "#A98BD6",
+    "combine": "#D4A373",
+    "pp_send": "#E58FC8",
+    "dp_sync": "#8C8C8C",
+}
+OTHER_COMM = "#C7C76A"
+REVERSE_HATCH = "///"
+EXPOSED_HATCH = "xxxx"
+EXPOSED_EDGE = "#D62728"
+OP_NAMES = {"F": "forward (F)", "B": "backward (B)", "I": "backward for input (I)",
+            "W": "backward for weights (W)"}
+
+COMPUTE_HEIGHT = 1.0  # row heights in layout units (one unit ~ 0.3 inch)
+COMM_HEIGHT = 0.6
+RANK_GAP = 0.22
+
+
+@dataclass(frozen=True)
+class Box:
+    """One drawn rectangle. ``y0``/``y1`` are fractions of its row from the top (0) down (1)."""
+
+    rank: int
+    lane: str  # "compute" or "comm"
+    row: int  # index into GanttLayout.rows, 0 = top
+    x0: float
+    x1: float
+    y0: float
+    y1: float
+    color: str
+    hatch: str
+    label: str
+    kind: str  # its legend entry: "F", "B", "I", "W", "dispatch", ..., "hidden", "exposed"
+    chain: int = 0
+
+
+@dataclass(frozen=True)
+class GanttLayout:
+    """Rows top to bottom as (rank, lane), the boxes, the time extent and the legend."""
+
+    rows: tuple[tuple[int, str], ...]
+    boxes: tuple[Box, ...]
+    end: float
+    legend: tuple[str, ...]  # keys of LEGEND_STYLES in display order
+    has_comm: bool
+    two_directions: bool
+
+    def boxes_of(self, rank: int, lane: str = "compute") -> list[Box]:
+        return [b for b in self.boxes if b.rank == rank and b.lane == lane]
+
+    def row_heights(self) -> list[float]:
+        return [COMPUTE_HEIGHT if lane == "compute" else COMM_HEIGHT for _, lane in self.rows]
+
+    def row_tops(self) -> list[float]:
+        """y of each row's top edge in layout units (a gap separates ranks)."""
+        tops, y, prev = [], 0.0, None
+        for (rank, _), h in zip(self.rows, self.row_heights()):
+            if prev is not None and rank != prev:
+                y += RANK_GAP
+            tops.append(y)
+            y += h
+            prev = rank
+        return tops
+
+    def total_height(self) -> float:
+        tops = self.row_tops()
+        return tops[-1] + self.row_heights()[-1] if tops else 0.0
+
+
+def _shade(op: str, chain: int) -> str:
+    pair = COMPUTE_COLORS.get(op, OTHER_COMPUTE)
+    return pair[1] if chain == 1 else pair[0]
+
+
+def lighten(color: str, amount: float = 0.6) -> str:
+    """``color`` mixed with white (amount 0 = unchanged, 1 = white), as #rrggbb."""
+    c = color.lstrip("#")
+    rgb = [int(c[i:i + 2], 16) for i in (0, 2, 4)]
+    out = [round(v + (255 - v) * amount) for v in rgb]
+    return "#" + "".join(f"{v:02x}" for v in out)
+
+
+def _merge_pieces(rows: pd.DataFrame) -> list[dict[str, Any]]:
+    """Consecutive rows of the same action that touch become one box (hardware pieces)."""
+    out: list[dict[str, Any]] = []
+    for rec in rows.to_dict("records"):
+        last = out[-1] if out else None
+        if (last is not None and last["action"] == rec["action"] and last["op"] == rec["op"]
+                and abs(float(rec["start"]) - float(last["end"])) <= 1e-12 * max(1.0, abs(rec["start"]))):
+            last["end"] = rec["end"]
+        else:
+            out.append(dict(rec))
+    return out
+
+
+def _intervals_union(pairs: Iterable[tuple[float, float]]) -> list[tuple[float, float]]:
+    merged: list[list[float]] = []
+    for s, e in sorted(pairs):
+        if e <= s:
+            continue
+        if merged and s <= merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], e)
+        else:
+            merged.append([s, e])
+    return [(s, e) for s, e in merged]
+
+
+def split_hidden(start: float, end: float,
+                 busy: Sequence[tuple[float, float]]) -> list[tuple[float, float, bool]]:
+    """Split [start, end) into (s, e, hidden) parts: hidden where it overlaps ``busy`` compute."""
+    parts: list[tuple[float, float, bool]] = []
+    t = start
+    for s, e in busy:
+        if e <= t or s >= end:
+            continue
+        if s > t:
+            parts.append((t, s, False))
+        hs, he = max(s, t), min(e, end)
+        if he > hs:
+            parts.append((hs, he, True))
+        t = max(t, he)
+        if t >= end:
+            break
+    if t < end:
+        parts.append((t, end, False))
+    return parts
+
+
+def _compute_boxes(rank: int, row: int, df: pd.DataFrame) -> list[Box]:
+    boxes: list[Box] = []
+    for rec in _merge_pieces(df):
+        x0, x1, op = float(rec["start"]), float(rec["end"]), str(rec["op"])
+        if op == "FB":
+            c1, c2 = int(rec["chain"]), int(rec["chain2"])
+            boxes.append(Box(rank, "compute", row, x0, x1, 0.0, 0.5, _shade("F", c1),
+                             REVERSE_HATCH if c1 == 1 else "", str(rec["microbatch"]), "F", c1))
+            boxes.append(Box(rank, "compute", row, x0, x1, 0.5, 1.0, _shade("B", c2),
+                             REVERSE_HATCH if c2 == 1 else "", str(rec["microbatch2"]), "B", c2))
+        else:
+            c = int(rec["chain"])
+            mb = int(rec["microbatch"])
+            boxes.append(Box(rank, "compute", row, x0, x1, 0.0, 1.0, _shade(op, c),
+                             REVERSE_HATCH if c == 1 else "", str(mb) if mb >= 0 else "", op, c))
+    return boxes
+
+
+def _comm_boxes(rank: int, row: int, df: pd.DataFrame,
+                busy: Sequence[tuple[float, float]]) -> list[Box]:
+    boxes: list[Box] = []
+    for rec in df.to_dict("records"):
+        op = str(rec["op"])
+        color = COMM_COLORS.get(op, OTHER_COMM)
+        for s, e, hidden in split_hidden(float(rec["start"]), float(rec["end"]), busy):
+            if hidden:
+                boxes.append(Box(rank, "comm", row, s, e, 0.0, 1.0, lighten(color, 0.55), "", "",
+                                 "hidden"))
+            else:
+                boxes.append(Box(rank, "comm", row, s, e, 0.0, 1.0, color, EXPOSED_HATCH, "",
+                                 "exposed"))
+    return boxes
+
+
+def gantt_layout(timeline: pd.DataFrame) -> GanttLayout:
+    """Every box of the Gantt chart of ``timeline``, without drawing anything."""
+    tl = timeline.sort_values(["rank", "stream", "start", "end"], kind="stable")
+    has_comm = bool((tl["stream"] == "comm").any())
+    ranks = sorted(int(r) for r in tl["rank"].unique())
+    rows: list[tuple[int, str]] = []
+    boxes: list[Box] = []
+    for rank in ranks:
+        mine = tl[tl["rank"] == rank]
+        comp = mine[mine["stream"] == "compute"]
+        rows.append((rank, "compute"))
+        boxes.extend(_compute_boxes(rank, len(rows) - 1, comp))
+        if has_comm:
+            rows.append((rank, "comm"))
+            busy = _intervals_union(zip(comp["start"].astype(float), comp["end"].astype(float)))
+            boxes.extend(_comm_boxes(rank, len(rows) - 1, mine[mine["stream"] == "comm"], busy))
+    two = bool(((tl["chain"] == 1) | (tl["chain2"] == 1)).any())
+    end = float(tl["end"].max()) if len(tl) else 1.0
+    return GanttLayout(tuple(rows), tuple(boxes), end, _legend_keys(tl, boxes, two), has_comm, two)
+
+
+def _legend_keys(tl: pd.DataFrame, boxes: list[Box], two: bool) -> tuple[str, ...]:
+    ops = set(tl.loc[tl["stream"] == "compute", "op"].astype(str))
+    keys = [k for k in ("F", "B", "I", "W") if k in ops or (k in "FB" and "FB" in ops)]
+    if "FB" in ops:
+        keys.append("FB")
+    if two:
+        keys.append("reverse")
+    kinds = {b.kind for b in boxes if b.lane == "comm"}
+    comm_ops = sorted(set(tl.loc[tl["stream"] == "comm", "op"].astype(str)),
+                      key=lambda o: (list(COMM_COLORS).index(o) if o in COMM_COLORS else 99, o))
+    keys.extend(f"comm:{o}" for o in comm_ops)
+    keys.extend(k for k in ("hidden", "exposed") if k in kinds)
+    return tuple(keys)
+
+
+# --- drawing ----------------------------------------------------------------------------------
+
+def _legend_handles(keys: Sequence[str]) -> tuple[list[Any], list[str], dict[Any, Any]]:
+    from matplotlib.legend_handler import HandlerBase
+    from matplotlib.patches import Patch, Rectangle
+
+    class SplitCell:
+        """Legend proxy for an FB: forward colour above, backward colour below."""
+
+    class SplitHandler(HandlerBase):
+        def create_artists(self, legend, orig, xd, yd, width, height, fontsize, trans):
+            top = Rectangle((xd, yd + height / 2), width, height / 2,
+                            facecolor=COMPUTE_COLORS["F"][0], edgecolor="white", lw=0.5,
+                            transform=trans)
+            bottom = Rectangle((xd, yd), width, height / 2, facecolor=COMPUTE_COLORS["B"][0],
+                               edgecolor="white", lw=0.5, transform=trans)
+            return [top, bottom]
+
+    handles: list[Any] = []
+    labels: list[str] = []
+    split = SplitCell()
+    for k in keys:
+        if k in OP_NAMES:
+            handles.append(Patch(facecolor=COMPUTE_COLORS[k][0], edgecolor="white"))
+            labels.append(OP_NAMES[k])
+        elif k == "FB":
+            handles.append(split)
+            labels.append("overlapped F (top) + B (bottom)")
+        elif k == "reverse":
+            handles.append(Patch(facecolor="#8A8A8A", edgecolor="white", hatch=REVERSE_HATCH))
+            labels.append("reverse direction (darker, hatched)")
+        elif k.startswith("comm:"):
+            op = k[5:]
+            handles.append(Patch(facecolor=COMM_COLORS.get(op, OTHER_COMM), edgecolor="white"))
+            labels.append(f"comm: {op}")
+        elif k == "hidden":
+            handles.append(Patch(facecolor=lighten("#8C8C8C", 0.55), edgecolor="white"))
+            labels.append("comm hidden under compute (pale)")
+        elif k == "exposed":
+            handles.append(Patch(facecolor="#8C8C8C", edgecolor=EXPOSED_EDGE,
+                                 hatch=EXPOSED_HATCH))
+            labels.append("comm exposed (red hatch)")
+    return handles, labels, {SplitCell: SplitHandler()}
+
+
+def _draw(ax: Any, layout: GanttLayout, *, end: float) -> None:
+    """Draw ``layout``'s boxes on ``ax`` and set its axes (labels come later, in _label)."""
+    from matplotlib.patches import Rectangle
+
+    tops = layout.row_tops()
+    heights = layout.row_heights()
+    for b in layout.boxes:
+        h = heights[b.row]
+        y = tops[b.row] + b.y0 * h
+        bh = (b.y1 - b.y0) * h
+        edge = EXPOSED_EDGE if b.kind == "exposed" else "white"
+        kw: dict[str, Any] = {}
+        if b.hatch == REVERSE_HATCH:
+            kw["hatchcolor"] = (1.0, 1.0, 1.0, 0.55)
+        elif b.hatch:
+            kw["hatchcolor"] = EXPOSED_EDGE
+        ax.add_patch(Rectangle((b.x0, y), b.x1 - b.x0, bh, facecolor=b.color, edgecolor=edge,
+                               linewidth=0.6 if b.lane == "compute" else 0.4, hatch=b.hatch or None,
+                               **kw))
+    ax.set_xlim(0, end)
+    ax.set_ylim(layout.total_height(), 0)
+    ticks = [t + h / 2 for t, h in zip(tops, heights)]
+    ax.set_yticks(ticks)
+    ax.set_yticklabels([f"rank {r}" if lane == "compute" else "comm" for r, lane in layout.rows])
+    for lab, (_, lane) in zip(ax.get_yticklabels(), layout.rows):
+        if lane == "comm":
+            lab.set_fontsize(6.5)
+            lab.set_color("#555555")
+    ax.tick_params(axis="y", length=0)
+    ax.spines["left"].set_visible(False)
+    ax.grid(axis="x", color="#E5E5E5", linewidth=0.5)
+    ax.set_axisbelow(True)
+
+
+def _label(ax: Any, layout: GanttLayout) -> None:
+    """Write micro-batch ids on the boxes wide enough for them (after the layout is fixed)."""
+    box = ax.get_window_extent()
+    x_lo, x_hi = ax.get_xlim()
+    y_lo, y_hi = ax.get_ylim()
+    to_pt = 72.0 / ax.figure.dpi
+    pts_x = box.width * to_pt / (x_hi - x_lo)
+    pts_y = box.height * to_pt / abs(y_hi - y_lo)
+    tops = layout.row_tops()
+    heights = layout.row_heights()
+    for b in layout.boxes:
+        if not b.label:
+            continue
+        h = heights[b.row]
+        y = tops[b.row] + b.y0 * h
+        bh = (b.y1 - b.y0) * h
+        size = min(8.0, max(4.5, 0.6 * bh * pts_y))
+        if (b.x1 - b.x0) * pts_x >= 0.64 * size * len(b.label) + 2.0:
+            ax.text((b.x0 + b.x1) / 2, y + bh / 2, b.label, ha="center", va="center_baseline",
+                    fontsize=size, color="white" if b.chain == 1 else "black")
+
+
+def _width_inches(layouts: Sequence[GanttLayout], end: float) -> float:
+    durations = sorted(b.x1 - b.x0 for lay in layouts for b in lay.boxes
+                       if b.lane == "compute" and b.x1 > b.x0)
+    typical = durations[len(durations) // 4] if durations else end
+    return min(26.0, max(7.5, 1.6 + 0.24 * end / max(typical, 1e-30)))
+
+
+ROW_INCH = 0.3
+
+
+def render_gantt(timeline: pd.DataFrame, path: str | Path, *, title: str = "",
+                 time_unit: str = "cost units") -> None:
+    """Write the Gantt chart of ``timeline`` to ``path`` (.png or .svg), atomically."""
+    render_gantt_grid([(title, timeline)], path, time_unit=time_unit)
+
+
+def render_gantt_grid(panels: list[tuple[str, pd.DataFrame]], path: str | Path, *,
+                      time_unit: str = "cost units") -> None:
+    """One panel per (title, timeline), stacked vertically on one time scale."""
+    from dualsim.render.figure import check_path, new_figure, save_figure, style
+
+    check_path(path)
+    if not panels:
+        raise ValueError("render_gantt_grid needs at least one panel")
+    layouts = [gantt_layout(tl) for _, tl in panels]
+    end = max(lay.end for lay in layouts)
+    width = _width_inches(layouts, end)
+    heights = [lay.total_height() for lay in layouts]
+    keys: list[str] = []
+    for lay in layouts:
+        keys.extend(k for k in lay.legend if k not in keys)
+    order = ["F", "B", "I", "W", "FB", "reverse"]
+    keys.sort(key=lambda k: order.index(k) if k in order else len(order))
+    titled = sum(1 for t, _ in panels if t)
+    plot_h = sum(h * ROW_INCH for h in heights) + 0.35 * len(panels)
+    legend_rows = 1 if len(keys) <= 6 else 2
+    fig_h = plot_h + 0.45 * titled + 0.55 + 0.28 * legend_rows + 0.2
+    with style():
+        fig = new_figure(width, fig_h)
+        fig.set_layout_engine("constrained", h_pad=0.04, w_pad=0.04)
+        axes = fig.subplots(len(panels), 1, sharex=True, squeeze=False,
+                            gridspec_kw={"height_ratios": [max(h, 0.5) for h in heights]})[:, 0]
+        for ax, (ttl, _), lay in zip(axes, panels, layouts):
+            _draw(ax, lay, end=end)
+            if ttl:
+                ax.set_title(ttl, loc="left", fontsize=10, fontweight="bold")
+        for ax in axes[:-1]:
+            ax.tick_params(axis="x", labelbottom=False)
+        axes[-1].set_xlabel(f"time ({time_unit})")
+        handles, labels, hmap = _legend_handles(keys)
+        ncol = len(keys) if len(keys) <= 6 else -(-len(keys) // 2)
+        fig.legend(handles, labels, handler_map=hmap, loc="outside lower center",
+                   ncol=max(1, ncol), frameon=False, fontsize=8)
+        fig.draw_without_rendering()
+        for ax, lay in zip(axes, layouts):
+            _label(ax, lay)
+        save_figure(fig, path)

@@ -1,0 +1,172 @@
+"""Chrome/Perfetto JSON traces of a Timeline (open in ui.perfetto.dev or chrome://tracing).
+
+Layout of a trace:
+
+- one process per rank (``pid`` = rank, ``process_name`` "rank r"), threads ``compute`` (tid 0)
+  and ``comm`` (tid 1), named with ``thread_name`` metadata events;
+- one complete event (``"ph": "X"``) per Timeline row, ``args`` holding stage, micro-batch, op
+  (and the backward half's stage/micro-batch for an FB, the piece in hardware mode);
+- with ``schedule``: one flow arrow (``"ph": "s"`` then ``"f"``, same ``id``, bound to the
+  enclosing slices) from each cross-rank producer to its consumer: F(s, m) -> F(next stage, m)
+  and backward(s, m) -> backward(previous stage, m), where a backward is a B, an I or the
+  backward half of an FB. Same-rank dependencies (the turn of a V) get no arrow;
+- with ``memory`` (columns ``rank``, ``time`` and ``*_gb``): a counter track ``memory (GB)``
+  per rank (``"ph": "C"``), one series per component.
+
+Time: trace timestamps are microseconds. Seconds are scaled by 1e6 (``ms`` by 1e3, ``us`` by 1);
+abstract cost units are scaled by 1000, i.e. **1 cost unit is shown as 1 ms**. The output is
+deterministic: events are emitted in a fixed order and numbers rounded to nanoseconds.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from dualsim.io import write_atomic
+from dualsim.ir import Op, Schedule
+
+COMPUTE_TID = 0
+COMM_TID = 1
+UNIT_SCALE = {"s": 1e6, "ms": 1e3, "us": 1.0}
+ABSTRACT_SCALE = 1000.0  # 1 abstract cost unit = 1000 us
+
+
+def time_scale(time_unit: str) -> float:
+    """Microseconds per time unit of the Timeline."""
+    return UNIT_SCALE.get(time_unit, ABSTRACT_SCALE)
+
+
+def _us(value: float, scale: float) -> float | int:
+    v = round(float(value) * scale, 3)
+    return int(v) if v.is_integer() else v
+
+
+def _metadata(ranks: list[int], has_comm: bool) -> list[dict[str, Any]]:
+    events: list[dict[str, Any]] = []
+    for r in ranks:
+        events.append({"name": "process_name", "ph": "M", "pid": r, "tid": 0,
+                       "args": {"name": f"rank {r}"}})
+        events.append({"name": "process_sort_index", "ph": "M", "pid": r, "tid": 0,
+                       "args": {"sort_index": r}})
+        events.append({"name": "thread_name", "ph": "M", "pid": r, "tid": COMPUTE_TID,
+                       "args": {"name": "compute"}})
+        if has_comm:
+            events.append({"name": "thread_name", "ph": "M", "pid": r, "tid": COMM_TID,
+                           "args": {"name": "comm"}})
+    return events
+
+
+def _slice(rec: dict[str, Any], scale: float) -> dict[str, Any]:
+    comm = rec["stream"] == "comm"
+    args: dict[str, Any] = {"op": rec["op"], "stage": int(rec["stage"]),
+                            "microbatch": int(rec["microbatch"]), "chain": int(rec["chain"])}
+    if rec["op"] == "FB":
+        args.update({"stage2": int(rec["stage2"]), "microbatch2": int(rec["microbatch2"]),
+                     "chain2": int(rec["chain2"])})
+    if rec["piece"]:
+        args["piece"] = rec["piece"]
+    name = str(rec["action"]) or str(rec["op"])
+    if comm:
+        name = f"{rec['op']} {rec['action']}".strip() if rec["action"] else str(rec["op"])
+    elif rec["piece"]:
+        name = f"{name} {rec['piece']}"
+    start = _us(rec["start"], scale)
+    return {"name": name, "cat": "comm" if comm else str(rec["op"]), "ph": "X",
+            "ts": start, "dur": _us(float(rec["end"]) - float(rec["start"]), scale),
+            "pid": int(rec["rank"]), "tid": COMM_TID if comm else COMPUTE_TID, "args": args}
+
+
+def _unit_keys(rec: dict[str, Any]) -> list[tuple[str, int, int]]:
+    """The (kind, stage, microbatch) results a compute row produces/consumes ("F" or "BWD")."""
+    op = rec["op"]
+    if op == "FB":
+        return [("F", int(rec["stage"]), int(rec["microbatch"])),
+                ("BWD", int(rec["stage2"]), int(rec["microbatch2"]))]
+    if op == "F":
+        return [("F", int(rec["stage"]), int(rec["microbatch"]))]
+    if op in (Op.B.value, Op.I.value):
+        return [("BWD", int(rec["stage"]), int(rec["microbatch"]))]
+    return []
+
+
+def dependency_pairs(schedule: Schedule) -> list[tuple[tuple[str, int, int], tuple[str, int, int]]]:
+    """Every cross-rank (producer, consumer) pair of ``schedule``, as (kind, stage, mb) keys."""
+    pairs = []
+    for c, mbs in enumerate(schedule.chains):
+        stages = schedule.chain_stages(c)
+        for m in mbs:
+            for a, b in zip(stages, stages[1:]):
+                if schedule.rank_of(a) != schedule.rank_of(b):
+                    pairs.append((("F", a, m), ("F", b, m)))
+            for a, b in zip(reversed(stages), list(reversed(stages))[1:]):
+                if schedule.rank_of(a) != schedule.rank_of(b):
+                    pairs.append((("BWD", a, m), ("BWD", b, m)))
+    return pairs
+
+
+def _flows(records: list[dict[str, Any]], schedule: Schedule, scale: float) -> list[dict[str, Any]]:
+    first: dict[tuple[str, int, int], dict[str, Any]] = {}
+    last: dict[tuple[str, int, int], dict[str, Any]] = {}
+    for rec in records:
+        if rec["stream"] != "compute":
+            continue
+        for key in _unit_keys(rec):
+            first.setdefault(key, rec)
+            last[key] = rec
+    events: list[dict[str, Any]] = []
+    for fid, (src, dst) in enumerate(dependency_pairs(schedule), start=1):
+        if src not in last or dst not in first:
+            continue
+        p, q = last[src], first[dst]
+        name = "activation" if src[0] == "F" else "gradient"
+        events.append({"name": name, "cat": "pp", "ph": "s", "id": fid,
+                       "ts": _us(p["start"], scale), "pid": int(p["rank"]), "tid": COMPUTE_TID})
+        events.append({"name": name, "cat": "pp", "ph": "f", "bp": "e", "id": fid,
+                       "ts": _us(q["start"], scale), "pid": int(q["rank"]), "tid": COMPUTE_TID})
+    return events
+
+
+def _counters(memory: pd.DataFrame, scale: float) -> list[dict[str, Any]]:
+    cols = [c for c in memory.columns if c.endswith("_gb") and c != "total_gb"]
+    if not cols and "total_gb" in memory.columns:
+        cols = ["total_gb"]
+    events = []
+    for rec in memory.sort_values(["rank", "time"], kind="stable").to_dict("records"):
+        events.append({"name": "memory (GB)", "ph": "C", "ts": _us(rec["time"], scale),
+                       "pid": int(rec["rank"]),
+                       "args": {c[:-3]: round(float(rec[c]), 6) for c in cols}})
+    return events
+
+
+def to_trace(timeline: pd.DataFrame, *, time_unit: str = "cost units",
+             schedule: Schedule | None = None, memory: pd.DataFrame | None = None) -> dict:
+    """The trace as a JSON-ready dict (``traceEvents`` plus a note on the time scale)."""
+    scale = time_scale(time_unit)
+    tl = timeline.sort_values(["rank", "stream", "start", "end"], kind="stable")
+    records = tl.to_dict("records")
+    ranks = sorted({int(r) for r in tl["rank"]})
+    if schedule is not None:
+        ranks = sorted(set(ranks) | set(range(schedule.ranks)))
+    has_comm = bool((tl["stream"] == "comm").any())
+    events = _metadata(ranks, has_comm)
+    events.extend(_slice(rec, scale) for rec in records)
+    if schedule is not None:
+        events.extend(_flows(records, schedule, scale))
+    if memory is not None and len(memory):
+        events.extend(_counters(memory, scale))
+    note = ("1 abstract cost unit = 1000 us (shown as 1 ms)" if time_unit not in UNIT_SCALE
+            else f"timestamps in microseconds (from {time_unit})")
+    return {"traceEvents": events, "displayTimeUnit": "ms",
+            "otherData": {"generator": "dualsim", "time_unit": time_unit, "note": note}}
+
+
+def write_trace(timeline: pd.DataFrame, path: str | Path, *, time_unit: str = "cost units",
+                schedule: Schedule | None = None, memory: pd.DataFrame | None = None) -> None:
+    """Write ``to_trace(...)`` as compact JSON to ``path``, atomically."""
+    import json
+
+    trace = to_trace(timeline, time_unit=time_unit, schedule=schedule, memory=memory)
+    write_atomic(path, json.dumps(trace, separators=(",", ":")) + "\n")

@@ -1,0 +1,117 @@
+"""Gantt layout and files: rows per rank, colours, split FB cells, comm lanes, determinism."""
+
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+
+from dualsim.generators import generate
+from dualsim.render.gantt import (COMM_COLORS, COMPUTE_COLORS, EXPOSED_HATCH, REVERSE_HATCH,
+                                  gantt_layout, lighten, render_gantt, render_gantt_grid,
+                                  split_hidden)
+from dualsim.timeline import from_rows
+from test_render_helpers import row, serial_timeline
+
+
+def small_timeline():
+    return from_rows([
+        row(0, "F", 0, 0, 0, 1),
+        row(0, "FB", 0, 1, 1, 4, stage2=3, mb2=2, chain2=1),
+        row(1, "F", 1, 0, 1, 2),
+        row(1, "B", 2, 2, 2, 4, chain=1),
+        row(1, "W", 1, 0, 4, 5),
+        row(1, "I", 1, 0, 5, 6),
+    ])
+
+
+def test_layout_has_one_row_per_rank_rank0_on_top():
+    lay = gantt_layout(small_timeline())
+    assert lay.rows == ((0, "compute"), (1, "compute"))
+    assert lay.end == 6.0
+    assert not lay.has_comm and lay.two_directions
+
+
+def test_fb_is_a_split_cell_forward_over_backward():
+    lay = gantt_layout(small_timeline())
+    fb = [b for b in lay.boxes_of(0) if b.x0 == 1.0]
+    top, bottom = sorted(fb, key=lambda b: b.y0)
+    assert (top.y0, top.y1, bottom.y0, bottom.y1) == (0.0, 0.5, 0.5, 1.0)
+    assert (top.x0, top.x1) == (bottom.x0, bottom.x1) == (1.0, 4.0)
+    assert top.color == COMPUTE_COLORS["F"][0] and top.label == "1" and top.hatch == ""
+    # the backward half belongs to the reverse direction: darker shade and hatched
+    assert bottom.color == COMPUTE_COLORS["B"][1] and bottom.label == "2"
+    assert bottom.hatch == REVERSE_HATCH
+
+
+def test_ops_get_distinct_colours_and_microbatch_labels():
+    lay = gantt_layout(small_timeline())
+    by_x = {b.x0: b for b in lay.boxes_of(1)}
+    assert by_x[1.0].color == COMPUTE_COLORS["F"][0] and by_x[1.0].label == "0"
+    assert by_x[2.0].color == COMPUTE_COLORS["B"][1] and by_x[2.0].hatch == REVERSE_HATCH
+    assert by_x[4.0].color == COMPUTE_COLORS["W"][0]
+    assert by_x[5.0].color == COMPUTE_COLORS["I"][0]
+    colours = {COMPUTE_COLORS[k][c] for k in "FBIW" for c in (0, 1)}
+    assert len(colours) == 8
+    assert lay.legend == ("F", "B", "I", "W", "FB", "reverse")
+
+
+def test_one_chain_has_no_reverse_legend_entry():
+    lay = gantt_layout(serial_timeline(generate("zb-v", 4, 8)))
+    assert "reverse" not in lay.legend
+    assert len(lay.rows) == 4
+    assert len(lay.boxes) == sum(len(r) for r in generate("zb-v", 4, 8).actions)
+
+
+def test_split_hidden_cuts_comm_at_compute_edges():
+    assert split_hidden(0.0, 10.0, [(2.0, 4.0), (6.0, 12.0)]) == [
+        (0.0, 2.0, False), (2.0, 4.0, True), (4.0, 6.0, False), (6.0, 10.0, True)]
+    assert split_hidden(1.0, 2.0, []) == [(1.0, 2.0, False)]
+
+
+def test_comm_lane_below_compute_with_hidden_and_exposed_parts():
+    tl = from_rows([
+        row(0, "F", 0, 0, 0.0, 2.0, piece="attn"),
+        row(0, "F", 0, 0, 2.0, 3.0, piece="mlp"),
+        row(0, "dispatch", 0, 0, 1.0, 4.0, stream="comm", action="0F0"),
+        row(1, "F", 1, 0, 4.0, 5.0),
+    ])
+    lay = gantt_layout(tl)
+    assert lay.rows == ((0, "compute"), (0, "comm"), (1, "compute"), (1, "comm"))
+    comp = lay.boxes_of(0, "compute")
+    assert [(b.x0, b.x1) for b in comp] == [(0.0, 3.0)]  # touching pieces merge into one box
+    comm = lay.boxes_of(0, "comm")
+    assert [(b.x0, b.x1, b.kind) for b in comm] == [(1.0, 3.0, "hidden"), (3.0, 4.0, "exposed")]
+    assert comm[0].color == lighten(COMM_COLORS["dispatch"], 0.55) and comm[0].hatch == ""
+    assert comm[1].color == COMM_COLORS["dispatch"] and comm[1].hatch == EXPOSED_HATCH
+    assert all(b.row == 1 for b in comm)
+    assert lay.legend[-3:] == ("comm:dispatch", "hidden", "exposed")
+
+
+@pytest.mark.parametrize("suffix", [".png", ".svg"])
+def test_files_are_written_and_byte_identical(tmp_path, suffix):
+    tl = serial_timeline(generate("dualpipe", 4, 8))
+    a, b = tmp_path / f"a{suffix}", tmp_path / f"b{suffix}"
+    render_gantt(tl, a, title="DualPipe R=4 M=8")
+    render_gantt(tl, b, title="DualPipe R=4 M=8")
+    data = a.read_bytes()
+    assert len(data) > 5000
+    assert data.startswith(b"\x89PNG") if suffix == ".png" else b"<svg" in data[:400]
+    assert hashlib.sha256(data).digest() == hashlib.sha256(b.read_bytes()).digest()
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([a.name, b.name])  # no temp files
+
+
+def test_grid_renders_all_panels(tmp_path):
+    panels = [(n, serial_timeline(generate(n, 4, 8))) for n in ("1f1b", "zb-v")]
+    out = tmp_path / "grid.svg"
+    render_gantt_grid(panels, out)
+    text = out.read_text()
+    # matplotlib keeps each text as an SVG comment next to its glyph paths
+    assert text.count("<!-- rank 3 -->") == 2  # one bottom row per panel
+    assert "<!-- 1f1b -->" in text and "<!-- zb-v -->" in text
+    assert out.stat().st_size > 10000
+
+
+def test_rejects_other_extensions(tmp_path):
+    with pytest.raises(ValueError, match=".png or .svg"):
+        render_gantt(small_timeline(), tmp_path / "x.pdf")

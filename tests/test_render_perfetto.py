@@ -1,0 +1,103 @@
+"""Perfetto traces: JSON shape, metadata names, exact timestamps, flows, memory counters."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+
+from dualsim.generators import generate
+from dualsim.render.perfetto import dependency_pairs, to_trace, write_trace
+from dualsim.timeline import from_rows
+from test_render_helpers import row, serial_timeline
+
+
+def events(trace, ph):
+    return [e for e in trace["traceEvents"] if e["ph"] == ph]
+
+
+def test_slices_have_exact_microsecond_times_for_abstract_units():
+    tl = from_rows([row(0, "F", 0, 0, 0, 1), row(1, "F", 1, 0, 1, 2.5),
+                    row(1, "B", 1, 0, 2.5, 4.5)])
+    tr = to_trace(tl)
+    xs = events(tr, "X")
+    assert [(e["pid"], e["tid"], e["name"], e["ts"], e["dur"]) for e in xs] == [
+        (0, 0, "0F0", 0, 1000), (1, 0, "1F0", 1000, 1500), (1, 0, "1B0", 2500, 2000)]
+    assert xs[1]["args"] == {"op": "F", "stage": 1, "microbatch": 0, "chain": 0}
+    assert "1000 us" in tr["otherData"]["note"]
+
+
+def test_seconds_scale_to_microseconds():
+    tl = from_rows([row(0, "F", 0, 0, 0.001, 0.0035)])
+    (x,) = events(to_trace(tl, time_unit="s"), "X")
+    assert (x["ts"], x["dur"]) == (1000, 2500)
+
+
+def test_metadata_names_each_rank_and_thread():
+    tl = from_rows([row(0, "F", 0, 0, 0, 1), row(1, "combine", 1, 0, 0, 1, stream="comm")])
+    meta = events(to_trace(tl), "M")
+    names = {(e["pid"], e["tid"], e["name"]): e["args"].get("name") for e in meta}
+    assert names[(0, 0, "process_name")] == "rank 0"
+    assert names[(1, 0, "process_name")] == "rank 1"
+    assert names[(1, 0, "thread_name")] == "compute"
+    assert names[(1, 1, "thread_name")] == "comm"
+    comm = [e for e in events(to_trace(tl), "X") if e["pid"] == 1]
+    assert comm[0]["tid"] == 1 and comm[0]["cat"] == "comm"
+
+
+def test_1f1b_flows_are_two_per_cross_rank_hop():
+    R, M = 4, 8
+    s = generate("1f1b", R, M)
+    tr = to_trace(serial_timeline(s), schedule=s)
+    starts, finishes = events(tr, "s"), events(tr, "f")
+    assert len(starts) == len(finishes) == 2 * (R - 1) * M
+    assert sorted(e["id"] for e in starts) == sorted(e["id"] for e in finishes)
+    assert len({e["id"] for e in starts}) == len(starts)
+    # every flow goes to a neighbouring rank
+    by_id = {e["id"]: e for e in starts}
+    assert all(abs(by_id[f["id"]]["pid"] - f["pid"]) == 1 for f in finishes)
+    assert all(f["bp"] == "e" for f in finishes)
+
+
+def test_v_turn_is_same_rank_and_gets_no_flow():
+    R, M = 4, 8
+    s = generate("zb-v", R, M)
+    # a V of 2R stages has 2R-2 cross-rank hops per direction (the turn is on rank R-1)
+    assert len(dependency_pairs(s)) == 2 * (2 * R - 2) * M
+    tr = to_trace(serial_timeline(s), schedule=s)
+    assert len(events(tr, "s")) == 2 * (2 * R - 2) * M
+
+
+def test_fb_halves_produce_and_consume_flows():
+    s = generate("dualpipe", 4, 8)
+    tr = to_trace(serial_timeline(s), schedule=s)
+    # DualPipe: 2 chains of R stages, M micro-batches, R-1 hops each way
+    assert len(events(tr, "s")) == 2 * (4 - 1) * 8
+    fb_slices = {(e["pid"], e["ts"]) for e in events(tr, "X") if e["args"]["op"] == "FB"}
+    ends = {(e["pid"], e["ts"]) for e in events(tr, "f")}
+    assert fb_slices & ends  # some arrows land on FB cells
+
+
+def test_memory_counters_per_rank():
+    tl = from_rows([row(0, "F", 0, 0, 0, 1)])
+    mem = pd.DataFrame({"rank": [0, 0, 1], "time": [0.0, 0.5, 0.0],
+                        "params_gb": [1.0, 1.0, 2.0], "activations_gb": [0.0, 3.25, 0.5],
+                        "total_gb": [1.0, 4.25, 2.5]})
+    cs = events(to_trace(tl, time_unit="s", memory=mem), "C")
+    assert [(c["pid"], c["ts"], c["args"]) for c in cs] == [
+        (0, 0, {"params": 1.0, "activations": 0.0}),
+        (0, 500000, {"params": 1.0, "activations": 3.25}),
+        (1, 0, {"params": 2.0, "activations": 0.5})]
+    assert all(c["name"] == "memory (GB)" for c in cs)
+
+
+def test_written_trace_is_valid_deterministic_json(tmp_path):
+    s = generate("dualpipev", 4, 8)
+    tl = serial_timeline(s)
+    a, b = tmp_path / "a.json", tmp_path / "b.json"
+    write_trace(tl, a, schedule=s)
+    write_trace(tl, b, schedule=s)
+    assert a.read_bytes() == b.read_bytes()
+    data = json.loads(a.read_text())
+    assert {e["pid"] for e in data["traceEvents"]} == {0, 1, 2, 3}
+    assert len(events(data, "X")) == sum(len(r) for r in s.actions)
