@@ -338,6 +338,16 @@ def _width_inches(layouts: Sequence[GanttLayout], end: float) -> float:
 ROW_INCH = 0.3
 
 
+def _legend_columns(labels: Sequence[str], width: float) -> int:
+    """As many legend columns as fit in ``width`` inches, balanced over the rows."""
+    if not labels:
+        return 1
+    entry = 0.75 + 0.068 * max(len(t) for t in labels)
+    fit = max(1, min(len(labels), int((width - 0.3) // entry)))
+    rows = -(-len(labels) // fit)
+    return -(-len(labels) // rows)
+
+
 def render_gantt(timeline: pd.DataFrame, path: str | Path, *, title: str = "",
                  time_unit: str = "cost units") -> None:
     """Write the Gantt chart of ``timeline`` to ``path`` (.png or .svg), atomically."""
@@ -363,7 +373,9 @@ def render_gantt_grid(panels: list[tuple[str, pd.DataFrame]], path: str | Path, 
     keys.sort(key=lambda k: order.index(k) if k in order else len(order))
     titled = sum(1 for t, _ in panels if t)
     plot_h = sum(h * ROW_INCH for h in heights) + 0.35 * len(panels)
-    legend_rows = 1 if len(keys) <= 6 else 2
+    handles, labels, hmap = _legend_handles(keys)
+    ncol = _legend_columns(labels, width)
+    legend_rows = -(-len(labels) // ncol)
     fig_h = plot_h + 0.45 * titled + 0.55 + 0.28 * legend_rows + 0.2
     with style():
         fig = new_figure(width, fig_h)
@@ -377,10 +389,8 @@ def render_gantt_grid(panels: list[tuple[str, pd.DataFrame]], path: str | Path, 
         for ax in axes[:-1]:
             ax.tick_params(axis="x", labelbottom=False)
         axes[-1].set_xlabel(f"time ({time_unit})")
-        handles, labels, hmap = _legend_handles(keys)
-        ncol = len(keys) if len(keys) <= 6 else -(-len(keys) // 2)
         fig.legend(handles, labels, handler_map=hmap, loc="outside lower center",
-                   ncol=max(1, ncol), frameon=False, fontsize=8)
+                   ncol=ncol, frameon=False, fontsize=8)
         fig.draw_without_rendering()
         for ax, lay in zip(axes, layouts):
             _label(ax, lay)
