@@ -1,0 +1,123 @@
+"""Abstract-mode costs: the durations F, I, W, B, FB and the CLI's ``--costs`` text form.
+
+Costs are per rank-worth of layers (DESIGN.md §5): the simulator multiplies them by a stage's
+size. ``B`` defaults to ``I + W`` and ``FB`` to ``F + B``. Every cost must be a positive, finite
+real number; ints and Fractions stay exact (no conversion to float), floats stay floats.
+
+``parse_costs("F=1,I=1,W=1,B=2,FB=3")`` reads the CLI form: integers become ``int``, decimals
+(``1.5``, ``2e-3``) and ratios (``1/3``) become exact ``Fraction``. When ``--costs`` is absent the
+CLI uses ``DEFAULT_COSTS`` (F = I = W = 1); when it is given, F, I and W are all required.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from dataclasses import dataclass
+from fractions import Fraction
+from typing import Any, Mapping
+
+from dualsim.errors import CostError
+
+#: the cost names, in the order they are printed
+COST_NAMES: tuple[str, ...] = ("F", "I", "W", "B", "FB")
+REQUIRED: tuple[str, ...] = ("F", "I", "W")
+DEFAULT_COSTS: dict[str, int] = {"F": 1, "I": 1, "W": 1}
+
+_EXAMPLE = "e.g. --costs F=1,I=1,W=1 or F=1,I=1,W=1,B=2,FB=3"
+
+
+def check_number(name: str, value: Any, *, allow_zero: bool = False,
+                 hint: str = _EXAMPLE) -> int | Fraction | float:
+    """``value`` as an int, Fraction or float; CostError if it is not a positive finite real
+    (or zero, with ``allow_zero``). ``hint`` ends the message."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise CostError(f"{name} must be a number, got {value!r}; {hint}")
+    number: int | Fraction | float
+    if isinstance(value, numbers.Integral):
+        number = int(value)
+    elif isinstance(value, numbers.Rational):
+        number = Fraction(int(value.numerator), int(value.denominator))
+    else:
+        number = float(value)
+        if not math.isfinite(number):
+            raise CostError(f"{name} must be finite, got {value!r}; {hint}")
+    if number < 0 or (number == 0 and not allow_zero):
+        bound = "zero or more" if allow_zero else "greater than zero"
+        raise CostError(f"{name} must be {bound}, got {value!r}; {hint}")
+    return number
+
+
+@dataclass(frozen=True)
+class Costs:
+    """Validated abstract costs per rank-worth of layers; build with ``Costs.of``."""
+
+    F: int | Fraction | float
+    I: int | Fraction | float  # noqa: E741 - the paper's name
+    W: int | Fraction | float
+    B: int | Fraction | float
+    FB: int | Fraction | float
+
+    @staticmethod
+    def of(costs: "Costs | Mapping[str, Any] | None" = None) -> "Costs":
+        """Validate ``costs``: None means F = I = W = 1; a mapping needs F, I and W."""
+        if isinstance(costs, Costs):
+            return costs
+        if costs is None:
+            costs = DEFAULT_COSTS
+        if not isinstance(costs, Mapping):
+            raise CostError(f"costs must be a mapping of names to numbers, got {costs!r}; "
+                            f"{_EXAMPLE}")
+        unknown = [k for k in costs if k not in COST_NAMES]
+        if unknown:
+            raise CostError(f"unknown cost name {unknown[0]!r}: use F, I, W and optionally B, "
+                            f"FB; {_EXAMPLE}")
+        missing = [k for k in REQUIRED if k not in costs]
+        if missing:
+            raise CostError(f"missing cost {', '.join(missing)}: F, I and W are required; "
+                            f"{_EXAMPLE}")
+        f, i, w = (check_number(f"cost {k}", costs[k]) for k in REQUIRED)
+        b = check_number("cost B", costs["B"]) if "B" in costs else i + w
+        fb = check_number("cost FB", costs["FB"]) if "FB" in costs else f + b
+        return Costs(f, i, w, b, fb)
+
+    def as_dict(self) -> dict[str, int | Fraction | float]:
+        return {k: getattr(self, k) for k in COST_NAMES}
+
+    @property
+    def exact(self) -> bool:
+        """True when no cost is a float (the simulation can then be exact)."""
+        return not any(isinstance(getattr(self, k), float) for k in COST_NAMES)
+
+
+def parse_number(name: str, text: str) -> int | Fraction:
+    """One cost value of the CLI form: ``2``, ``1.5``, ``2e-3`` or ``1/3``, exactly."""
+    t = text.strip()
+    try:
+        value: int | Fraction = int(t) if t.lstrip("+-").isdigit() else Fraction(t)
+    except (ValueError, ZeroDivisionError):
+        raise CostError(f"bad value {text!r} for cost {name}: expected a number such as 1, 1.5 "
+                        f"or 1/3; {_EXAMPLE}") from None
+    return value
+
+
+def parse_costs(text: str) -> dict[str, int | Fraction]:
+    """Parse ``F=1,I=1,W=1[,B=..][,FB=..]``; CostError with one line for any mistake."""
+    out: dict[str, int | Fraction] = {}
+    items = [p.strip() for p in text.split(",")]
+    if not any(items):
+        raise CostError(f"empty --costs: {_EXAMPLE}")
+    for item in items:
+        if not item:
+            raise CostError(f"bad --costs {text!r}: empty entry between commas; {_EXAMPLE}")
+        name, sep, value = (s.strip() for s in item.partition("="))
+        if not sep or not name or not value:
+            raise CostError(f"bad --costs entry {item!r}: expected NAME=VALUE; {_EXAMPLE}")
+        if name not in COST_NAMES:
+            raise CostError(f"unknown cost name {name!r} in --costs: use F, I, W and optionally "
+                            f"B, FB; {_EXAMPLE}")
+        if name in out:
+            raise CostError(f"cost {name} given twice in --costs {text!r}; {_EXAMPLE}")
+        out[name] = parse_number(name, value)
+    Costs.of(out)  # required names, positive values
+    return out

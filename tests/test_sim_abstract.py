@@ -1,0 +1,258 @@
+"""The abstract simulator on hand-built schedules: exact times, latency, activations, the
+Timeline, deadlocks and bad actions, and the costs it accepts (dict, --costs text)."""
+
+from __future__ import annotations
+
+from fractions import Fraction
+
+import pytest
+
+from dualsim.errors import CostError, ValidationError
+from dualsim.generators import placement
+from dualsim.ir import Action, B, F, I, Op, Schedule, W
+from dualsim.sim.abstract import simulate
+from dualsim.sim.costs_abstract import Costs, parse_costs
+from dualsim.timeline import COLUMNS
+
+UNIT = {"F": 1, "I": 1, "W": 1}
+
+
+def linear(rows: list[list[Action]], microbatches: int) -> Schedule:
+    ranks = len(rows)
+    return Schedule("custom", ranks, microbatches, placement.linear(ranks),
+                    (tuple(range(microbatches)),), tuple(tuple(r) for r in rows))
+
+
+def vshape(rows: list[list[Action]], microbatches: int) -> Schedule:
+    ranks = len(rows)
+    return Schedule("custom", ranks, microbatches, placement.vshape(ranks),
+                    (tuple(range(microbatches)),), tuple(tuple(r) for r in rows))
+
+
+ONE_F_ONE_B_2x2 = linear([[F(0, 0), F(0, 1), B(0, 0), B(0, 1)],
+                          [F(1, 0), B(1, 0), F(1, 1), B(1, 1)]], 2)
+
+
+def times(result) -> list[tuple[int, str, float, float]]:
+    tl = result.timeline
+    return list(zip(tl["rank"], tl["action"], tl["start"], tl["end"]))
+
+
+def test_1f1b_two_ranks_exact_times_and_figures() -> None:
+    r = simulate(ONE_F_ONE_B_2x2, UNIT)
+    assert times(r) == [
+        (0, "0F0", 0, 1), (0, "0F1", 1, 2), (0, "0B0", 4, 6), (0, "0B1", 7, 9),
+        (1, "1F0", 1, 2), (1, "1B0", 2, 4), (1, "1F1", 4, 5), (1, "1B1", 5, 7),
+    ]
+    assert (r.makespan, r.span, r.ideal) == (9, 9, 6)
+    assert [(p.busy, p.idle, p.first_start, p.last_end, p.peak_activations)
+            for p in r.per_rank] == [(6, 3, 0, 9, 2), (6, 3, 1, 7, 1)]
+    assert r.bubble_rate == pytest.approx(1 / 3)
+    assert type(r.makespan) is int
+
+
+def test_comm_adds_latency_on_cross_rank_dependencies_only() -> None:
+    r = simulate(ONE_F_ONE_B_2x2, UNIT, comm=Fraction(1, 2))
+    # rank 1 waits c after each F of rank 0; rank 0 waits c after each B of rank 1
+    assert times(r) == [
+        (0, "0F0", 0, 1), (0, "0F1", 1, 2), (0, "0B0", 5, 7), (0, "0B1", 8, 10),
+        (1, "1F0", 1.5, 2.5), (1, "1B0", 2.5, 4.5), (1, "1F1", 4.5, 5.5), (1, "1B1", 5.5, 7.5),
+    ]
+    assert r.makespan == 10 and isinstance(r.makespan, Fraction)
+    assert r.per_rank[1].first_start == Fraction(3, 2)
+    assert r.per_rank[1].idle == 4
+
+
+def test_float_comm_gives_float_results() -> None:
+    r = simulate(ONE_F_ONE_B_2x2, UNIT, comm=0.5)
+    assert r.makespan == 10.0 and isinstance(r.makespan, float)
+    assert isinstance(r.per_rank[0].first_start, float)
+
+
+def test_v_turn_gets_no_latency() -> None:
+    # R=2, M=1, a V: stages 0, 3 on rank 0 and 1, 2 on rank 1; each stage op costs 1/2.
+    rows = [[F(0, 0), F(3, 0), I(3, 0), I(0, 0), W(3, 0), W(0, 0)],
+            [F(1, 0), F(2, 0), I(2, 0), I(1, 0), W(2, 0), W(1, 0)]]
+    s = vshape(rows, 1)
+    assert simulate(s, UNIT).makespan == 5
+    r = simulate(s, UNIT, comm=Fraction(1, 4))
+    # four cross-rank edges on the critical path (0->1, 2->3, 3->2, 1->0); the turns 1->2 and
+    # 3 (F) -> 3 (I) are on one rank
+    assert r.makespan == 6
+    assert dict(zip(r.timeline["action"], r.timeline["start"])) == {
+        "0F0": 0, "3F0": 2, "3I0": 2.5, "0I0": 4.5, "3W0": 5, "0W0": 5.5,
+        "1F0": 0.75, "2F0": 1.25, "2I0": 3.25, "1I0": 3.75, "2W0": 4.25, "1W0": 4.75,
+    }
+
+
+def test_single_rank_v_ignores_comm_entirely() -> None:
+    rows = [[F(0, 0), F(1, 0), I(1, 0), I(0, 0), W(1, 0), W(0, 0)]]
+    r = simulate(vshape(rows, 1), UNIT, comm=7)
+    assert r.makespan == 3 and r.span == 3 and r.ideal == 3
+
+
+def test_fb_is_one_unit_and_has_both_halves_in_its_row() -> None:
+    s = linear([[F(0, 0), Action.fb(F(0, 1), B(0, 0)), B(0, 1)]], 2)
+    r = simulate(s, {"F": 1, "I": 1, "W": 1, "B": 2, "FB": 3})
+    assert times(r) == [(0, "0F0", 0, 1), (0, "(0F1;0B0)", 1, 4), (0, "0B1", 4, 6)]
+    row = r.timeline.iloc[1]
+    assert (row["op"], row["stage"], row["microbatch"], row["chain"],
+            row["stage2"], row["microbatch2"], row["chain2"]) == ("FB", 0, 1, 0, 0, 0, 0)
+    assert r.per_rank[0].peak_activations == 2  # the FB's forward allocates before B0 frees
+    assert (r.makespan, r.ideal, r.per_rank[0].idle) == (6, 6, 0)
+
+
+def test_fb_waits_for_both_halves_inputs() -> None:
+    # rank 1's FB needs F(0, 1) from rank 0 (ready at 2) and its own F(1, 0)
+    s = linear([[F(0, 0), F(0, 1), B(0, 0), B(0, 1)],
+                [F(1, 0), Action.fb(F(1, 1), B(1, 0)), B(1, 1)]], 2)
+    r = simulate(s, {"F": 1, "I": 1, "W": 1, "B": 2, "FB": 3}, comm=1)
+    assert times(r)[4:] == [(1, "1F0", 2, 3), (1, "(1F1;1B0)", 3, 6), (1, "1B1", 6, 8)]
+    assert times(r)[2] == (0, "0B0", 7, 9)  # B(1, 0) is available only when the FB ends
+
+
+def test_frees_come_before_allocations_at_equal_times() -> None:
+    r = simulate(linear([[F(0, 0), B(0, 0), F(0, 1), B(0, 1)]], 2), UNIT)
+    assert r.per_rank[0].peak_activations == 1
+    r = simulate(linear([[F(0, 0), F(0, 1), B(0, 0), B(0, 1)]], 2), UNIT)
+    assert r.per_rank[0].peak_activations == 2
+
+
+def test_i_frees_the_activation_and_w_does_not_need_it() -> None:
+    r = simulate(linear([[F(0, 0), I(0, 0), F(0, 1), W(0, 0), I(0, 1), W(0, 1)]], 2), UNIT)
+    assert r.per_rank[0].peak_activations == 1
+    assert r.makespan == 6
+
+
+def test_timeline_has_the_design_columns_and_one_row_per_compute_action() -> None:
+    r = simulate(ONE_F_ONE_B_2x2, UNIT)
+    tl = r.timeline
+    assert tuple(tl.columns) == COLUMNS
+    assert len(tl) == 8
+    assert set(tl["stream"]) == {"compute"} and set(tl["piece"]) == {""}
+    assert list(tl["op"]) == ["F", "F", "B", "B", "F", "B", "F", "B"]
+    assert list(tl["stage2"]) == [-1] * 8 and list(tl["chain"]) == [0] * 8
+    assert str(tl["start"].dtype) == "float64" and str(tl["rank"].dtype) == "int64"
+
+
+def test_stage_size_scales_costs_exactly() -> None:
+    # interleaved-style placement: 3 stages per rank, each op costs 1/3
+    s = Schedule("custom", 1, 1, placement.interleaved(1, 3), ((0,),),
+                 ((F(0, 0), F(1, 0), F(2, 0), B(2, 0), B(1, 0), B(0, 0)),))
+    r = simulate(s, {"F": 1, "I": 1, "W": 1})
+    assert r.makespan == 3 and r.per_rank[0].busy == 3
+    assert list(r.timeline["end"]) == pytest.approx([1 / 3, 2 / 3, 1, 5 / 3, 7 / 3, 3])
+    assert isinstance(r.makespan, Fraction)
+
+
+def test_lowered_plan_transfers_are_ignored() -> None:
+    send, recv = Op.SEND_F, Op.RECV_F
+    lowered = linear([[F(0, 0), Action(send, 0, 0), F(0, 1), Action(send, 0, 1),
+                       Action(Op.RECV_B, 0, 0), B(0, 0), Action(Op.RECV_B, 0, 1), B(0, 1)],
+                      [Action(recv, 1, 0), F(1, 0), B(1, 0), Action(Op.SEND_B, 1, 0),
+                       Action(recv, 1, 1), F(1, 1), B(1, 1), Action(Op.SEND_B, 1, 1)]], 2)
+    assert times(simulate(lowered, UNIT)) == times(simulate(ONE_F_ONE_B_2x2, UNIT))
+
+
+def test_cyclic_order_deadlock_names_the_stuck_ranks() -> None:
+    # rank 0 wants B(0,0) before F(0,1); rank 1 wants F(1,1) before F(1,0)
+    s = linear([[F(0, 0), B(0, 0), F(0, 1), B(0, 1)],
+                [F(1, 1), F(1, 0), B(1, 0), B(1, 1)]], 2)
+    with pytest.raises(ValidationError) as e:
+        simulate(s, UNIT)
+    msg = e.value.message
+    assert msg.startswith("schedule deadlocks: ")
+    assert "rank 0 at position 1 (0B0) waits for the input gradient (B or I) of stage 1 " \
+           "micro-batch 0: 1B0 on rank 1" in msg
+    assert "rank 1 at position 0 (1F1) waits for the forward of stage 0 micro-batch 1: " \
+           "0F1 on rank 0" in msg
+    assert ">0B0<" in e.value.detail
+
+
+def test_w_after_full_b_waits_for_an_i_nobody_runs() -> None:
+    s = linear([[F(0, 0), B(0, 0), W(0, 0)]], 1)
+    with pytest.raises(ValidationError, match="waits for the I of stage 0 micro-batch 0: "
+                                              "which no rank runs"):
+        simulate(s, UNIT)
+
+
+@pytest.mark.parametrize("rows, match", [
+    ([[F(0, 0), F(0, 0), B(0, 0)]], "position 1: action 0F0 repeats"),
+    ([[F(0, 0), I(0, 0), W(0, 0), W(0, 0)]], "position 3: action 0W0 repeats"),
+    ([[F(0, 0), F(3, 0)]], "names unknown stage 3"),
+    ([[F(0, 0), F(0, 5)]], "names unknown micro-batch 5"),
+])
+def test_bad_actions_are_rejected_with_their_position(rows, match) -> None:
+    with pytest.raises(ValidationError, match=match):
+        simulate(linear(rows, 1), UNIT)
+
+
+def test_action_on_another_ranks_stage_is_rejected() -> None:
+    s = linear([[F(0, 0), F(1, 0)], [B(1, 0), B(0, 0)]], 1)
+    with pytest.raises(ValidationError, match="rank 0 position 1: action 1F0 runs stage 1, "
+                                              "which is placed on rank 1"):
+        simulate(s, UNIT)
+
+
+# ---- costs -------------------------------------------------------------------------------
+
+def test_costs_defaults() -> None:
+    assert Costs.of(None).as_dict() == {"F": 1, "I": 1, "W": 1, "B": 2, "FB": 3}
+    assert Costs.of({"F": 2, "I": 3, "W": 1}).as_dict() == {"F": 2, "I": 3, "W": 1, "B": 4,
+                                                           "FB": 6}
+    assert Costs.of({"F": 1, "I": 1, "W": 1, "B": 3}).FB == 4
+    assert simulate(ONE_F_ONE_B_2x2).makespan == 9
+
+
+def test_ideal_stays_unscaled_when_b_and_fb_are_given() -> None:
+    r = simulate(ONE_F_ONE_B_2x2, {"F": 1, "I": 1, "W": 1, "B": 1})
+    assert r.ideal == 6 and r.makespan == 6  # (M+R-1)(F+B) with B=1
+    assert r.per_rank[0].busy == 4 and r.per_rank[0].idle == 2
+
+
+@pytest.mark.parametrize("costs, match", [
+    ({"F": 1, "I": 1}, "missing cost W"),
+    ({"F": 1, "I": 1, "W": 1, "X": 1}, "unknown cost name 'X'"),
+    ({"F": 0, "I": 1, "W": 1}, "cost F must be greater than zero"),
+    ({"F": 1, "I": -1, "W": 1}, "cost I must be greater than zero"),
+    ({"F": 1, "I": 1, "W": 1, "FB": float("nan")}, "cost FB must be finite"),
+    ({"F": 1, "I": 1, "W": True}, "cost W must be a number"),
+    ({"F": "1", "I": 1, "W": 1}, "cost F must be a number"),
+    ([1, 1, 1], "costs must be a mapping"),
+])
+def test_bad_cost_dicts_raise_cost_error(costs, match) -> None:
+    with pytest.raises(CostError, match=match):
+        simulate(ONE_F_ONE_B_2x2, costs)
+
+
+def test_negative_comm_is_rejected() -> None:
+    with pytest.raises(CostError, match="comm .* must be zero or more"):
+        simulate(ONE_F_ONE_B_2x2, UNIT, comm=-1)
+
+
+def test_parse_costs_keeps_numbers_exact() -> None:
+    assert parse_costs("F=1,I=1,W=1") == {"F": 1, "I": 1, "W": 1}
+    got = parse_costs(" F = 2 , I=1.5, W=1/3 ,B=2e-1,FB=3")
+    assert got == {"F": 2, "I": Fraction(3, 2), "W": Fraction(1, 3), "B": Fraction(1, 5),
+                   "FB": 3}
+    assert type(got["F"]) is int and type(got["I"]) is Fraction
+
+
+@pytest.mark.parametrize("text, match", [
+    ("", "empty --costs"),
+    ("F=1,I=1", "missing cost W"),
+    ("F=1,I=1,W=0", "cost W must be greater than zero"),
+    ("F=1,I=-2,W=1", "cost I must be greater than zero"),
+    ("F=x,I=1,W=1", "bad value 'x' for cost F"),
+    ("F=1,I=1,W=1/0", "bad value '1/0' for cost W"),
+    ("F=1,I=1,W=inf", "bad value 'inf' for cost W"),
+    ("F1,I=1,W=1", "bad --costs entry 'F1': expected NAME=VALUE"),
+    ("F=1,,I=1,W=1", "empty entry between commas"),
+    ("F=1,F=2,I=1,W=1", "cost F given twice"),
+    ("F=1,I=1,W=1,C=2", "unknown cost name 'C'"),
+    ("f=1,i=1,w=1", "unknown cost name 'f'"),
+])
+def test_parse_costs_errors_are_one_line(text, match) -> None:
+    with pytest.raises(CostError, match=match) as e:
+        parse_costs(text)
+    assert "\n" not in str(e.value)
