@@ -1,0 +1,114 @@
+"""Measured time: the run's Timeline, step times, and the sim-vs-measured comparison.
+
+Every rank records each action's start and end in seconds from its step's start, which is the
+exit of a barrier every rank passes (the clock is aligned at the start of each step). The rows
+form the same Timeline the simulator produces: compute actions on stream ``compute``, SEND/RECV
+on stream ``comm`` (op ``pp_send`` / ``pp_recv``).
+
+``--compare-sim`` calibrates abstract costs from the measurement and simulates the same plan:
+F, I, W, B, FB = the mean over stages of each stage's median duration of that op, divided by the
+stage's size (abstract costs are per rank-worth of layers); an op the plan lacks gets B = I + W,
+I = W = B / 2, FB = F + B. The transfer latency is the median, over cross-rank messages, of
+(receive done − send posted) for messages whose receiver was already waiting. The first step is
+a warm-up and is left out when there are several.
+"""
+
+from __future__ import annotations
+
+import statistics
+from typing import Any
+
+import pandas as pd
+
+from dualsim.ir import Schedule
+from dualsim.runtime.launcher import RankReport
+from dualsim.timeline import from_rows
+
+COMPUTE_OPS = ("F", "I", "W", "B", "FB")
+
+
+def measured_steps(reports: list[RankReport]) -> list[int]:
+    """The steps measurements use: all but the warm-up step when there are several."""
+    n = len(reports[0].steps)
+    return list(range(1, n)) if n > 1 else [0]
+
+
+def step_timeline(reports: list[RankReport], step: int) -> pd.DataFrame:
+    return from_rows(row for rep in reports for row in rep.steps[step].rows)
+
+
+def step_time_s(reports: list[RankReport]) -> float:
+    """Median over steps of the slowest rank's step (actions, gradient sum, optimizer)."""
+    return statistics.median(max(rep.steps[k].step_end for rep in reports)
+                             for k in range(len(reports[0].steps)))
+
+
+def actions_time_s(reports: list[RankReport], step: int) -> float:
+    """The step's makespan as the simulator defines it: the latest action end."""
+    return max(rep.steps[step].actions_end for rep in reports)
+
+
+def busy_s(timeline: pd.DataFrame, rank: int) -> float:
+    c = timeline[(timeline["rank"] == rank) & (timeline["stream"] == "compute")]
+    return float((c["end"] - c["start"]).sum())
+
+
+def calibrate(plan: Schedule, timelines: list[pd.DataFrame]) -> tuple[dict[str, float], float]:
+    """Abstract costs (seconds per rank-worth of layers) and transfer latency from a run."""
+    tl = pd.concat(timelines, ignore_index=True)
+    compute = tl[tl["stream"] == "compute"]
+    size = plan.stage_size
+    costs: dict[str, float] = {}
+    for op in COMPUTE_OPS:
+        rows = compute[compute["op"] == op]
+        if len(rows):
+            per_stage = (rows["end"] - rows["start"]).groupby(rows["stage"]).median()
+            costs[op] = float(per_stage.mean()) / size
+    if "B" not in costs:
+        costs["B"] = costs["I"] + costs["W"]
+    if "I" not in costs:
+        costs["I"] = costs["W"] = costs["B"] / 2
+    costs.setdefault("FB", costs["F"] + costs["B"])
+    return costs, _latency(plan, timelines)
+
+
+def _latency(plan: Schedule, timelines: list[pd.DataFrame]) -> float:
+    samples: list[float] = []
+    for tl in timelines:
+        comm = tl[tl["stream"] == "comm"]
+        sent = {(r.action[len(str(r.stage)):].rstrip("0123456789"), r.stage, r.microbatch): r.start
+                for r in comm[comm["op"] == "pp_send"].itertuples()}
+        for r in comm[comm["op"] == "pp_recv"].itertuples():
+            forward = "RECV_F" in r.action
+            src = plan.prev_stage(r.stage) if forward else plan.next_stage(r.stage)
+            posted = sent.get(("SEND_F" if forward else "SEND_B", src, r.microbatch))
+            if posted is not None and posted >= r.start:  # the receiver was already waiting
+                samples.append(r.end - posted)
+    return statistics.median(samples) if samples else 0.0
+
+
+def compare_sim(plan: Schedule, reports: list[RankReport]) -> dict[str, Any]:
+    """Predicted (abstract sim on calibrated costs) against measured step time and idle."""
+    from dualsim.sim.abstract import simulate
+
+    steps = measured_steps(reports)
+    timelines = [step_timeline(reports, k) for k in steps]
+    costs, latency = calibrate(plan, timelines)
+    sim = simulate(plan, costs, comm=latency)
+    measured = statistics.median(actions_time_s(reports, k) for k in steps)
+    predicted = float(sim.makespan)
+    per_rank = []
+    for rank in range(plan.ranks):
+        m_idle = statistics.median(actions_time_s(reports, k) - busy_s(tl, rank)
+                                   for k, tl in zip(steps, timelines))
+        per_rank.append({"rank": rank, "measured_idle_s": m_idle,
+                         "predicted_idle_s": float(sim.per_rank[rank].idle)})
+    return {
+        "predicted_step_time_s": predicted,
+        "measured_step_time_s": measured,
+        "prediction_error": (predicted - measured) / measured,
+        "calibrated_costs_s": costs,
+        "calibrated_latency_s": latency,
+        "per_rank_idle": per_rank,
+        "sim": sim,
+    }
