@@ -1,0 +1,145 @@
+"""The generated schedules hit DESIGN.md §5's closed forms exactly (zero transfer latency),
+and its worked example R=4, M=8 to the last digit (makespan, span, idle, peak activations)."""
+
+from __future__ import annotations
+
+from fractions import Fraction
+
+import pytest
+
+from dualsim.generators import generate
+from dualsim.sim.abstract import simulate
+from dualsim.sim.costs_abstract import Costs
+
+UNIT = {"F": 1, "I": 1, "W": 1}
+FIGURE = {"F": 1, "I": 1, "W": 1, "B": 2, "FB": 3}  # DualPipe README figure's costs
+COSTS = [UNIT, {"F": 2, "I": 2, "W": 1}, {"F": 3, "I": 2, "W": 1},
+         {"F": Fraction(3, 2), "I": 2, "W": Fraction(1, 2)}]
+SIZES = [(1, 1), (1, 4), (2, 2), (2, 5), (3, 7), (4, 4), (4, 8), (5, 11), (6, 12), (8, 16)]
+
+
+def run(name: str, ranks: int, mbs: int, costs: dict, chunks: int | None = None):
+    return simulate(generate(name, ranks, mbs, chunks), costs)
+
+
+@pytest.mark.parametrize("name", ["gpipe", "1f1b"])
+@pytest.mark.parametrize("costs", COSTS)
+@pytest.mark.parametrize("ranks, mbs", SIZES + [(4, 2), (6, 3)])
+def test_gpipe_and_1f1b(name: str, costs: dict, ranks: int, mbs: int) -> None:
+    c = Costs.of(costs)
+    r = run(name, ranks, mbs, costs)
+    assert r.makespan == (mbs + ranks - 1) * (c.F + c.B)
+    assert r.span == r.makespan
+
+
+@pytest.mark.parametrize("chunks", [2, 3, 4])
+@pytest.mark.parametrize("costs", COSTS)
+@pytest.mark.parametrize("ranks, mbs", [(1, 3), (2, 2), (2, 6), (3, 6), (4, 4), (4, 8),
+                                        (4, 12), (5, 10)])
+def test_interleaved(chunks: int, costs: dict, ranks: int, mbs: int) -> None:
+    c = Costs.of(costs)
+    r = run("interleaved", ranks, mbs, costs, chunks)
+    assert r.makespan == mbs * (c.F + c.B) + Fraction((ranks - 1) * (c.F + c.B), chunks)
+
+
+@pytest.mark.parametrize("costs", COSTS)  # all have W <= min(F, I)
+@pytest.mark.parametrize("ranks, mbs", [(r, m) for r, m in SIZES if m >= r])
+def test_zb_h1(costs: dict, ranks: int, mbs: int) -> None:
+    c = Costs.of(costs)
+    r = run("zb-h1", ranks, mbs, costs)
+    assert r.makespan == mbs * (c.F + c.I + c.W) + (ranks - 1) * (c.F + c.I - c.W)
+
+
+@pytest.mark.parametrize("costs", COSTS)  # all have 2W <= F + I and W <= F
+@pytest.mark.parametrize("ranks, mbs", [(1, 1), (2, 3), (2, 6), (3, 5), (4, 7), (4, 8),
+                                        (5, 12), (6, 11), (8, 15)])
+def test_zb_h2(costs: dict, ranks: int, mbs: int) -> None:
+    c = Costs.of(costs)
+    r = run("zb-h2", ranks, mbs, costs)
+    work = mbs * (c.F + c.I + c.W)
+    assert r.span == work + (ranks - 1) * (c.F + c.I - 2 * c.W)
+    assert r.makespan == max(r.span, work + (ranks - 1) * c.F)
+
+
+@pytest.mark.parametrize("cost", [1, 2, Fraction(1, 3)])
+@pytest.mark.parametrize("ranks, mbs", [(1, 1), (2, 3), (2, 8), (3, 5), (4, 7), (4, 8),
+                                        (5, 9), (6, 16), (8, 15)])
+def test_zb_v(cost, ranks: int, mbs: int) -> None:
+    r = run("zb-v", ranks, mbs, {"F": cost, "I": cost, "W": cost})
+    assert r.span == 3 * mbs * cost
+    assert r.makespan == r.span + Fraction((ranks - 1) * cost, 2)
+
+
+@pytest.mark.parametrize("ranks, mbs", [(2, 4), (2, 6), (4, 8), (4, 10), (6, 12), (6, 14),
+                                        (8, 16), (8, 20)])
+def test_dualpipe_idle_with_the_figure_costs(ranks: int, mbs: int) -> None:
+    r = run("dualpipe", ranks, mbs, FIGURE)
+    idle = (ranks // 2 - 1) * (3 + 2 - 3 * 1)  # (R/2-1)(FB + B - 3W)
+    assert [p.idle for p in r.per_rank] == [idle] * ranks
+    assert r.makespan == r.ideal + idle
+
+
+@pytest.mark.parametrize("ranks, mbs", [(6, 12), (8, 20)])
+def test_dualpipe_idle_formula_is_the_middle_ranks_when_fb_overlaps(ranks: int,
+                                                                    mbs: int) -> None:
+    # with FB < F + B the outer ranks idle less; the formula holds on the middle ranks
+    costs = {"F": 1, "I": 1, "W": 1, "B": 2, "FB": 2}
+    r = run("dualpipe", ranks, mbs, costs)
+    idle = (ranks // 2 - 1) * (2 + 2 - 3)
+    idles = [p.idle for p in r.per_rank]
+    assert idles[ranks // 2 - 1] == idles[ranks // 2] == idle == max(idles)
+    assert idles[0] < idle and r.makespan < r.ideal  # FB saves more than the bubble costs
+
+
+@pytest.mark.parametrize("ranks, mbs", [(1, 2), (1, 5), (2, 4), (3, 6), (3, 9), (4, 8),
+                                        (5, 11), (6, 12)])
+def test_dualpipev_is_half_of_dualpipe_at_twice_the_size(ranks: int, mbs: int) -> None:
+    r = run("dualpipev", ranks, mbs, FIGURE)
+    double = run("dualpipe", 2 * ranks, 2 * mbs, FIGURE)
+    assert r.makespan * 2 == double.makespan
+    assert [p.idle for p in r.per_rank] == [Fraction((ranks - 1) * 2, 2)] * ranks
+
+
+# ---- DESIGN.md §5 worked example: R=4, M=8 --------------------------------------------------
+
+@pytest.mark.parametrize("name, chunks, makespan, span", [
+    ("gpipe", None, 33, 33),
+    ("1f1b", None, 33, 33),
+    ("interleaved", 2, Fraction(57, 2), Fraction(57, 2)),
+    ("zb-h1", None, 27, 27),
+    ("zb-h2", None, 27, 24),
+    ("zb-v", None, Fraction(51, 2), 24),
+])
+def test_worked_example_unit_costs(name: str, chunks: int | None, makespan, span) -> None:
+    r = run(name, 4, 8, UNIT, chunks)
+    assert (r.makespan, r.span, r.ideal) == (makespan, span, 24)
+
+
+@pytest.mark.parametrize("name, makespan, idle, peak", [
+    ("dualpipe", 26, 2, 5),
+    ("dualpipev", 27, 3, 9),
+])
+def test_worked_example_dualpipe_family(name: str, makespan: int, idle: int, peak: int) -> None:
+    r = run(name, 4, 8, FIGURE)
+    assert r.makespan == makespan and r.ideal == 24
+    assert [p.idle for p in r.per_rank] == [idle] * 4
+    assert [p.peak_activations for p in r.per_rank] == [peak] * 4  # R+1, 2R+1
+
+
+def test_worked_example_peak_activations() -> None:
+    assert [p.peak_activations for p in run("1f1b", 4, 8, UNIT).per_rank] == [4, 3, 2, 1]
+    assert [p.peak_activations for p in run("1f1b", 4, 2, UNIT).per_rank] == [2, 2, 2, 1]
+    assert [p.peak_activations for p in run("gpipe", 4, 8, UNIT).per_rank] == [8] * 4
+    assert run("zb-h2", 4, 8, UNIT).per_rank[0].peak_activations == 7  # 2R-1
+
+
+@pytest.mark.parametrize("ranks, mbs", [(2, 4), (4, 8), (6, 12), (8, 16)])
+def test_peak_activations_by_family(ranks: int, mbs: int) -> None:
+    def peaks(name: str, costs: dict = UNIT) -> list[int]:
+        return [p.peak_activations for p in run(name, ranks, mbs, costs).per_rank]
+
+    assert peaks("1f1b") == [min(ranks - r, mbs) for r in range(ranks)]
+    assert peaks("gpipe") == [mbs] * ranks
+    assert peaks("zb-h2")[0] == 2 * ranks - 1
+    assert peaks("dualpipe", FIGURE) == [ranks + 1] * ranks
+    assert peaks("dualpipev", FIGURE) == [2 * ranks + 1] * ranks
