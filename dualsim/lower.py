@@ -1,0 +1,90 @@
+"""Lowering: insert the SEND/RECV actions that carry a schedule's cross-rank dependencies.
+
+The runtime posts sends asynchronously (isend) and blocks on receives, and on NCCL the messages
+between one pair of ranks are matched in posting order (no tags). The rule implemented here:
+
+1. each cross-rank output gets a SEND right after the action producing it (after the whole FB
+   for an FB's halves); several SENDs after one action go in the order (destination rank,
+   position of the consumer on that rank, half of the FB: forward first);
+2. on each pair of ranks (a -> b) the messages are numbered in the order of a's SENDs; the RECV
+   of message k goes right before the earliest consumer among messages k, k+1, ... on rank b
+   (a suffix minimum), so the RECVs on b from a follow a's SEND order and each RECV sits as
+   late as that order allows (it moves earlier only where an earlier-sent message is consumed
+   later);
+3. several RECVs before one action go in the order (source rank, message number).
+
+The result is validated (transfers, pair order, deadlock cycle check); a ValidationError says
+when no deadlock-free order was found this way. A schedule that already holds transfers is
+validated and returned as it is.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from functools import partial
+
+from dualsim.errors import ValidationError
+from dualsim.ir import Action, Op, Schedule
+from dualsim.validate import Transfer, checked_index, cross_rank_transfers, node_of_key, validate
+
+
+def strip(schedule: Schedule) -> Schedule:
+    """The schedule without its SEND/RECV actions."""
+    return schedule.compute_only()
+
+
+def lower(schedule: Schedule) -> Schedule:
+    """A new schedule with SEND/RECV inserted (see the module docstring for the rule)."""
+    ix = checked_index(schedule)
+    if ix.lowered:
+        return schedule
+    node_of = partial(node_of_key, ix)
+
+    def half(node: int, key: tuple[Op, int, int]) -> int:
+        """0 for the forward half (or a plain action), 1 for an FB's backward half."""
+        return 1 if key[0] is not Op.F and ix.action[node].op is Op.FB else 0
+
+    # 1. the SENDs after each producing action, in a fixed order
+    sends_after: dict[int, list[tuple[tuple[int, int, int], Transfer]]] = defaultdict(list)
+    for t in cross_rank_transfers(schedule):
+        prod, cons = node_of(t.producer), node_of(t.consumer)
+        sends_after[prod].append(((t.dst, ix.pos[cons], half(prod, t.producer)), t))
+    for items in sends_after.values():
+        items.sort(key=lambda item: item[0])
+
+    # 2. per pair of ranks: messages in send order, RECV before the suffix-minimum consumer
+    messages: dict[tuple[int, int], list[Transfer]] = defaultdict(list)
+    for node in sorted(sends_after):
+        for _, t in sends_after[node]:
+            messages[(t.src, t.dst)].append(t)
+    recvs_before: dict[int, list[tuple[tuple[int, int], Transfer]]] = defaultdict(list)
+    for (src, _dst), seq in messages.items():
+        anchor = None
+        for k in range(len(seq) - 1, -1, -1):
+            cons = node_of(seq[k].consumer)
+            anchor = cons if anchor is None or ix.pos[cons] < ix.pos[anchor] else anchor
+            recvs_before[anchor].append(((src, k), seq[k]))
+    for items in recvs_before.values():
+        items.sort(key=lambda item: item[0])
+
+    # 3. the new per-rank lists
+    rows: list[list[Action]] = []
+    for r, row in enumerate(schedule.actions):
+        out: list[Action] = []
+        for i, a in enumerate(row):
+            node = ix.base[r] + i
+            out.extend(_transfer(t.recv) for _, t in recvs_before.get(node, ()))
+            out.append(a)
+            out.extend(_transfer(t.send) for _, t in sends_after.get(node, ()))
+        rows.append(out)
+    lowered = schedule.with_actions(rows)
+    try:
+        validate(lowered)
+    except ValidationError as e:
+        raise ValidationError(f"cannot lower {schedule.name!r} to a deadlock-free plan with "
+                              f"SEND/RECV: {e.message}", detail=e.detail) from None
+    return lowered
+
+
+def _transfer(key: tuple[Op, int, int]) -> Action:
+    return Action(key[0], key[1], key[2])

@@ -1,0 +1,58 @@
+"""Plan files (DESIGN.md §7): a validated, lowered schedule as deterministic JSON text.
+
+A plan is validated as computed, lowered (SEND/RECV inserted), validated again and only then
+written, atomically; nothing is written when a check fails. Reading accepts a lowered plan (its
+transfers must be right) or a compute-only one (which is lowered on reading).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+from dualsim.io import read_json, write_atomic
+from dualsim.ir import Schedule
+from dualsim.lower import lower
+
+_LIST_KEYS = ("stages", "chains", "actions")
+
+
+def plan_to_json(schedule: Schedule) -> str:
+    """The plan text of ``schedule``: the same schedule always gives the same bytes.
+
+    Top-level fields one per line; each stage, chain and rank's action list on one line.
+    """
+    plan = lower(schedule)  # validates the input, and the lowered result
+    return _format(plan.to_dict())
+
+
+def _format(d: dict[str, Any]) -> str:
+    lines = []
+    for key, value in d.items():
+        if key in _LIST_KEYS:
+            items = ",\n".join(f"  {_compact(v)}" for v in value)
+            lines.append(f" {json.dumps(key)}: [\n{items}\n ]")
+        else:
+            lines.append(f" {json.dumps(key)}: {_compact(value)}")
+    return "{\n" + ",\n".join(lines) + "\n}\n"
+
+
+def _compact(value: Any) -> str:
+    return json.dumps(value, separators=(", ", ": "))
+
+
+def write_plan(schedule: Schedule, path: str) -> None:
+    """Write ``schedule`` as a plan to ``path`` ("-" = stdout), atomically, after validation."""
+    text = plan_to_json(schedule)
+    if path == "-":
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    else:
+        write_atomic(path, text)
+
+
+def read_plan(path: str) -> Schedule:
+    """Load and validate a plan file; a compute-only plan is lowered. Raises PlanError for a
+    missing, unreadable or malformed file, ValidationError for a plan that breaks the rules."""
+    return lower(Schedule.from_dict(read_json(path)))
