@@ -1,0 +1,234 @@
+"""Hardware profiles: load and validate a GPU cluster description (TOML), list the built-ins.
+
+A profile is data, never constants in code (DESIGN.md §2, §6). Every number in a profile file is
+a table ``{ value = ..., unit = "...", source = "..." }``; loading checks that every section and
+key is known, that required keys are present, that the unit is the expected one and that a source
+is given, and that bandwidths, peaks and sizes are positive. Any problem raises ProfileError
+naming the file and the field. Built-in profiles live in the package (``dualsim/data/profiles``,
+also reachable as ``hardware_profiles/`` in the repository), so they are found after a
+non-editable install; a user's own file path is accepted wherever a name is.
+"""
+
+from __future__ import annotations
+
+import math
+import tomllib
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from dualsim.errors import ProfileError
+
+#: section -> key -> (unit, rule, required). Rules: "pos" > 0, "int" integer > 0,
+#: "frac" in (0, 1], "nonneg" >= 0.
+PROFILE_SCHEMA: dict[str, dict[str, tuple[str, str, bool]]] = {
+    "gpu": {
+        "sms": ("SM", "int", True),
+        "hbm": ("GB", "pos", True),
+        "hbm_bandwidth": ("TB/s", "pos", True),
+        "bf16_peak": ("TFLOPS", "pos", True),
+        "fp8_peak": ("TFLOPS", "pos", False),  # absent: no FP8 (A100)
+    },
+    "node": {
+        "gpus_per_node": ("GPU", "int", True),
+        "nvlink_bandwidth": ("GB/s", "pos", True),
+        "ib_bandwidth": ("GB/s", "pos", True),
+    },
+    "comm": {
+        "sms": ("SM", "int", True),
+        "a2a_sm_scale": ("SM", "pos", True),
+        "overlap_rate": ("fraction", "frac", True),
+        "a2a_latency": ("ms", "nonneg", True),
+    },
+    "efficiency": {
+        "expert_gemm": ("fraction", "frac", True),
+        "dense_gemm": ("fraction", "frac", True),
+        "bf16_gemm": ("fraction", "frac", True),
+        "attention_fwd": ("fraction", "frac", True),
+        "attention_bwd": ("fraction", "frac", True),
+    },
+}
+
+
+@dataclass(frozen=True)
+class Profile:
+    """One GPU cluster: per-GPU compute, memory and links, comm-kernel behaviour, efficiencies.
+
+    Units: bandwidths in bytes/s, peaks in FLOP/s, sizes in bytes, times in seconds.
+    """
+
+    name: str
+    description: str
+    source: str  # the file it came from
+    sms: int
+    hbm_bytes: float
+    hbm_bandwidth: float
+    bf16_flops: float
+    fp8_flops: float | None
+    gpus_per_node: int
+    nvlink_bandwidth: float
+    ib_bandwidth: float
+    comm_sms: int
+    a2a_sm_scale: float
+    overlap_rate: float
+    a2a_latency: float
+    efficiency: dict[str, float]
+
+    def peak_flops(self, dtype: str) -> float:
+        """Dense peak for ``dtype`` ("fp8" or "bf16"); FP8 falls back to BF16 where absent."""
+        if dtype == "fp8" and self.fp8_flops is not None:
+            return self.fp8_flops
+        return self.bf16_flops
+
+    def with_overrides(self, *, comm_sms: int | None = None, ib_gbps: float | None = None,
+                       nvlink_gbps: float | None = None) -> "Profile":
+        """A copy with the CLI's what-if overrides applied (validated like the file)."""
+        changes: dict[str, Any] = {}
+        if comm_sms is not None:
+            if not 0 < comm_sms < self.sms:
+                raise ProfileError(
+                    f"--comm-sms {comm_sms} is out of range: profile {self.name} has {self.sms} "
+                    f"SMs; choose 1..{self.sms - 1}")
+            changes["comm_sms"] = int(comm_sms)
+        for flag, key, val in (("--ib-gbps", "ib_bandwidth", ib_gbps),
+                               ("--nvlink-gbps", "nvlink_bandwidth", nvlink_gbps)):
+            if val is not None:
+                if not (val > 0 and math.isfinite(val)):
+                    raise ProfileError(f"{flag} must be a positive number of GB/s, got {val}")
+                changes[key] = float(val) * 1e9
+        if not changes:
+            return self
+        d = dict(self.__dict__)
+        d.update(changes)
+        return Profile(**d)
+
+
+def read_toml(path: Path, what: str) -> dict[str, Any]:
+    """Parse a TOML file, turning I/O and syntax problems into one ProfileError line."""
+    if not path.exists():
+        raise ProfileError(f"{what} file {str(path)!r} does not exist; check the path")
+    try:
+        with path.open("rb") as f:
+            return tomllib.load(f)
+    except tomllib.TOMLDecodeError as e:
+        raise ProfileError(f"{what} file {str(path)!r} is not valid TOML: {e}") from None
+    except OSError as e:
+        raise ProfileError(f"cannot read {what} file {str(path)!r}: {e}") from None
+
+
+def data_dir(kind: str) -> Path:
+    """The package folder holding built-in ``profiles`` or ``models``."""
+    return Path(str(resources.files("dualsim") / "data" / kind))
+
+
+def builtin_files(kind: str) -> dict[str, Path]:
+    folder = data_dir(kind)
+    return {p.stem: p for p in sorted(folder.glob("*.toml"))}
+
+
+def resolve(name_or_path: str, kind: str, what: str) -> Path:
+    """A built-in name, or a path to a user's file; a clear error listing the names otherwise."""
+    builtins = builtin_files(kind)
+    if name_or_path in builtins:
+        return builtins[name_or_path]
+    p = Path(name_or_path)
+    if p.suffix == ".toml" or p.exists() or "/" in name_or_path:
+        return p
+    raise ProfileError(
+        f"unknown {what} {name_or_path!r}: choose one of {', '.join(builtins)} or give a .toml "
+        "file path (`dualsim profiles` lists them)")
+
+
+def _field(raw: dict[str, Any], section: str, key: str, unit: str, rule: str,
+           file: str) -> float | None:
+    where = f"{file}: field {section}.{key}"
+    entry = raw.get(section, {}).get(key)
+    if entry is None:
+        return None
+    if not isinstance(entry, dict):
+        raise ProfileError(f"{where} must be a table {{ value = ..., unit = \"{unit}\", "
+                           "source = \"...\" }")
+    unknown = set(entry) - {"value", "unit", "source"}
+    if unknown:
+        raise ProfileError(f"{where} has unknown key(s) {', '.join(sorted(unknown))}; "
+                           "allowed: value, unit, source")
+    for part in ("value", "unit", "source"):
+        if part not in entry:
+            raise ProfileError(f"{where} is missing its {part}")
+    if entry["unit"] != unit:
+        raise ProfileError(f"{where} has unit {entry['unit']!r}; expected {unit!r}")
+    if not isinstance(entry["source"], str) or not entry["source"].strip():
+        raise ProfileError(f"{where} needs a non-empty source")
+    v = entry["value"]
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+        raise ProfileError(f"{where} value must be a number, got {v!r}")
+    if rule == "int" and (not isinstance(v, int) or v <= 0):
+        raise ProfileError(f"{where} must be a positive integer, got {v!r}")
+    if rule == "pos" and v <= 0:
+        raise ProfileError(f"{where} must be positive, got {v!r}")
+    if rule == "nonneg" and v < 0:
+        raise ProfileError(f"{where} must not be negative, got {v!r}")
+    if rule == "frac" and not 0 < v <= 1:
+        raise ProfileError(f"{where} must be a fraction in (0, 1], got {v!r}")
+    return float(v)
+
+
+def parse_profile(raw: dict[str, Any], file: str) -> Profile:
+    """Validate a parsed profile table (see PROFILE_SCHEMA) and build a Profile."""
+    top = set(raw) - {"name", "description", *PROFILE_SCHEMA}
+    if top:
+        raise ProfileError(f"{file}: unknown field {sorted(top)[0]!r}; allowed sections: "
+                           f"{', '.join(PROFILE_SCHEMA)} (plus name, description)")
+    vals: dict[str, float | None] = {}
+    for section, keys in PROFILE_SCHEMA.items():
+        sec = raw.get(section)
+        if sec is None:
+            raise ProfileError(f"{file}: missing section [{section}]")
+        if not isinstance(sec, dict):
+            raise ProfileError(f"{file}: field {section} must be a table [{section}]")
+        extra = set(sec) - set(keys)
+        if extra:
+            raise ProfileError(f"{file}: unknown field {section}.{sorted(extra)[0]}; allowed: "
+                               f"{', '.join(keys)}")
+        for key, (unit, rule, required) in keys.items():
+            v = _field(raw, section, key, unit, rule, file)
+            if v is None and required:
+                raise ProfileError(f"{file}: missing field {section}.{key}")
+            vals[f"{section}.{key}"] = v
+    name = raw.get("name", Path(file).stem)
+    if not isinstance(name, str):
+        raise ProfileError(f"{file}: field name must be a string")
+    sms, comm_sms = int(vals["gpu.sms"] or 0), int(vals["comm.sms"] or 0)
+    if comm_sms >= sms:
+        raise ProfileError(f"{file}: field comm.sms ({comm_sms}) must be below gpu.sms ({sms})")
+    fp8 = vals["gpu.fp8_peak"]
+    return Profile(
+        name=name, description=str(raw.get("description", "")), source=file,
+        sms=sms, hbm_bytes=float(vals["gpu.hbm"] or 0) * 1e9,
+        hbm_bandwidth=float(vals["gpu.hbm_bandwidth"] or 0) * 1e12,
+        bf16_flops=float(vals["gpu.bf16_peak"] or 0) * 1e12,
+        fp8_flops=None if fp8 is None else fp8 * 1e12,
+        gpus_per_node=int(vals["node.gpus_per_node"] or 0),
+        nvlink_bandwidth=float(vals["node.nvlink_bandwidth"] or 0) * 1e9,
+        ib_bandwidth=float(vals["node.ib_bandwidth"] or 0) * 1e9,
+        comm_sms=comm_sms, a2a_sm_scale=float(vals["comm.a2a_sm_scale"] or 0),
+        overlap_rate=float(vals["comm.overlap_rate"] or 0),
+        a2a_latency=float(vals["comm.a2a_latency"] or 0) * 1e-3,
+        efficiency={k: float(vals[f"efficiency.{k}"] or 0) for k in PROFILE_SCHEMA["efficiency"]},
+    )
+
+
+def load_profile(name_or_path: str) -> Profile:
+    """A built-in profile by name (h800, h100, h20, a100) or a user's TOML file."""
+    path = resolve(name_or_path, "profiles", "hardware profile")
+    return parse_profile(read_toml(path, "hardware profile"), str(path))
+
+
+def list_profiles() -> list[tuple[str, str]]:
+    """(name, one-line description) of the built-in profiles."""
+    out = []
+    for name, path in builtin_files("profiles").items():
+        raw = read_toml(path, "hardware profile")
+        out.append((name, str(raw.get("description", ""))))
+    return out

@@ -1,0 +1,90 @@
+"""Hardware profiles: built-ins load with the right numbers; bad files fail naming file + field."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from dualsim.errors import ProfileError
+from dualsim.hardware import list_profiles, load_profile
+
+H800 = Path(__file__).resolve().parents[1] / "hardware_profiles" / "h800.toml"
+
+
+def test_builtin_profiles_listed() -> None:
+    names = [n for n, _ in list_profiles()]
+    assert {"h800", "h100", "h20", "a100"} <= set(names)
+    assert all(desc for _, desc in list_profiles())
+
+
+def test_h800_numbers() -> None:
+    p = load_profile("h800")
+    assert p.sms == 132 and p.comm_sms == 20
+    assert p.hbm_bytes == 80e9
+    assert p.bf16_flops == 989e12 and p.fp8_flops == 1979e12
+    assert p.ib_bandwidth == 50e9 and p.nvlink_bandwidth == 160e9
+    assert p.gpus_per_node == 8
+    assert p.a2a_latency == pytest.approx(0.35e-3)
+
+
+def test_a100_has_no_fp8_and_falls_back() -> None:
+    p = load_profile("a100")
+    assert p.fp8_flops is None
+    assert p.peak_flops("fp8") == p.peak_flops("bf16") == 312e12
+    assert load_profile("h20").sms == 78
+
+
+def test_symlinked_folder_and_user_path(tmp_path: Path) -> None:
+    assert H800.exists()  # hardware_profiles -> dualsim/data/profiles
+    own = tmp_path / "mine.toml"
+    own.write_text(H800.read_text().replace('name = "h800"', 'name = "mine"'))
+    assert load_profile(str(own)).name == "mine"
+
+
+def _broken(tmp_path: Path, old: str, new: str) -> str:
+    text = H800.read_text()
+    assert old in text
+    f = tmp_path / "bad.toml"
+    f.write_text(text.replace(old, new, 1))
+    return str(f)
+
+
+@pytest.mark.parametrize("old,new,field", [
+    ("ib_bandwidth = { value = 50,", "ib_bandwidth = { value = 0,", "node.ib_bandwidth"),
+    ("nvlink_bandwidth = { value = 160,", "nvlink_bandwidth = { value = -3,",
+     "node.nvlink_bandwidth"),
+    ("hbm = { value = 80,", "hbm_size = { value = 80,", "gpu.hbm_size"),
+    ('sms = { value = 132, unit = "SM"', 'sms = { value = 132, unit = "cores"', "gpu.sms"),
+    ("[efficiency]\n", "[efficiency]\nturbo = { value = 1, unit = \"x\", source = \"s\" }\n",
+     "efficiency.turbo"),
+])
+def test_bad_field_names_file_and_field(tmp_path: Path, old: str, new: str, field: str) -> None:
+    path = _broken(tmp_path, old, new)
+    with pytest.raises(ProfileError) as e:
+        load_profile(path)
+    assert path in str(e.value) and field in str(e.value)
+
+
+def test_missing_field(tmp_path: Path) -> None:
+    text = "\n".join(l for l in H800.read_text().splitlines() if not l.startswith("ib_bandwidth"))
+    f = tmp_path / "noib.toml"
+    f.write_text(text)
+    with pytest.raises(ProfileError, match=r"noib.toml: missing field node.ib_bandwidth"):
+        load_profile(str(f))
+
+
+def test_unknown_name_and_missing_file() -> None:
+    with pytest.raises(ProfileError, match="unknown hardware profile 'h900'.*h800"):
+        load_profile("h900")
+    with pytest.raises(ProfileError, match="does not exist"):
+        load_profile("/nonexistent/x.toml")
+
+
+def test_overrides_validate() -> None:
+    p = load_profile("h800").with_overrides(comm_sms=32, ib_gbps=100)
+    assert p.comm_sms == 32 and p.ib_bandwidth == 100e9
+    with pytest.raises(ProfileError, match="--ib-gbps"):
+        load_profile("h800").with_overrides(ib_gbps=0)
+    with pytest.raises(ProfileError, match="--comm-sms"):
+        load_profile("h800").with_overrides(comm_sms=132)

@@ -1,0 +1,91 @@
+"""Workload presets and the per-stage work they imply (DESIGN.md §6 dimensions)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from dualsim.costs import unit_weight
+from dualsim.errors import ProfileError
+from dualsim.hardware import data_dir, load_profile
+from dualsim.workload import build_layout, default_layout, list_models, load_model
+
+R = 16
+DUALPIPE_HOLDERS = [[k, R - 1 - k] for k in range(R)]
+
+
+def test_presets_listed_and_default_layout() -> None:
+    assert {"deepseek-v3", "small-moe", "llama-70b"} <= {n for n, _ in list_models()}
+    lay = default_layout(load_model("deepseek-v3"))
+    assert lay["schedule"] == "dualpipe" and lay["ranks"] == 16 and lay["ep"] == 64
+    assert lay["gpus"] == 2048 and lay["microbatch_tokens"] == 4096
+    assert lay["microbatches"] == 120  # 15360 / (2048 / 16)
+
+
+def test_deepseek_per_token_flops_match_sanity_arithmetic() -> None:
+    m = load_model("deepseek-v3")
+    lay = build_layout(m, R, 120, DUALPIPE_HOLDERS, ep=64, gpus=2048, microbatch_tokens=4096)
+    moe = next(u for s in lay.slices for u in s.units if u.moe)
+    attn, mlp = moe.pieces
+    proj, core = attn.fwd[0].flops, attn.fwd[1].flops
+    assert proj / 1e9 == pytest.approx(0.37, abs=0.01)
+    assert core / 1e9 == pytest.approx(0.17, abs=0.01)
+    assert mlp.fwd[0].flops / 1e9 == pytest.approx(0.79, abs=0.01)
+    assert moe.model_flops / 1e9 == pytest.approx(1.34, abs=0.01)
+    # routed experts: 256 x 3 x 7168 x 2048 parameters per MoE layer
+    assert moe.expert_params == 256 * 3 * 7168 * 2048
+    # total parameters ~671B (main model + MTP module)
+    total = sum(u.params + u.expert_params for s in lay.slices for u in s.units)
+    assert total / 1e9 == pytest.approx(671 + 11.5, rel=0.03)
+
+
+def test_layers_balanced_with_light_ends() -> None:
+    m, p = load_model("deepseek-v3"), load_profile("h800")
+    lay = build_layout(m, R, 120, DUALPIPE_HOLDERS, ep=64, gpus=2048, microbatch_tokens=4096,
+                       weight=unit_weight(p))
+    counts = [s.layers for s in lay.slices]
+    assert sum(counts) == 61 and len(counts) == 16
+    assert counts[0] < 4 and counts[-1] < 4 and max(counts) == 4
+    assert [u.name for u in lay.slices[-1].units][-3:] == ["head", "mtp0", "mtp0_head"]
+    assert lay.slices[0].units[0].name == "embed"
+    assert lay.tokens_per_step == 15360 * 4096
+
+
+def test_explicit_layers_per_stage() -> None:
+    m = load_model("deepseek-v3")
+    counts = [4] * 15 + [1]
+    lay = build_layout(m, R, 120, [[k] for k in range(R)], ep=64, gpus=2048,
+                       microbatch_tokens=4096, layers_per_stage=counts)
+    assert [s.layers for s in lay.slices] == counts
+    with pytest.raises(ProfileError, match="must be 16 non-negative numbers"):
+        build_layout(m, R, 120, [[k] for k in range(R)], ep=64, gpus=2048,
+                     microbatch_tokens=4096, layers_per_stage=[4] * 16)
+
+
+@pytest.mark.parametrize("kw,msg", [
+    (dict(ep=64, gpus=2040), "not divisible"),
+    (dict(ep=4096, gpus=2048), "larger than --gpus"),
+    (dict(ep=3, gpus=2048), "must divide"),
+])
+def test_bad_layouts(kw: dict, msg: str) -> None:
+    m = load_model("deepseek-v3")
+    with pytest.raises(ProfileError, match=msg):
+        build_layout(m, R, 120, DUALPIPE_HOLDERS, microbatch_tokens=4096, **kw)
+
+
+def test_dense_model_rejects_ep() -> None:
+    with pytest.raises(ProfileError, match="no experts"):
+        build_layout(load_model("llama-70b"), R, 64, [[k] for k in range(R)], ep=8, gpus=256,
+                     microbatch_tokens=4096)
+
+
+def test_bad_model_file_names_field(tmp_path: Path) -> None:
+    text = (data_dir("models") / "deepseek-v3.toml").read_text()
+    f = tmp_path / "m.toml"
+    f.write_text(text.replace("hidden = 7168", "hiden = 7168"))
+    with pytest.raises(ProfileError, match=r"m.toml: unknown field model.hiden"):
+        load_model(str(f))
+    f.write_text(text.replace('gemm = "fp8"', 'gemm = "fp4"'))
+    with pytest.raises(ProfileError, match=r"m.toml: field precision.gemm"):
+        load_model(str(f))
