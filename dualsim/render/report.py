@@ -1,0 +1,213 @@
+"""The report folder of ``dualsim compare ... --out DIR``.
+
+``write_report`` writes, atomically and byte-reproducibly:
+
+- ``report.md``: the comparison table (one row per schedule), the assumptions (mode, profile,
+  model, layout, calibration), per-rank figures, and links to every chart and trace;
+- ``gantt_<schedule>.png``/``.svg`` per schedule and ``gantt_compare.png``/``.svg`` combined;
+- ``memory_<schedule>.png``/``.svg`` (hardware mode: memory over time per rank);
+- ``trace_<schedule>.json``: Perfetto/Chrome trace with flows and memory counters;
+- ``summary.json``: config, results (SimResult.to_dict plus the README formula), skipped;
+- ``timeline.csv``: every schedule's Timeline with a leading ``schedule`` column (and
+  ``memory.csv`` in hardware mode).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Mapping
+
+import pandas as pd
+
+from dualsim.io import dumps_json, write_atomic
+from dualsim.ir import Schedule
+from dualsim.render.table import (comparison_rows, fmt, markdown_table, per_rank_text,
+                                  readme_formula)
+from dualsim.sim.result import SimResult
+
+
+def file_stem(name: str) -> str:
+    """A schedule name made safe for a file name (``zb-v`` stays ``zb-v``)."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("._") or "schedule"
+
+
+def chart_title(name: str, s: Schedule, config: Mapping[str, Any]) -> str:
+    v = f", v={s.chunks}" if s.chunks else ""
+    where = "abstract costs" if config.get("mode", "abstract") == "abstract" else \
+        f"{config.get('model', '?')} on {config.get('profile', '?')}"
+    return f"{name}  R={s.ranks}, M={s.microbatches}{v}  ({where})"
+
+
+def _csv(df: pd.DataFrame) -> str:
+    return df.to_csv(index=False, lineterminator="\n", float_format="%.12g")
+
+
+def timeline_table(results: list[tuple[str, SimResult]]) -> pd.DataFrame:
+    """All Timelines stacked, with the schedule's name as the first column."""
+    frames = [r.timeline.assign(schedule=name) for name, r in results]
+    df = pd.concat(frames, ignore_index=True)
+    return df[["schedule"] + [c for c in df.columns if c != "schedule"]]
+
+
+def assumptions(config: Mapping[str, Any], results: list[tuple[str, SimResult]]) -> list[str]:
+    """The report's assumption bullets: mode, costs or profile/model/layout, calibration."""
+    lines: list[str] = []
+    mode = config.get("mode", "abstract")
+    lines.append(f"- **mode**: {mode}")
+    if mode == "abstract":
+        costs = config.get("costs", {})
+        lines.append("- **costs** (per rank-worth of layers): "
+                     + ", ".join(f"{k}={fmt(v)}" for k, v in costs.items())
+                     + "; B = I+W and F&B = F+B unless given")
+        lines.append(f"- **transfer latency** per cross-rank dependency: {fmt(config.get('comm', 0))}")
+        lines.append("- **ideal** = M(F+I+W) per rank; bubble rate = 1 - ideal/makespan")
+    else:
+        lines.append(f"- **profile**: {config.get('profile')}")
+        lines.append(f"- **model**: {config.get('model')}")
+    layout = {k: v for k, v in config.items()
+              if k not in ("mode", "costs", "comm", "profile", "model")}
+    lines.append("- **layout**: " + ", ".join(f"{k}={v}" for k, v in layout.items()))
+    calib: dict[str, Any] = {}
+    for _, r in results:
+        for key in ("calibration", "assumptions"):
+            val = r.extra.get(key)
+            if isinstance(val, Mapping):
+                calib.update(val)
+    if calib:
+        lines.append("- **calibration**: " + ", ".join(f"{k}={_plain(v)}" for k, v in calib.items()))
+    elif mode != "abstract":
+        lines.append("- **calibration**: the profile's defaults (see the profile TOML for sources)")
+    hw_keys = sorted({k for _, r in results for k in r.extra
+                      if k not in ("calibration", "assumptions")})
+    if hw_keys:
+        lines.append("- **reported per schedule** (summary.json): " + ", ".join(hw_keys))
+    return lines
+
+
+def _plain(v: Any) -> str:
+    return fmt(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else str(v)
+
+
+def _per_rank_section(results: list[tuple[str, SimResult]]) -> list[str]:
+    unit = results[0][1].time_unit
+    out = ["## Per rank", ""]
+    for name, r in results:
+        out.append(f"- **{name}**: idle ({unit}) {per_rank_text([p.idle for p in r.per_rank])}; "
+                   f"peak activations {per_rank_text([p.peak_activations for p in r.per_rank])}"
+                   + (f"; peak memory (GB) "
+                      f"{per_rank_text([p.peak_memory_gb for p in r.per_rank], 3)}"
+                      if r.per_rank and r.per_rank[0].peak_memory_gb is not None else ""))
+    return out + [""]
+
+
+def report_markdown(results: list[tuple[str, SimResult]], schedules: Mapping[str, Schedule],
+                    config: Mapping[str, Any], skipped: list[tuple[str, str]],
+                    files: Mapping[str, dict[str, str]]) -> str:
+    header, rows = comparison_rows(results, schedules, config)
+    mode = config.get("mode", "abstract")
+    title = ("abstract costs" if mode == "abstract"
+             else f"{config.get('model')} on {config.get('profile')}")
+    lines = [f"# dualsim comparison: {title}", "",
+             f"R={config.get('ranks')}, M={config.get('microbatches')}; "
+             f"{len(results)} schedule(s). Generated by `dualsim compare`; "
+             "every number below comes from the simulator.", "",
+             markdown_table(header, rows), ""]
+    if skipped:
+        lines += ["Skipped (their family's rules do not allow this configuration):", ""]
+        lines += [f"- **{n}**: {why}" for n, why in skipped] + [""]
+    lines += ["The README formula column is DeepSeek's DualPipe README table (bubble = idle "
+              "time per rank, parameter copies, activations in flight per rank); in abstract "
+              "mode with zero transfer latency its value must equal the simulated idle time (✓).",
+              "", "## Assumptions", ""]
+    lines += assumptions(config, results) + [""]
+    lines += ["## Timelines", "", "![all schedules](gantt_compare.png)", "",
+              "Combined Gantt: [PNG](gantt_compare.png), [SVG](gantt_compare.svg).", ""]
+    for name, _ in results:
+        f = files[name]
+        lines += [f"### {name}", "", f"![{name}]({f['gantt_png']})", "",
+                  f"Gantt [PNG]({f['gantt_png']}) / [SVG]({f['gantt_svg']}); "
+                  f"Perfetto trace [{f['trace']}]({f['trace']}) (open in ui.perfetto.dev)"
+                  + (f"; memory [PNG]({f['memory_png']}) / [SVG]({f['memory_svg']})"
+                     if "memory_png" in f else ""), ""]
+        if "memory_png" in f:
+            lines += [f"![memory of {name}]({f['memory_png']})", ""]
+    lines += _per_rank_section(results)
+    lines += ["## Files", "",
+              "- `summary.json`: the configuration and every figure above, per schedule",
+              "- `timeline.csv`: every interval of every schedule (Timeline columns, plus "
+              "`schedule`)"]
+    if any("memory_png" in f for f in files.values()):
+        lines.append("- `memory.csv`: memory over time per rank and component")
+    lines.append("- trace timestamps: microseconds; abstract cost units are shown as 1 unit = "
+                 "1 ms (1000 us)")
+    return "\n".join(lines) + "\n"
+
+
+def summary(results: list[tuple[str, SimResult]], schedules: Mapping[str, Schedule],
+            config: Mapping[str, Any], skipped: list[tuple[str, str]],
+            files: Mapping[str, dict[str, str]]) -> dict[str, Any]:
+    costs = config.get("costs") if config.get("mode", "abstract") == "abstract" else None
+    out = []
+    for name, r in results:
+        d = r.to_dict()
+        s = schedules[name]
+        if s.chunks is not None:
+            d["chunks"] = s.chunks
+        formula = readme_formula(s, costs)
+        if formula["value"] is not None:
+            v = float(formula["value"])
+            formula["value"] = int(v) if v.is_integer() else v
+        d["readme_formula"] = formula
+        d["files"] = dict(files[name])
+        out.append(d)
+    return {"config": {k: v for k, v in config.items()}, "results": out,
+            "skipped": [{"schedule": n, "reason": why} for n, why in skipped]}
+
+
+def write_report(out_dir: str | Path, results: list[tuple[str, SimResult]], *,
+                 schedules: dict[str, Schedule], config: dict, skipped: list[tuple[str, str]],
+                 progress: Any = None) -> None:
+    """Write the whole report folder (see the module docstring) into ``out_dir``."""
+    from dualsim.render.gantt import render_gantt, render_gantt_grid
+    from dualsim.render.memory import render_memory
+    from dualsim.render.perfetto import write_trace
+
+    if not results:
+        raise ValueError("write_report needs at least one result")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    files: dict[str, dict[str, str]] = {}
+    hbm = config.get("hbm_gb")
+    for name, r in results:
+        s = schedules[name]
+        stem = file_stem(name)
+        f = {"gantt_png": f"gantt_{stem}.png", "gantt_svg": f"gantt_{stem}.svg",
+             "trace": f"trace_{stem}.json"}
+        title = chart_title(name, s, config)
+        for key in ("gantt_png", "gantt_svg"):
+            render_gantt(r.timeline, out / f[key], title=title, time_unit=r.time_unit)
+        write_trace(r.timeline, out / f["trace"], time_unit=r.time_unit, schedule=s,
+                    memory=r.memory)
+        if r.memory is not None and len(r.memory):
+            f["memory_png"], f["memory_svg"] = f"memory_{stem}.png", f"memory_{stem}.svg"
+            hbm_gb = r.extra.get("hbm_gb", hbm)
+            for key in ("memory_png", "memory_svg"):
+                render_memory(r.memory, out / f[key], hbm_gb=hbm_gb, time_unit=r.time_unit,
+                              title=f"memory per rank: {title}")
+        files[name] = f
+        if progress is not None:
+            progress()
+    panels = [(chart_title(n, schedules[n], config), r.timeline) for n, r in results]
+    unit = results[0][1].time_unit
+    render_gantt_grid(panels, out / "gantt_compare.png", time_unit=unit)
+    render_gantt_grid(panels, out / "gantt_compare.svg", time_unit=unit)
+    write_atomic(out / "timeline.csv", _csv(timeline_table(results)))
+    mems = [r.memory.assign(schedule=n) for n, r in results if r.memory is not None and len(r.memory)]
+    if mems:
+        mem = pd.concat(mems, ignore_index=True)
+        write_atomic(out / "memory.csv",
+                     _csv(mem[["schedule"] + [c for c in mem.columns if c != "schedule"]]))
+    write_atomic(out / "summary.json", dumps_json(summary(results, schedules, config, skipped,
+                                                          files)))
+    write_atomic(out / "report.md", report_markdown(results, schedules, config, skipped, files))
