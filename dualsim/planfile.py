@@ -12,7 +12,8 @@ import sys
 from typing import Any
 
 from dualsim.io import read_json, write_atomic
-from dualsim.ir import Schedule
+from dualsim.errors import PlanError
+from dualsim.ir import Action, Schedule
 from dualsim.lower import lower
 
 _LIST_KEYS = ("stages", "chains", "actions")
@@ -55,4 +56,24 @@ def write_plan(schedule: Schedule, path: str) -> None:
 def read_plan(path: str) -> Schedule:
     """Load and validate a plan file; a compute-only plan is lowered. Raises PlanError for a
     missing, unreadable or malformed file, ValidationError for a plan that breaks the rules."""
-    return lower(Schedule.from_dict(read_json(path)))
+    data = read_json(path)
+    try:
+        schedule = Schedule.from_dict(data)
+    except PlanError as e:
+        where = _unparsable(data)
+        if where is None:
+            raise
+        raise PlanError(f"rank {where[0]}, position {where[1]}: {e.message}") from None
+    return lower(schedule)
+
+
+def _unparsable(data: Any) -> tuple[int, int] | None:
+    """(rank, position) of the first action text that does not parse, if any."""
+    rows = data.get("actions") if isinstance(data, dict) else None
+    for r, row in enumerate(rows if isinstance(rows, list) else []):
+        for i, text in enumerate(row if isinstance(row, list) else []):
+            try:
+                Action.parse(str(text))
+            except PlanError:
+                return r, i
+    return None
