@@ -25,7 +25,8 @@ from functools import partial
 
 from dualsim.errors import ValidationError
 from dualsim.ir import Action, Op, Schedule
-from dualsim.validate import Transfer, checked_index, cross_rank_transfers, node_of_key, validate
+from dualsim.validate import (Transfer, checked_index, cross_rank_transfers, node_of_key,
+                              validate)
 
 
 def strip(schedule: Schedule) -> Schedule:

@@ -68,8 +68,11 @@ def check_placement(schedule: Schedule) -> None:
     if s.ranks < 1 or s.microbatches < 1:
         raise ValidationError(f"plan has ranks={s.ranks} and microbatches={s.microbatches}; "
                               f"both must be at least 1; {FIX}")
+    if not s.stages or not s.chains:
+        raise ValidationError(f"plan has {len(s.stages)} stages and {len(s.chains)} chains; it "
+                              f"needs at least one of each; {FIX}")
     numbers = sorted(st.stage for st in s.stages)
-    if numbers != list(range(len(s.stages))) or not numbers:
+    if numbers != list(range(len(s.stages))):
         raise ValidationError(f"plan stages must be numbered 0..{len(s.stages) - 1} once each, "
                               f"got {numbers}; {FIX}")
     for st in s.stages:
@@ -443,10 +446,16 @@ def dependency_graph(schedule: Schedule) -> nx.DiGraph:
     g = nx.DiGraph()
     nodes = list(zip(ix.rank, ix.pos))
     g.add_nodes_from((v, {"action": a}) for v, a in zip(nodes, ix.action))
-    g.add_edges_from(((r, i), (r, i + 1), {"rule": "order"})
-                     for r, row in enumerate(schedule.actions) for i in range(len(row) - 1))
-    g.add_edges_from((nodes[d.producer], nodes[d.consumer], {"rule": d.rule})
-                     for n in range(len(ix.action)) for d in deps_of(ix, n))
+    g.add_edges_from((((r, i), (r, i + 1)) for r, row in enumerate(schedule.actions)
+                      for i in range(len(row) - 1)), rule="order")
+    known = range(schedule.num_stages)
+    by_rule: dict[str, list[tuple[tuple[int, int], tuple[int, int]]]] = {}
+    for n, unit in enumerate(ix.action):
+        if all(p.stage in known for p in unit.parts):
+            for d in deps_of(ix, n):
+                by_rule.setdefault(d.rule, []).append((nodes[d.producer], nodes[n]))
+    for rule, edges in by_rule.items():
+        g.add_edges_from(edges, rule=rule)
     return g
 
 

@@ -78,6 +78,14 @@ def test_placement_stage_numbers() -> None:
     assert message(bad) == "plan stages must be numbered 0..1 once each, got [0, 2]; " + FIX
 
 
+def test_placement_needs_stages_and_known_chains() -> None:
+    s = linear(GOOD)
+    assert message(Schedule("hand", 2, 2, (), s.chains, s.actions)) == (
+        "plan has 0 stages and 1 chains; it needs at least one of each; " + FIX)
+    bad = Schedule("hand", 2, 2, (Stage(0, 0, 0, 0), Stage(1, 1, 3, 1)), s.chains, s.actions)
+    assert message(bad) == "stage 1 is in chain 3, but the plan has chains 0..0; " + FIX
+
+
 def test_chains_must_split_the_microbatches() -> None:
     s = linear(GOOD)
     bad = Schedule("hand", 2, 2, s.stages, ((0, 0),), s.actions)
@@ -247,6 +255,12 @@ def test_dependency_graph_of_compute_plan() -> None:
     # 6 per-rank order edges, two of which are also dependencies (then named by the rule)
     assert sorted(e for e in g.edges if g.edges[e]["rule"] == "order") == [
         ((0, 0), (0, 1)), ((0, 1), (0, 2)), ((0, 2), (0, 3)), ((1, 1), (1, 2))]
+
+
+def test_dependency_graph_tolerates_unknown_stages() -> None:
+    g = dependency_graph(linear(["0F0 0F1 0B0 0B1", "1F0 1B0 1F1 1B1 7F0"]))
+    assert g.nodes[(1, 4)]["action"] == Action.parse("7F0")
+    assert list(g.predecessors((1, 4))) == [(1, 3)]
 
 
 def test_dependency_graph_of_lowered_plan() -> None:
