@@ -36,7 +36,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from fractions import Fraction
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -54,7 +54,7 @@ __all__ = ["simulate", "Costs", "parse_costs"]
 class _Run:
     """What the engine computes, per rank, over the rank's compute actions in list order."""
 
-    rows: list[list[Action]]  # compute actions (SEND/RECV dropped)
+    rows: list[Sequence[Action]]  # compute actions (SEND/RECV dropped)
     starts: list[list[Any]]
     ends: list[list[Any]]
     busy: list[Any]
@@ -136,7 +136,8 @@ def _run(schedule: Schedule, op_time: dict[Op, Any], latency: Any) -> _Run:
     if len(actions) != ranks:
         raise ValidationError(f"schedule {schedule.name!r} has {len(actions)} action lists for "
                               f"{ranks} ranks: give one list per rank")
-    rows: list[list[Action]] = [[] for _ in range(ranks)]
+    own_stages = [frozenset(st.stage for st in schedule.stages if st.rank == r)
+                  for r in range(ranks)]
     starts: list[list[Any]] = [[] for _ in range(ranks)]
     ends: list[list[Any]] = [[] for _ in range(ranks)]
     allocs: list[list[Any]] = [[] for _ in range(ranks)]
@@ -166,14 +167,14 @@ def _run(schedule: Schedule, op_time: dict[Op, Any], latency: Any) -> _Run:
         r = work.pop()
         row = actions[r]
         p, n, t_free, t_busy = pointer[r], len(row), free[r], busy[r]
-        out_row, out_start, out_end = rows[r], starts[r], ends[r]
+        mine, out_start, out_end = own_stages[r], starts[r], ends[r]
         out_alloc, out_free = allocs[r], frees[r]
         while p < n:
             a = row[p]
             op = a.op
             if op is F_:
                 s, m = a.stage, a.microbatch
-                if rank_of.get(s) != r or not 0 <= m < mbs:
+                if s not in mine or not 0 <= m < mbs:
                     raise bad(r, p, misplaced(r, s, m))
                 t = t_free
                 ps = prev[s]
@@ -196,7 +197,7 @@ def _run(schedule: Schedule, op_time: dict[Op, Any], latency: Any) -> _Run:
                 t_busy += dF
             elif op is I_ or op is B_:
                 s, m = a.stage, a.microbatch
-                if rank_of.get(s) != r or not 0 <= m < mbs:
+                if s not in mine or not 0 <= m < mbs:
                     raise bad(r, p, misplaced(r, s, m))
                 own = s * mbs + m
                 t = ready[own]
@@ -230,7 +231,7 @@ def _run(schedule: Schedule, op_time: dict[Op, Any], latency: Any) -> _Run:
                 t_busy += d
             elif op is W_:
                 s, m = a.stage, a.microbatch
-                if rank_of.get(s) != r or not 0 <= m < mbs:
+                if s not in mine or not 0 <= m < mbs:
                     raise bad(r, p, misplaced(r, s, m))
                 t = ready[wgrad_at + s * mbs + m]
                 if t is None:
@@ -247,9 +248,9 @@ def _run(schedule: Schedule, op_time: dict[Op, Any], latency: Any) -> _Run:
             elif op is FB_:
                 f, b = a.pair  # type: ignore[misc]
                 s, m, bs, bm = f.stage, f.microbatch, b.stage, b.microbatch
-                if rank_of.get(s) != r or not 0 <= m < mbs:
+                if s not in mine or not 0 <= m < mbs:
                     raise bad(r, p, misplaced(r, s, m))
-                if rank_of.get(bs) != r or not 0 <= bm < mbs:
+                if bs not in mine or not 0 <= bm < mbs:
                     raise bad(r, p, misplaced(r, bs, bm))
                 t = t_free
                 ps = prev[s]
@@ -290,7 +291,6 @@ def _run(schedule: Schedule, op_time: dict[Op, Any], latency: Any) -> _Run:
             else:  # SEND/RECV of a lowered plan: the compute dependencies stand for them
                 p += 1
                 continue
-            out_row.append(a)
             out_start.append(t)
             out_end.append(t_free)
             p += 1
@@ -302,6 +302,8 @@ def _run(schedule: Schedule, op_time: dict[Op, Any], latency: Any) -> _Run:
     stuck = [r for r in range(ranks) if pointer[r] < len(actions[r])]
     if stuck:
         raise _deadlock(schedule, stuck, pointer, blocked_on, num, mbs)
+    rows = [row if len(row) == len(done) else [a for a in row if a.op.is_compute]
+            for row, done in zip(actions, starts)]  # drop a lowered plan's transfers
     return _Run(rows, starts, ends, busy, allocs, frees)
 
 
@@ -354,8 +356,37 @@ def _result(schedule: Schedule, c: Costs, run: _Run, scale: int, out: Any) -> Si
         for r in range(schedule.ranks)
     ]
     ideal = schedule.microbatches * (c.F + c.I + c.W)
-    return SimResult(schedule.name, schedule.ranks, schedule.num_stages, schedule.microbatches,
-                     out(makespan), out(span), ideal, per_rank, _timeline(schedule, run, scale))
+    result = AbstractResult(schedule.name, schedule.ranks, schedule.num_stages,
+                            schedule.microbatches, out(makespan), out(span), ideal, per_rank,
+                            None)
+    result._build = lambda: _timeline(schedule, run, scale)
+    return result
+
+
+class AbstractResult(SimResult):
+    """A SimResult whose Timeline is built on first access of ``.timeline``.
+
+    Sweeps and figure reports read only the scalars; building the DataFrame costs about as
+    much as the simulation itself, so it is deferred. Pickling builds it first.
+    """
+
+    _build: Callable[[], pd.DataFrame] | None = None
+    _frame: pd.DataFrame | None = None
+
+    @property  # type: ignore[override]
+    def timeline(self) -> pd.DataFrame:
+        if self._frame is None and self._build is not None:
+            self._frame, self._build = self._build(), None
+        return self._frame  # type: ignore[return-value]
+
+    @timeline.setter
+    def timeline(self, frame: pd.DataFrame | None) -> None:
+        self._frame, self._build = frame, None
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__, _frame=self.timeline)
+        state.pop("_build", None)
+        return state
 
 
 def _timeline(schedule: Schedule, run: _Run, scale: int) -> pd.DataFrame:
