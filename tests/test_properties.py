@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections import Counter
 from fractions import Fraction
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -17,7 +18,7 @@ from dualsim.sim.abstract import simulate
 from dualsim.validate import validate
 
 MAX_R, MAX_M = 8, 24
-SETTINGS = settings(max_examples=15, deadline=None,
+SETTINGS = settings(max_examples=8, deadline=None,
                     suppress_health_check=[HealthCheck.too_slow])
 
 
@@ -38,9 +39,8 @@ costs = st.fixed_dictionaries({
     "F": st.integers(1, 4), "I": st.integers(1, 4),
     "W": st.sampled_from([1, 2, Fraction(1, 2), Fraction(3, 4)]),
 })
-family_and_size = st.sampled_from(["gpipe", "1f1b", "interleaved", "zb-h1", "zb-h2", "zb-v",
-                                   "dualpipe", "dualpipev"]).flatmap(
-    lambda f: st.tuples(st.just(f), legal(f)))
+every_family = pytest.mark.parametrize("family", ["gpipe", "1f1b", "interleaved", "zb-h1",
+                                                  "zb-h2", "zb-v", "dualpipe", "dualpipev"])
 
 
 def ops_per_pair(schedule: Schedule) -> Counter[tuple[int, int]]:
@@ -52,10 +52,11 @@ def ops_per_pair(schedule: Schedule) -> Counter[tuple[int, int]]:
     return Counter("".join(sorted(v)) for v in seen.values())
 
 
+@every_family
 @SETTINGS
-@given(family_and_size)
-def test_schedule_validates_and_every_pair_has_its_ops(case) -> None:
-    family, (r, m, v) = case
+@given(data=st.data())
+def test_schedule_validates_and_every_pair_has_its_ops(family: str, data: st.DataObject) -> None:
+    r, m, v = data.draw(legal(family))
     s = generate(family, r, m, v)
     validate(s)
     pairs = ops_per_pair(s)
@@ -71,10 +72,12 @@ def test_schedule_validates_and_every_pair_has_its_ops(case) -> None:
             assert part.microbatch in s.chains[chains[part.stage]]
 
 
+@every_family
 @SETTINGS
-@given(family_and_size, costs)
-def test_simulation_ends_with_consistent_figures(case, c) -> None:
-    family, (r, m, v) = case
+@given(data=st.data(), c=costs)
+def test_simulation_ends_with_consistent_figures(family: str, data: st.DataObject,
+                                                 c: dict) -> None:
+    r, m, v = data.draw(legal(family))
     s = generate(family, r, m, v)
     res = simulate(s, c)
     work = m * (c["F"] + c["I"] + c["W"])
@@ -89,10 +92,11 @@ def test_simulation_ends_with_consistent_figures(case, c) -> None:
                for p in res.per_rank)
 
 
+@every_family
 @SETTINGS
-@given(family_and_size, st.sampled_from([Fraction(1, 2), 1, 3]))
-def test_lowered_plan_and_latency(case, comm) -> None:
-    family, (r, m, v) = case
+@given(data=st.data(), comm=st.sampled_from([Fraction(1, 2), 1, 3]))
+def test_lowered_plan_and_latency(family: str, data: st.DataObject, comm) -> None:
+    r, m, v = data.draw(legal(family))
     s = generate(family, r, m, v)
     plain = simulate(s, comm=comm)
     lowered = simulate(lower(s), comm=comm)
