@@ -13,8 +13,17 @@ between one pair of ranks are matched in posting order (no tags). The rule imple
    later);
 3. several RECVs before one action go in the order (source rank, message number).
 
-The result is validated (transfers, pair order, deadlock cycle check); a ValidationError says
-when no deadlock-free order was found this way. A schedule that already holds transfers is
+Why this cannot deadlock when the compute schedule does not: a SEND waits only for the action
+just before it (its producer), and a RECV placed before consumer c_j for message k <= j waits
+for SEND k, which rank a posts no later than SEND j, which c_j waited for already. So the only
+new waits are ones the consumers already had. The result is still validated (transfers, pair
+order, cycle check), and a ValidationError says so if lowering ever fails.
+
+Caveat: this assumes what the runtime contract says, that a posted send never holds up later
+work on its rank. NCCL sends of large tensors are rendezvous operations: if one rank's sends
+and receives for several peers share one stream, a send that waits for its receiver can hold
+up a later receive on that rank, a hazard these plans do not rule out. Posting each direction
+of each pair of ranks on its own communicator keeps the plans safe. A schedule that already holds transfers is
 validated and returned as it is.
 """
 
