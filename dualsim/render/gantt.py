@@ -330,7 +330,7 @@ def _label(ax: Any, layout: GanttLayout) -> None:
         size = min(8.0, max(4.5, 0.6 * bh * pts_y))
         if (b.x1 - b.x0) * pts_x >= 0.64 * size * len(b.label) + 2.0:
             ax.text((b.x0 + b.x1) / 2, y + bh / 2, b.label, ha="center", va="center_baseline",
-                    fontsize=size, color="white" if b.chain == 1 else "black")
+                    fontsize=size, color="white" if b.chain == 1 else "black", in_layout=False)
 
 
 def _width_inches(layouts: Sequence[GanttLayout], end: float) -> float:
@@ -356,17 +356,24 @@ def _legend_columns(labels: Sequence[str], width: float) -> int:
 def render_gantt(timeline: pd.DataFrame, path: str | Path, *, title: str = "",
                  time_unit: str = "cost units") -> None:
     """Write the Gantt chart of ``timeline`` to ``path`` (.png or .svg), atomically."""
-    render_gantt_grid([(title, timeline)], path, time_unit=time_unit)
+    render_gantt_files([(title, timeline)], [path], time_unit=time_unit)
 
 
 def render_gantt_grid(panels: list[tuple[str, pd.DataFrame]], path: str | Path, *,
                       time_unit: str = "cost units") -> None:
     """One panel per (title, timeline), stacked vertically on one time scale."""
+    render_gantt_files(panels, [path], time_unit=time_unit)
+
+
+def render_gantt_files(panels: list[tuple[str, pd.DataFrame]], paths: Sequence[str | Path], *,
+                       time_unit: str = "cost units") -> None:
+    """Build the figure of ``panels`` once and save it to every path (e.g. a .png and a .svg)."""
     from dualsim.render.figure import check_path, new_figure, save_figure, style
 
-    check_path(path)
+    for path in paths:
+        check_path(path)
     if not panels:
-        raise ValueError("render_gantt_grid needs at least one panel")
+        raise ValueError("a Gantt chart needs at least one panel")
     layouts = [gantt_layout(tl) for _, tl in panels]
     end = max(lay.end for lay in layouts)
     width = _width_inches(layouts, end)
@@ -397,6 +404,8 @@ def render_gantt_grid(panels: list[tuple[str, pd.DataFrame]], path: str | Path, 
         fig.legend(handles, labels, handler_map=hmap, loc="outside lower center",
                    ncol=ncol, frameon=False, fontsize=8)
         fig.draw_without_rendering()
+        fig.set_layout_engine("none")  # positions are final: labels must not move them
         for ax, lay in zip(axes, layouts):
             _label(ax, lay)
-        save_figure(fig, path)
+        for path in paths:
+            save_figure(fig, path)

@@ -169,7 +169,7 @@ def write_report(out_dir: str | Path, results: list[tuple[str, SimResult]], *,
                  schedules: dict[str, Schedule], config: dict, skipped: list[tuple[str, str]],
                  progress: Any = None) -> None:
     """Write the whole report folder (see the module docstring) into ``out_dir``."""
-    from dualsim.render.gantt import render_gantt, render_gantt_grid
+    from dualsim.render.gantt import render_gantt_files
     from dualsim.render.memory import render_memory
     from dualsim.render.perfetto import write_trace
 
@@ -185,8 +185,8 @@ def write_report(out_dir: str | Path, results: list[tuple[str, SimResult]], *,
         f = {"gantt_png": f"gantt_{stem}.png", "gantt_svg": f"gantt_{stem}.svg",
              "trace": f"trace_{stem}.json"}
         title = chart_title(name, s, config)
-        for key in ("gantt_png", "gantt_svg"):
-            render_gantt(r.timeline, out / f[key], title=title, time_unit=r.time_unit)
+        render_gantt_files([(title, r.timeline)], [out / f["gantt_png"], out / f["gantt_svg"]],
+                           time_unit=r.time_unit)
         write_trace(r.timeline, out / f["trace"], time_unit=r.time_unit, schedule=s,
                     memory=r.memory)
         if r.memory is not None and len(r.memory):
@@ -200,8 +200,8 @@ def write_report(out_dir: str | Path, results: list[tuple[str, SimResult]], *,
             progress()
     panels = [(chart_title(n, schedules[n], config), r.timeline) for n, r in results]
     unit = results[0][1].time_unit
-    render_gantt_grid(panels, out / "gantt_compare.png", time_unit=unit)
-    render_gantt_grid(panels, out / "gantt_compare.svg", time_unit=unit)
+    render_gantt_files(panels, [out / "gantt_compare.png", out / "gantt_compare.svg"],
+                       time_unit=unit)
     write_atomic(out / "timeline.csv", _csv(timeline_table(results)))
     mems = [r.memory.assign(schedule=n) for n, r in results if r.memory is not None and len(r.memory)]
     if mems:
