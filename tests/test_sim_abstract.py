@@ -177,8 +177,9 @@ def test_w_after_full_b_waits_for_an_i_nobody_runs() -> None:
 
 
 @pytest.mark.parametrize("rows, match", [
-    ([[F(0, 0), F(0, 0), B(0, 0)]], "position 1: action 0F0 repeats"),
-    ([[F(0, 0), I(0, 0), W(0, 0), W(0, 0)]], "position 3: action 0W0 repeats"),
+    ([[F(0, 0), F(0, 0), B(0, 0)]], "position 1: action 0F0 runs again what an earlier action ran"),
+    ([[F(0, 0), I(0, 0), W(0, 0), W(0, 0)]], "position 3: action 0W0 runs again"),
+    ([[F(0, 0), I(0, 0), B(0, 0)]], "position 2: action 0B0 runs again"),
     ([[F(0, 0), F(3, 0)]], "names unknown stage 3"),
     ([[F(0, 0), F(0, 5)]], "names unknown micro-batch 5"),
 ])
