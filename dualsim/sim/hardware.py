@@ -1,0 +1,301 @@
+"""Hardware mode: simulate one pipeline of a modelled cluster with SimPy, in seconds.
+
+Every GPU (pipeline rank) has a compute stream and a communication stream; units expand into
+per-layer pieces (sim/pieces.py). Each GPU's IB NIC and NVLink are fluid links shared by the
+all-to-all, the PP transfers and the data-parallel sync (sim/links.py). One pipeline's ranks are
+simulated explicitly; their EP peers (the same stage in other pipelines) run the same schedule at
+the same time, so by symmetry each GPU receives as much all-to-all traffic as it sends, on the
+other direction of its full-duplex links, and only its outgoing share is simulated. At the end of
+the step each stage's gradients are synchronised over its ZeRO-1 group (reduce-scatter +
+all-gather, BF16, ring) once every rank holding a copy of that layer slice has finished its
+weight gradients; this overlaps with the W of other stages still running.
+
+``simulate_simpy`` (abstract costs on the same engine) is re-exported from sim/simpy_abstract.py.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Generator
+
+import simpy
+
+from dualsim.costs import a2a_saturation, pp_transfer, unit_weight
+from dualsim.hardware import Profile, load_profile
+from dualsim.ir import Action, Op, Schedule
+from dualsim.sim import abstract
+from dualsim.sim.engine import Engine, peak_live
+from dualsim.sim.links import Gpu, Link
+from dualsim.sim.memory import (GB, activation_bytes, memory_timeline, replicas, slice_params,
+                                static_memory)
+from dualsim.sim.pieces import Plan, fb_plan, only_w, plain_plan, slice_chains, without_w
+from dualsim.sim.result import RankStats, SimResult
+from dualsim.sim.simpy_abstract import simulate_simpy
+from dualsim.timeline import from_rows
+from dualsim.workload import Layout, Model, build_layout, default_layout, load_model
+
+__all__ = ["simulate_hardware", "simulate_simpy"]
+
+
+class HardwareExecutor:
+    """Runs units as pieces on two streams per GPU, with flows on shared links."""
+
+    def __init__(self, env: simpy.Environment, schedule: Schedule, layout: Layout,
+                 profile: Profile) -> None:
+        self.env, self.schedule, self.layout, self.profile = env, schedule, layout, profile
+        sat = a2a_saturation(profile)
+        self.gpus = [Gpu() for _ in range(schedule.ranks)]
+        self.links = [{"ib": Link(env, g, profile.ib_bandwidth, profile.ib_bandwidth * sat,
+                                  profile.overlap_rate),
+                       "nvlink": Link(env, g, profile.nvlink_bandwidth,
+                                      profile.nvlink_bandwidth * sat, profile.overlap_rate)}
+                      for g in self.gpus]
+        self.position = {st.stage: st.position for st in schedule.stages}
+        self.chains = {p: slice_chains(sl, layout, profile) for p, sl in enumerate(layout.slices)}
+        self.plans: dict[tuple, Plan] = {}
+        self.rows: list[tuple] = []
+        self.busy = [0.0] * schedule.ranks
+        self.act = [activation_bytes(layout, p) for p in range(len(layout.slices))]
+        self.wfrac = layout.model.memory["weight_grad_activation_fraction"]
+        self.deltas: list[list[tuple[float, float]]] = [[] for _ in range(schedule.ranks)]
+        self.dp_end = [0.0] * schedule.ranks
+        # weight-gradient units left per (rank, stage), and per slice the holders still busy
+        self.wleft: dict[int, int] = {}
+        for _, _, a in schedule.iter_actions():
+            for part in a.parts:
+                if part.op in (Op.B, Op.W):
+                    self.wleft[part.stage] = self.wleft.get(part.stage, 0) + 1
+        self.slice_wait = {p: sum(1 for st in schedule.stages if st.position == p)
+                           for p in range(len(layout.slices))}
+
+    # ---- plans --------------------------------------------------------------------------------
+    def plan(self, a: Action) -> Plan:
+        op = a.op
+        if op is Op.FB:
+            key: tuple = ("FB", self.position[a.forward.stage], self.position[a.backward.stage])
+        else:
+            key = (op.value, self.position[a.stage])
+        plan = self.plans.get(key)
+        if plan is None:
+            if op is Op.FB:
+                plan = fb_plan(self.chains[key[1]][0], self.chains[key[2]][1])
+            else:
+                fwd, bwd = self.chains[key[1]]
+                nodes = {"F": fwd, "B": bwd, "I": without_w(bwd), "W": only_w(bwd)}[op.value]
+                plan = plain_plan(nodes)
+            self.plans[key] = plan
+        return plan
+
+    def _fields(self, a: Action, half: int) -> tuple:
+        sched = self.schedule
+        if a.op is Op.FB:
+            f, b = a.forward, a.backward
+            return ("FB", f.stage, f.microbatch, sched.placement(f.stage).chain, b.stage,
+                    b.microbatch, sched.placement(b.stage).chain)
+        return (a.op.value, a.stage, a.microbatch, sched.placement(a.stage).chain, -1, -1, -1)
+
+    # ---- executor protocol --------------------------------------------------------------------
+    def run(self, eng: Engine, rank: int, a: Action) -> Generator[Any, Any, None]:
+        env, gpu, plan = self.env, self.gpus[rank], self.plan(a)
+        fields, label = self._fields(a, 0), str(a)
+        rows = self.rows
+        fwd = a.forward if a.op is Op.FB else a
+        if fwd.op is Op.F:
+            self.deltas[rank].append((env.now, self.act[self.position[fwd.stage]]))
+        comm_done: list[simpy.Event] = []
+        signal: dict[int, simpy.Event] = {}
+        if plan.comm:
+            comm_done = [env.event() for _ in plan.comm]
+            signal = {i: env.event() for i in plan.signals}
+            env.process(self._comm(rank, plan, signal, comm_done, fields, label))
+        timeout = env.timeout
+        for i, (piece, secs, _, dep) in enumerate(plan.comp):
+            if dep >= 0:
+                ev = comm_done[dep]
+                if not ev.triggered:
+                    gpu.set_active(False)
+                    yield ev
+            gpu.set_active(True)
+            t0 = env.now
+            yield timeout(secs)
+            rows.append((rank, "compute", *fields, piece, t0, env.now, label))
+            if i in signal:
+                signal[i].succeed()
+        self.busy[rank] += plan.busy
+        if comm_done and not comm_done[-1].triggered:
+            gpu.set_active(False)
+            yield comm_done[-1]
+        self._free(rank, a)
+
+    def _comm(self, rank: int, plan: Plan, signal: dict[int, simpy.Event],
+              done: list[simpy.Event], fields: tuple, label: str) -> Generator[Any, Any, None]:
+        env, links = self.env, self.links[rank]
+        for j, (kind, tr, _, pred) in enumerate(plan.comm):
+            if pred >= 0:
+                yield signal[pred]
+            t0 = env.now
+            if tr.latency:
+                yield env.timeout(tr.latency)
+            yield links[tr.link].transfer(tr.nbytes, tr.a2a)
+            self.rows.append((rank, "comm", kind, *fields[1:], "", t0, env.now, label))
+            done[j].succeed()
+
+    def _free(self, rank: int, a: Action) -> None:
+        now = self.env.now
+        for part in a.parts:
+            size = self.act[self.position[part.stage]]
+            if part.op is Op.B:
+                self.deltas[rank].append((now, -size))
+            elif part.op is Op.I:
+                self.deltas[rank].append((now, -size * (1 - self.wfrac)))
+            elif part.op is Op.W:
+                self.deltas[rank].append((now, -size * self.wfrac))
+
+    def send(self, eng: Engine, src: int, dst: int, kind: str, action: Action,
+             arrival: simpy.Event) -> None:
+        tr = pp_transfer(self.layout, self.profile, src, dst)
+        t0 = self.env.now
+        sched = self.schedule
+        row = (src, "comm", "pp_send", action.stage, action.microbatch,
+               sched.placement(action.stage).chain, -1, -1, -1, kind, t0)
+
+        def arrived(_e: simpy.Event) -> None:
+            self.rows.append((*row, self.env.now, str(action)))
+            arrival.succeed()
+
+        self.links[src][tr.link].transfer(tr.nbytes, False).callbacks.append(arrived)
+
+    def idle(self, rank: int) -> None:
+        self.gpus[rank].set_active(False)
+
+    def unit_done(self, eng: Engine, rank: int, a: Action) -> None:
+        for part in a.parts:
+            if part.op in (Op.B, Op.W):
+                self.wleft[part.stage] -= 1
+                if self.wleft[part.stage] == 0:
+                    p = self.position[part.stage]
+                    self.slice_wait[p] -= 1
+                    if self.slice_wait[p] == 0:
+                        self._dp_sync(p)
+
+    def _dp_sync(self, position: int) -> None:
+        """Reduce-scatter + all-gather (BF16, ring) of one slice on every rank holding it."""
+        lay = self.layout
+        dense, expert = slice_params(lay, position)
+        n_dense, n_expert = replicas(lay, position)
+        nbytes = 2 * 2 * (dense * (n_dense - 1) / n_dense + expert * (n_expert - 1) / n_expert)
+        if nbytes <= 0:
+            return
+        intranode = lay.pipelines == lay.ep and lay.ep <= self.profile.gpus_per_node
+        link = "nvlink" if intranode else "ib"
+        for st in self.schedule.stages:
+            if st.position != position:
+                continue
+            t0, rank = self.env.now, st.rank
+            row = (rank, "comm", "dp_sync", st.stage, -1, st.chain, -1, -1, -1, "", t0)
+
+            def synced(_e: simpy.Event, row: tuple = row, rank: int = rank) -> None:
+                self.rows.append((*row, self.env.now, f"dp_sync stage {row[3]}"))
+                self.dp_end[rank] = max(self.dp_end[rank], self.env.now)
+
+            self.links[rank][link].transfer(nbytes, False).callbacks.append(synced)
+
+
+def _exposed(tl_rank: Any) -> tuple[float, float]:
+    """(comm busy, comm exposed) seconds on one rank: union of comm minus union of compute."""
+    def union(iv: list[tuple[float, float]]) -> list[tuple[float, float]]:
+        out: list[list[float]] = []
+        for s, e in sorted(iv):
+            if out and s <= out[-1][1]:
+                out[-1][1] = max(out[-1][1], e)
+            else:
+                out.append([s, e])
+        return [(s, e) for s, e in out]
+
+    comp = union(list(zip(*tl_rank["compute"])) if tl_rank["compute"][0] else [])
+    comm = union(list(zip(*tl_rank["comm"])) if tl_rank["comm"][0] else [])
+    total = sum(e - s for s, e in comm)
+    covered, i = 0.0, 0
+    for s, e in comm:
+        while i < len(comp) and comp[i][1] <= s:
+            i += 1
+        j = i
+        while j < len(comp) and comp[j][0] < e:
+            covered += min(e, comp[j][1]) - max(s, comp[j][0])
+            j += 1
+    return total, total - covered
+
+
+def simulate_hardware(schedule: Schedule, profile: str | Profile = "h800",
+                      model: str | Model = "deepseek-v3", *, ep: int | None = None,
+                      gpus: int | None = None, comm_sms: int | None = None,
+                      microbatch_tokens: int | None = None, ib_gbps: float | None = None,
+                      nvlink_gbps: float | None = None) -> SimResult:
+    """One training step of ``schedule`` on a modelled cluster; times in seconds."""
+    prof = load_profile(profile) if isinstance(profile, str) else profile
+    prof = prof.with_overrides(comm_sms=comm_sms, ib_gbps=ib_gbps, nvlink_gbps=nvlink_gbps)
+    mdl = load_model(model) if isinstance(model, str) else model
+    d = default_layout(mdl)
+    tokens = microbatch_tokens if microbatch_tokens is not None else d["microbatch_tokens"]
+    holders = [[st.rank for st in schedule.stages if st.position == p]
+               for p in range(schedule.chain_length)]
+    layout = build_layout(mdl, schedule.ranks, schedule.microbatches, holders,
+                          ep=ep if ep is not None else d["ep"],
+                          gpus=gpus if gpus is not None else d["gpus"],
+                          microbatch_tokens=tokens, sequence=d["sequence"],
+                          weight=unit_weight(prof, tokens))
+    abstract.simulate(schedule)  # ValidationError with the grid for a bad schedule
+    warnings: list[str] = []
+    if mdl.gemm_dtype == "fp8" and prof.fp8_flops is None:
+        warnings.append(f"profile {prof.name} has no FP8: FP8 GEMMs run at the BF16 peak")
+    env = simpy.Environment()
+    ex = HardwareExecutor(env, schedule, layout, prof)
+    eng = Engine(schedule, ex, env)
+    eng.run()
+    return _result(schedule, layout, prof, eng, ex, warnings)
+
+
+def _result(schedule: Schedule, layout: Layout, prof: Profile, eng: Engine,
+            ex: HardwareExecutor, warnings: list[str]) -> SimResult:
+    R = schedule.ranks
+    last = [e[-1] if e else 0.0 for e in eng.ends]
+    step = max(max(last), max(ex.dp_end))
+    span = max(e[-1] - s[0] for s, e in zip(eng.starts, eng.ends) if e)
+    static = [static_memory(layout, schedule, r) for r in range(R)]
+    memory, peaks = memory_timeline(R, static, ex.deltas)
+    timeline = from_rows(ex.rows)
+    ivs: list[dict[str, list]] = [{"compute": [[], []], "comm": [[], []]} for _ in range(R)]
+    for r, stream, s, e in zip(timeline["rank"].to_numpy(), timeline["stream"].to_numpy(),
+                               timeline["start"].to_numpy(), timeline["end"].to_numpy()):
+        ivs[r][stream][0].append(s)
+        ivs[r][stream][1].append(e)
+    comm = [_exposed(iv) for iv in ivs]
+    per_rank = []
+    for r in range(R):
+        total_gb = sum(peaks[r].values())
+        per_rank.append(RankStats(r, ex.busy[r], step - ex.busy[r], eng.starts[r][0], last[r],
+                                  peak_live(eng.allocs[r], eng.frees[r]), round(total_gb, 6),
+                                  {k: round(v, 6) for k, v in peaks[r].items()}))
+        if total_gb * GB > prof.hbm_bytes:
+            warnings.append(f"rank {r} needs {total_gb:.1f} GB, more than the "
+                            f"{prof.hbm_bytes / GB:.0f} GB of {prof.name}")
+    tokens = layout.tokens_per_step
+    flops = layout.model_flops_per_token * tokens
+    extra: dict[str, Any] = {
+        "step_time_s": step,
+        "tokens_per_s_per_gpu": tokens / step / layout.gpus,
+        "mfu": flops / (step * layout.gpus * prof.bf16_flops),
+        "mfu_fp8_peak": flops / (step * layout.gpus * prof.peak_flops("fp8")),
+        "peak_memory_gb": max(r.peak_memory_gb for r in per_rank),
+        "comm_exposed_s": sum(c[1] for c in comm) / R,
+        "comm_hidden_fraction": 1 - sum(c[1] for c in comm) / max(1e-30, sum(c[0] for c in comm)),
+        "dp_sync_end_s": max(ex.dp_end),
+        "profile": prof.name, "model": layout.model.name, "ep": layout.ep, "gpus": layout.gpus,
+        "comm_sms": prof.comm_sms, "microbatch_tokens": layout.microbatch_tokens,
+        "tokens_per_step": tokens,
+        "layers_per_stage": [s.layers for s in layout.slices],
+        "per_rank_comm_exposed_s": [c[1] for c in comm],
+        "warnings": warnings,
+    }
+    ideal = sum(ex.busy) / R
+    return SimResult(schedule.name, R, schedule.num_stages, schedule.microbatches, step, span,
+                     ideal, per_rank, timeline, time_unit="s", extra=extra, memory=memory)

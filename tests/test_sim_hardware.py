@@ -1,0 +1,130 @@
+"""The SimPy engine: exact agreement with the abstract engine, and hardware-mode mechanics."""
+
+from __future__ import annotations
+
+from fractions import Fraction
+
+import pytest
+import simpy
+
+from dualsim.errors import ProfileError
+from dualsim.generators import generate
+from dualsim.sim.abstract import simulate
+from dualsim.sim.hardware import simulate_hardware, simulate_simpy
+from dualsim.sim.links import Gpu, Link
+
+FAMILIES = ["gpipe", "1f1b", "interleaved", "zb-h1", "zb-h2", "zb-v", "dualpipe", "dualpipev"]
+COSTS = [
+    ({"F": 1, "I": 1, "W": 1}, 0),
+    ({"F": 1, "I": 1, "W": 1, "B": 2, "FB": 3}, 0),
+    ({"F": Fraction(3, 2), "I": 2, "W": Fraction(1, 2)}, Fraction(1, 3)),
+    ({"F": 1.0, "I": 1.5, "W": 0.5, "B": 1.75}, 0.25),
+]
+
+
+def _figures(res):
+    return (res.makespan, res.span, res.ideal,
+            [(r.busy, r.idle, r.first_start, r.last_end, r.peak_activations)
+             for r in res.per_rank])
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("ranks,mbs", [(4, 8), (6, 12)])
+def test_simpy_equals_abstract_exactly(family: str, ranks: int, mbs: int) -> None:
+    sched = generate(family, ranks, mbs)
+    for costs, comm in COSTS:
+        a, b = simulate(sched, costs, comm), simulate_simpy(sched, costs, comm)
+        assert _figures(a) == _figures(b), (family, costs, comm)
+        assert list(a.timeline["start"]) == list(b.timeline["start"])
+
+
+def test_simpy_worked_examples() -> None:
+    assert simulate_simpy(generate("1f1b", 4, 8)).makespan == 33
+    dp = simulate_simpy(generate("dualpipe", 4, 8), {"F": 1, "I": 1, "W": 1, "B": 2, "FB": 3})
+    assert dp.makespan == 26 and [r.idle for r in dp.per_rank] == [2, 2, 2, 2]
+    assert simulate_simpy(generate("zb-v", 4, 8)).makespan == Fraction(51, 2)
+
+
+def test_links_share_bandwidth_fairly() -> None:
+    env = simpy.Environment()
+    gpu = Gpu()
+    link = Link(env, gpu, bandwidth=100.0, a2a_cap=80.0, overlap_rate=0.5)
+    ends: dict[str, float] = {}
+    for name, nbytes, a2a in (("a", 1000.0, False), ("b", 1000.0, False)):
+        link.transfer(nbytes, a2a).callbacks.append(lambda _e, n=name: ends.__setitem__(n, env.now))
+    env.run()
+    assert ends == {"a": pytest.approx(20.0), "b": pytest.approx(20.0)}  # 50 each
+    # an a2a flow alone is capped by its SMs, and slowed while compute runs
+    env2 = simpy.Environment()
+    gpu2 = Gpu()
+    link2 = Link(env2, gpu2, 100.0, 80.0, 0.5)
+    gpu2.set_active(True)
+    done = link2.transfer(400.0, True)
+    env2.run(until=done)
+    assert env2.now == pytest.approx(10.0)  # 80 * 0.5 = 40 bytes/s
+
+
+@pytest.fixture(scope="module")
+def small():
+    kw = dict(gpus=256)
+    return {n: simulate_hardware(generate(n, 4, 16), **kw) for n in ("dualpipe", "1f1b")}
+
+
+def test_hardware_result_shape(small) -> None:
+    res = small["dualpipe"]
+    assert res.time_unit == "s"
+    x = res.extra
+    assert x["step_time_s"] == res.makespan > 0
+    assert x["tokens_per_s_per_gpu"] == pytest.approx(16 * 4096 * 64 / res.makespan / 256)
+    assert 0.2 < x["mfu"] < 0.7
+    assert set(res.timeline["stream"]) == {"compute", "comm"}
+    comm_ops = set(res.timeline.loc[res.timeline["stream"] == "comm", "op"])
+    assert {"dispatch", "combine", "combine_bwd", "dispatch_bwd", "pp_send", "dp_sync"} <= comm_ops
+    pieces = set(res.timeline["piece"])
+    assert {"attn", "mlp", "attn_bwd", "mlp_bwd", "attn_w", "mlp_w", "head"} <= pieces
+    for r in res.per_rank:
+        assert set(r.memory_breakdown_gb) == {"params", "grads", "optimizer", "activations"}
+        assert r.peak_memory_gb == pytest.approx(sum(r.memory_breakdown_gb.values()), abs=1e-4)
+    assert list(res.memory.columns) == ["rank", "time", "params_gb", "grads_gb", "optimizer_gb",
+                                        "activations_gb", "total_gb"]
+    assert x["peak_memory_gb"] == max(r.peak_memory_gb for r in res.per_rank)
+
+
+def test_fb_hides_all_to_all_plain_ops_expose_it(small) -> None:
+    assert small["dualpipe"].extra["comm_hidden_fraction"] > 0.6  # warm-up and cool-down expose some
+    assert small["1f1b"].extra["comm_hidden_fraction"] < 0.1
+    # inside an FB, some dispatch overlaps a compute piece on the same rank
+    tl = small["dualpipe"].timeline
+    r0 = tl[tl["rank"] == 1]
+    comp = r0[(r0["stream"] == "compute") & (r0["op"] == "FB")]
+    disp = r0[(r0["stream"] == "comm") & (r0["op"] == "dispatch") & (r0["microbatch2"] >= 0)]
+    s, e = disp.iloc[0]["start"], disp.iloc[0]["end"]
+    assert ((comp["start"] < e) & (comp["end"] > s)).any()
+
+
+def test_dualpipe_has_twice_the_parameters(small) -> None:
+    dp = small["dualpipe"].per_rank[1].memory_breakdown_gb["params"]
+    one = small["1f1b"].per_rank[1].memory_breakdown_gb["params"]
+    assert dp / one == pytest.approx(2.0, rel=0.15)
+
+
+def test_activation_memory_follows_in_flight_count(small) -> None:
+    r = small["1f1b"].per_rank
+    # 1F1B rank r holds min(R - r, M) micro-batches: rank 1 three, rank 2 two
+    assert r[1].peak_activations == 3 and r[2].peak_activations == 2
+    a1, a2 = (r[k].memory_breakdown_gb["activations"] for k in (1, 2))
+    assert a1 / a2 == pytest.approx(1.5, rel=0.01)
+
+
+def test_bad_layouts_give_one_line() -> None:
+    sched = generate("1f1b", 4, 8)
+    with pytest.raises(ProfileError, match="not divisible"):
+        simulate_hardware(sched, gpus=258)
+    with pytest.raises(ProfileError, match="larger than --gpus"):
+        simulate_hardware(sched, gpus=4, ep=8)
+
+
+def test_hbm_warning_and_a100_fp8_fallback() -> None:
+    res = simulate_hardware(generate("gpipe", 4, 16), "a100", gpus=256)
+    w = " ".join(res.extra["warnings"])
+    assert "no FP8" in w and "more than the 80 GB" in w
