@@ -8,7 +8,7 @@ from fractions import Fraction
 import pytest
 
 from dualsim.errors import CostError, ValidationError
-from dualsim.generators import placement
+from dualsim.generators import generate, placement
 from dualsim.ir import Action, B, F, I, Op, Schedule, W
 from dualsim.sim.abstract import simulate
 from dualsim.sim.costs_abstract import Costs, parse_costs
@@ -257,3 +257,12 @@ def test_parse_costs_errors_are_one_line(text, match) -> None:
     with pytest.raises(CostError, match=match) as e:
         parse_costs(text)
     assert "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("ranks, mbs", [(1, 3), (2, 2), (3, 5), (4, 8), (6, 4)])
+@pytest.mark.parametrize("comm", [Fraction(1, 2), 2])
+def test_gpipe_with_latency_pays_it_twice_per_rank_boundary(ranks: int, mbs: int,
+                                                            comm: Fraction) -> None:
+    # rank r's last F ends at r(F+c) + MF; backwards then flow back one boundary at a time
+    r = simulate(generate("gpipe", ranks, mbs), {"F": 1, "I": 2, "W": 1}, comm=comm)
+    assert r.makespan == (mbs + ranks - 1) * (1 + 3) + 2 * (ranks - 1) * comm
