@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from fractions import Fraction
 
+import pandas as pd
 import pytest
 
 from dualsim.errors import CostError, ValidationError
@@ -12,7 +13,7 @@ from dualsim.generators import generate, placement
 from dualsim.ir import Action, B, F, I, Op, Schedule, W
 from dualsim.sim.abstract import simulate
 from dualsim.sim.costs_abstract import Costs, parse_costs
-from dualsim.timeline import COLUMNS
+from dualsim.timeline import COLUMNS, action_fields, from_rows
 
 UNIT = {"F": 1, "I": 1, "W": 1}
 
@@ -266,3 +267,17 @@ def test_gpipe_with_latency_pays_it_twice_per_rank_boundary(ranks: int, mbs: int
     # rank r's last F ends at r(F+c) + MF; backwards then flow back one boundary at a time
     r = simulate(generate("gpipe", ranks, mbs), {"F": 1, "I": 2, "W": 1}, comm=comm)
     assert r.makespan == (mbs + ranks - 1) * (1 + 3) + 2 * (ranks - 1) * comm
+
+
+@pytest.mark.parametrize("name", ["dualpipe", "interleaved", "zb-v"])
+def test_fast_timeline_equals_from_rows(name: str) -> None:
+    s = generate(name, 4, 8)
+    tl = simulate(s, {"F": 1, "I": 1, "W": 1, "B": 2, "FB": 3}).timeline
+    when = {(r, a): (t0, t1) for r, a, t0, t1 in zip(tl["rank"], tl["action"], tl["start"],
+                                                      tl["end"])}
+    rows = []
+    for r, _, a in s.iter_actions():
+        op, stage, mb, chain, stage2, mb2, chain2, text = action_fields(s, a)
+        rows.append((r, "compute", op, stage, mb, chain, stage2, mb2, chain2, "",
+                     *when[(r, text)], text))
+    pd.testing.assert_frame_equal(tl, from_rows(rows))
