@@ -88,3 +88,13 @@ def test_overrides_validate() -> None:
         load_profile("h800").with_overrides(ib_gbps=0)
     with pytest.raises(ProfileError, match="--comm-sms"):
         load_profile("h800").with_overrides(comm_sms=132)
+
+
+def test_profiles_command_lists_profiles_and_models(capsys: pytest.CaptureFixture[str]) -> None:
+    from dualsim.commands.profiles import profiles_command
+
+    profiles_command()
+    out = capsys.readouterr().out
+    for name in ("h800", "h100", "h20", "a100", "deepseek-v3", "small-moe", "llama-70b"):
+        assert name in out
+    assert "1979" in out and "PP16 EP64 2048 GPUs, M=120" in out
