@@ -3,6 +3,8 @@ Timeline, deadlocks and bad actions, and the costs it accepts (dict, --costs tex
 
 from __future__ import annotations
 
+import dataclasses
+import pickle
 from fractions import Fraction
 
 import pandas as pd
@@ -281,3 +283,14 @@ def test_fast_timeline_equals_from_rows(name: str) -> None:
         rows.append((r, "compute", op, stage, mb, chain, stage2, mb2, chain2, "",
                      *when[(r, text)], text))
     pd.testing.assert_frame_equal(tl, from_rows(rows))
+
+
+def test_timeline_is_built_once_and_survives_pickle_and_replace() -> None:
+    r = simulate(ONE_F_ONE_B_2x2, UNIT)
+    assert r.timeline is r.timeline
+    fresh = simulate(ONE_F_ONE_B_2x2, UNIT)
+    copy = pickle.loads(pickle.dumps(fresh))  # builds the timeline before pickling
+    pd.testing.assert_frame_equal(copy.timeline, r.timeline)
+    assert (copy.makespan, copy.per_rank) == (r.makespan, r.per_rank)
+    moved = dataclasses.replace(r, makespan=10)
+    assert moved.makespan == 10 and moved.timeline is r.timeline
