@@ -294,3 +294,11 @@ def test_timeline_is_built_once_and_survives_pickle_and_replace() -> None:
     assert (copy.makespan, copy.per_rank) == (r.makespan, r.per_rank)
     moved = dataclasses.replace(r, makespan=10)
     assert moved.makespan == 10 and moved.timeline is r.timeline
+
+
+def test_costs_value_type_validates_itself() -> None:
+    assert Costs(1, 2, 1, 3, Fraction(7, 2)).FB == Fraction(7, 2)
+    with pytest.raises(CostError, match="cost B must be greater than zero"):
+        Costs(1, 1, 1, 0, 2)
+    with pytest.raises(CostError, match="cost B must be a number"):
+        Costs.of({"F": 1, "I": 1, "W": 1, "B": "2"})

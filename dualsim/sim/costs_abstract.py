@@ -50,13 +50,18 @@ def check_number(name: str, value: Any, *, allow_zero: bool = False,
 
 @dataclass(frozen=True)
 class Costs:
-    """Validated abstract costs per rank-worth of layers; build with ``Costs.of``."""
+    """Validated abstract costs per rank-worth of layers (all five given; ``Costs.of`` fills
+    B and FB from a mapping). Every value is checked and kept as an int, Fraction or float."""
 
     F: int | Fraction | float
     I: int | Fraction | float  # noqa: E741 - the paper's name
     W: int | Fraction | float
     B: int | Fraction | float
     FB: int | Fraction | float
+
+    def __post_init__(self) -> None:
+        for name in COST_NAMES:
+            object.__setattr__(self, name, check_number(f"cost {name}", getattr(self, name)))
 
     @staticmethod
     def of(costs: "Costs | Mapping[str, Any] | None" = None) -> "Costs":
@@ -77,9 +82,8 @@ class Costs:
             raise CostError(f"missing cost {', '.join(missing)}: F, I and W are required; "
                             f"{_EXAMPLE}")
         f, i, w = (check_number(f"cost {k}", costs[k]) for k in REQUIRED)
-        b = check_number("cost B", costs["B"]) if "B" in costs else i + w
-        fb = check_number("cost FB", costs["FB"]) if "FB" in costs else f + b
-        return Costs(f, i, w, b, fb)
+        b = costs.get("B", i + w)
+        return Costs(f, i, w, b, costs.get("FB", f + check_number("cost B", b)))
 
     def as_dict(self) -> dict[str, int | Fraction | float]:
         return {k: getattr(self, k) for k in COST_NAMES}
