@@ -35,16 +35,20 @@ class Op(str, Enum):
 
     @property
     def is_compute(self) -> bool:
-        return self in (Op.F, Op.I, Op.W, Op.B, Op.FB)
+        return self.value in _COMPUTE
 
     @property
     def is_transfer(self) -> bool:
-        return not self.is_compute
+        return self.value not in _COMPUTE
 
     @property
     def is_backward(self) -> bool:
         """True for the ops that produce the input gradient (B or I)."""
-        return self in (Op.B, Op.I)
+        return self.value in _BACKWARD
+
+
+_COMPUTE = frozenset({"F", "I", "W", "B", "FB"})
+_BACKWARD = frozenset({"B", "I"})
 
 
 _SINGLE = re.compile(r"^(\d+)(SEND_F|RECV_F|SEND_B|RECV_B|F|I|W|B)(\d+)$")
@@ -296,7 +300,7 @@ class Schedule:
         lo, hi = 0, max((len(r) for r in strs), default=0)
         if mark is not None and window is not None:
             lo, hi = max(0, mark[1] - window), min(hi, mark[1] + window + 1)
-        width = max([len(a) for r in strs for a in r[lo:hi]] + [3]) + 2
+        width = max([len(a) for r in strs for a in r[lo:hi]] + [3]) + 3  # room for >a<
         lines = ["rank | " + "".join(f"{i:<{width}}" for i in range(lo, hi))]
         for r in rows:
             cells = []

@@ -1,0 +1,241 @@
+"""The CLI contract of DESIGN.md §7: commands, JSON keys, exact numbers, one-line errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from dualsim.cli import app
+
+REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference"
+runner = CliRunner()
+
+
+def invoke(*args: str):
+    return runner.invoke(app, list(args))
+
+
+def assert_one_line_error(result, code: int, *needles: str) -> None:
+    """Exit code as asked, stdout empty, one 'error: ...' line on stderr, no traceback."""
+    assert result.exit_code == code, (result.exit_code, result.stdout, result.stderr)
+    assert result.stdout == ""
+    first = result.stderr.splitlines()[0]
+    assert first.startswith("error: ")
+    assert "Traceback" not in result.stderr
+    for n in needles:
+        assert n in first, (n, first)
+
+
+def emit_plan(tmp_path: Path, name: str = "1f1b", r: int = 4, m: int = 8) -> tuple[Path, dict]:
+    p = tmp_path / f"{name}.json"
+    res = invoke("emit", name, "--ranks", str(r), "--microbatches", str(m), "-o", str(p))
+    assert res.exit_code == 0, res.stderr
+    return p, json.loads(p.read_text())
+
+
+# ---- happy paths --------------------------------------------------------------------------
+
+def test_simulate_zb_h2_json_matches_design_worked_example() -> None:
+    res = invoke("simulate", "zb-h2", "--ranks", "4", "--microbatches", "8",
+                 "--costs", "F=1,I=1,W=1", "--json")
+    assert res.exit_code == 0, res.stderr
+    d = json.loads(res.stdout)
+    assert (d["makespan"], d["span"], d["ideal"]) == (27, 24, 24)
+    assert d["bubble_rate"] == pytest.approx(1 - 24 / 27)
+    assert d["span_bubble_rate"] == 0
+    for key in ("schedule", "ranks", "stages", "microbatches"):
+        assert key in d
+    assert [p["rank"] for p in d["per_rank"]] == [0, 1, 2, 3]
+    assert set(d["per_rank"][0]) >= {"rank", "busy", "idle", "first_start", "last_end",
+                                     "peak_activations"}
+    assert d["per_rank"][0]["peak_activations"] == 7  # ZB-H2 rank 0: 2R-1
+
+
+def test_emit_dualpipe_to_stdout_has_reference_compute_order() -> None:
+    res = invoke("emit", "dualpipe", "--ranks", "4", "--microbatches", "8", "-o", "-")
+    assert res.exit_code == 0, res.stderr
+    plan = json.loads(res.stdout)
+    assert plan["format"] == "dualsim-plan" and plan["version"] == 1
+    ref = (REFERENCE / "dualpipe_r4_m8.txt").read_text().split("\n")
+    for rank, row in enumerate(plan["actions"]):
+        compute = [a for a in row if "SEND" not in a and "RECV" not in a]
+        assert compute == ref[rank].split()
+    assert any("SEND_F" in a for a in plan["actions"][0])
+
+
+def test_emit_then_check_and_simulate_the_plan_file(tmp_path: Path) -> None:
+    p, _ = emit_plan(tmp_path, "zb-v", 4, 8)
+    res = invoke("check", str(p))
+    assert res.exit_code == 0, res.stderr
+    assert res.stdout.startswith(f"ok: {p} is a valid zb-v plan: R=4, M=8, 8 stages")
+    res = invoke("simulate", str(p), "--json")
+    d = json.loads(res.stdout)
+    assert (d["makespan"], d["span"]) == (25.5, 24)
+
+
+def test_emit_is_byte_identical_twice(tmp_path: Path) -> None:
+    a = invoke("emit", "dualpipev", "-r", "4", "-m", "10").stdout
+    b = invoke("emit", "dualpipev", "-r", "4", "-m", "10").stdout
+    assert a == b and a
+
+
+def test_schedules_lists_every_family_with_rules() -> None:
+    res = invoke("schedules", "--json")
+    rows = json.loads(res.stdout)
+    assert [r["name"] for r in rows] == ["gpipe", "1f1b", "interleaved", "zb-h1", "zb-h2",
+                                         "zb-v", "dualpipe", "dualpipev"]
+    assert rows[2]["parameters"] == ["ranks", "microbatches", "chunks"]
+
+
+def test_compare_table_charts_and_skips(tmp_path: Path) -> None:
+    out = tmp_path / "cmp"
+    res = invoke("compare", "--ranks", "8", "--microbatches", "20", "--out", str(out), "--json")
+    assert res.exit_code == 0, res.stderr
+    d = json.loads(res.stdout)
+    names = [r["schedule"] for r in d["results"]]
+    assert names == ["gpipe", "1f1b", "zb-h1", "zb-h2", "zb-v", "dualpipe", "dualpipev"]
+    assert d["skipped"] == [{"schedule": "interleaved",
+                             "reason": d["skipped"][0]["reason"]}]
+    assert "multiple" in d["skipped"][0]["reason"]
+    pngs = sorted(p.name for p in out.rglob("*.png"))
+    assert len(pngs) >= len(names) + 1
+    for p in out.rglob("*.png"):
+        assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    by = {r["schedule"]: r for r in d["results"]}
+    assert by["1f1b"]["makespan"] == (20 + 8 - 1) * 3
+
+
+def test_compare_prints_table_with_skip_line(tmp_path: Path) -> None:
+    res = invoke("compare", "1f1b", "interleaved", "-r", "4", "-m", "6", "--out", str(tmp_path))
+    assert res.exit_code == 0, res.stderr
+    assert "1f1b" in res.stdout
+    assert "skipped interleaved:" in res.stdout
+
+
+def test_simulate_writes_trace_and_gantt(tmp_path: Path) -> None:
+    trace, gantt = tmp_path / "t.json", tmp_path / "g.svg"
+    res = invoke("simulate", "1f1b", "-r", "2", "-m", "2", "--trace", str(trace),
+                 "--gantt", str(gantt))
+    assert res.exit_code == 0, res.stderr
+    events = json.loads(trace.read_text())["traceEvents"]
+    assert sum(1 for e in events if e.get("ph") == "X") == 2 * 2 * 2
+    assert gantt.read_text().lstrip().startswith("<?xml")
+
+
+# ---- bad input: one line, exit 1 (2 for usage), no traceback ------------------------------
+
+@pytest.mark.parametrize("args,needles", [
+    (("simulate", "dualpipo", "-r", "4", "-m", "8"), ("unknown schedule 'dualpipo'",)),
+    (("emit", "dualpipe", "-r", "3", "-m", "8"), ("even number of ranks",)),
+    (("emit", "dualpipe", "-r", "4", "-m", "6"), ("dualpipe",)),
+    (("emit", "1f1b", "-r", "0", "-m", "8"), ("1f1b",)),
+    (("emit", "1f1b", "-r", "4", "-m", "-2"), ("1f1b",)),
+    (("emit", "interleaved", "-r", "4", "-m", "8", "--chunks", "1"), ("chunks",)),
+    (("emit", "zb-v", "-r", "4", "-m", "8", "--chunks", "2"), ("chunks",)),
+    (("simulate", "1f1b", "--costs", "F=1;I=1"), ("1;I=1", "cost F")),
+    (("simulate", "1f1b", "--costs", "F=1,I=-1,W=1"), ("I",)),
+    (("simulate", "1f1b", "--costs", "F=0,I=1,W=1"), ("F",)),
+    (("simulate", "1f1b", "--costs", "F=1,I=1,W=1,X=3"), ("X",)),
+    (("simulate", "1f1b", "--comm", "-1"), ("--comm",)),
+    (("emit", "1f1b", "-r", "2", "-m", "2", "--format", "yaml"), ("--format",)),
+])
+def test_bad_parameters(args: tuple[str, ...], needles: tuple[str, ...]) -> None:
+    assert_one_line_error(invoke(*args), 1, *needles)
+
+
+def test_non_integer_ranks_is_a_usage_error() -> None:
+    res = invoke("emit", "1f1b", "-r", "four", "-m", "8")
+    assert res.exit_code == 2
+    assert "Traceback" not in res.stderr
+
+
+def test_missing_plan_file(tmp_path: Path) -> None:
+    assert_one_line_error(invoke("check", str(tmp_path / "nope.json")), 1, "does not exist")
+
+
+def test_truncated_plan_file(tmp_path: Path) -> None:
+    p, _ = emit_plan(tmp_path)
+    text = p.read_text()
+    p.write_text(text[: len(text) // 2])
+    assert_one_line_error(invoke("check", str(p)), 1, "not valid JSON")
+
+
+def test_non_plan_file(tmp_path: Path) -> None:
+    p = tmp_path / "x.json"
+    p.write_text(json.dumps({"hello": "world"}))
+    assert_one_line_error(invoke("check", str(p)), 1, "not a dualsim plan")
+
+
+def test_unknown_version(tmp_path: Path) -> None:
+    p, d = emit_plan(tmp_path)
+    d["version"] = 7
+    p.write_text(json.dumps(d))
+    assert_one_line_error(invoke("check", str(p)), 1, "version 7")
+
+
+def _tamper(tmp_path: Path, edit) -> Path:
+    p, d = emit_plan(tmp_path)
+    edit(d)
+    p.write_text(json.dumps(d))
+    return p
+
+
+def test_missing_action(tmp_path: Path) -> None:
+    p = _tamper(tmp_path, lambda d: d["actions"][3].remove("3W5") if "3W5" in d["actions"][3]
+                else d["actions"][3].remove("3B5"))
+    res = invoke("check", str(p))
+    assert_one_line_error(res, 1, "3")
+    assert "missing" in res.stderr.splitlines()[0]
+
+
+def test_duplicated_action(tmp_path: Path) -> None:
+    def dup(d: dict) -> None:
+        d["actions"][0].append("0B0")
+    res = invoke("check", str(_tamper(tmp_path, dup)))
+    assert_one_line_error(res, 1, "0B0")
+    assert "second 0B0" in res.stderr.splitlines()[0]
+
+
+def test_unknown_action(tmp_path: Path) -> None:
+    def bad(d: dict) -> None:
+        d["actions"][1][0] = "9F0"
+    assert_one_line_error(invoke("check", str(_tamper(tmp_path, bad))), 1, "9F0")
+
+
+def test_unparsable_action(tmp_path: Path) -> None:
+    def bad(d: dict) -> None:
+        d["actions"][1][0] = "1X0"
+    assert_one_line_error(invoke("check", str(_tamper(tmp_path, bad))), 1, "1X0")
+
+
+def test_ranks_disagree_with_action_lists(tmp_path: Path) -> None:
+    def bad(d: dict) -> None:
+        d["ranks"] = 3
+    assert_one_line_error(invoke("check", str(_tamper(tmp_path, bad))), 1, "ranks")
+
+
+def test_deadlocking_order_shows_marked_grid(tmp_path: Path) -> None:
+    def swap(d: dict) -> None:  # rank 0 waits for 0B0 before it has sent 0F1..: a cycle
+        row = d["actions"][0]
+        i, j = row.index("0F0"), row.index("0B0")
+        row[i], row[j] = row[j], row[i]
+    res = invoke("check", str(_tamper(tmp_path, swap)))
+    assert_one_line_error(res, 1, "rank 0")
+    assert ">" in res.stderr and "<" in res.stderr  # the marked grid
+
+
+def test_simulate_refuses_tampered_plan(tmp_path: Path) -> None:
+    def bad(d: dict) -> None:
+        d["microbatches"] = "eight"
+    assert_one_line_error(invoke("simulate", str(_tamper(tmp_path, bad))), 1, "microbatches")
+
+
+def test_unwritable_output_is_one_line(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    res = invoke("emit", "1f1b", "-r", "2", "-m", "2", "-o", str(blocker / "p.json"))
+    assert_one_line_error(res, 1)
+    assert not (blocker / "p.json").exists()
