@@ -46,6 +46,7 @@ class RunOptions:
     steps: int = 3
     backend: str = "gloo"
     timeout: float = 60.0
+    engine: str = "dualsim"  # or "torch": torch.distributed.pipelining on the CSV export
 
 
 @dataclass
@@ -61,6 +62,10 @@ class RankReport:
 def run_rank(plan: Schedule, rank: int, options: RunOptions, device: torch.device,
              progress: Progress | None = None) -> RankReport:
     """Run ``options.steps`` steps of ``plan`` as ``rank`` (the process group is up)."""
+    if options.engine == "torch":
+        from dualsim.runtime.torch_baseline import run_rank_torch
+
+        return run_rank_torch(plan, rank, options, device, progress)
     runner = RankRunner(plan, rank, options.model, device, options.backend, progress,
                         Fault.from_env())
     steps = [runner.step(s) for s in range(options.steps)]
