@@ -1,11 +1,11 @@
 """Benchmark (not a test): generate + abstract-simulate ZB-V and DualPipeV at R=32, M=512.
 
-Issue #2 asks for under 0.5 s each on the project's machine. Prints, per family, the median of a
-few runs: seconds for generate + simulate, the split between them, actions per second (of
-generate + simulate; an FB counts once) and the
-ratio to the 0.5 s target; then the time to build the Timeline DataFrame, which ``simulate``
-defers to the first access of ``result.timeline``. The machine is shared, so the fastest run and
-the CPU time (less sensitive to other processes) are printed too. Run: ``python bench/bench_core.py [--repeat N]``.
+Issue #2 asks for under 0.5 s each on the project's machine. Prints, per family, the median of
+a few runs: seconds for generate + simulate, the split between them, actions per second (of
+generate + simulate; an FB counts once) and the ratio to the 0.5 s target; then the time to
+build the Timeline DataFrame, which ``simulate`` defers to the first access of
+``result.timeline``. The machine is shared, so the fastest run and the CPU time (less sensitive
+to other processes) are printed too. Run: ``python bench/bench_core.py [--repeat N]``.
 """
 
 from __future__ import annotations
