@@ -129,9 +129,9 @@ def test_bad_actions(row: str, expected: str) -> None:
 
 def test_error_detail_is_the_marked_grid() -> None:
     e = error(edited(linear(GOOD), 1, "1F0 1B0 2F1 1B1"))
-    assert e.detail == ("rank | 0    1    2    3    \n"
-                        "   0 | 0F0  0F1  0B0  0B1\n"
-                        "   1 | 1F0  1B0  >2F1<1B1")
+    assert e.detail == ("rank | 0     1     2     3     \n"
+                        "   0 | 0F0   0F1   0B0   0B1\n"
+                        "   1 | 1F0   1B0   >2F1< 1B1")
 
 
 def test_fb_half_is_named() -> None:
