@@ -18,6 +18,7 @@ from dualsim.sim.costs_abstract import Costs, parse_costs
 from dualsim.timeline import COLUMNS, action_fields, from_rows
 
 UNIT = {"F": 1, "I": 1, "W": 1}
+FIGURE_COSTS = {"F": 1, "I": 1, "W": 1, "B": 2, "FB": 3}
 
 
 def linear(rows: list[list[Action]], microbatches: int) -> Schedule:
@@ -302,3 +303,10 @@ def test_costs_value_type_validates_itself() -> None:
         Costs(1, 1, 1, 0, 2)
     with pytest.raises(CostError, match="cost B must be a number"):
         Costs.of({"F": 1, "I": 1, "W": 1, "B": "2"})
+
+
+@pytest.mark.parametrize("name, mbs", [("zb-v", 3), ("dualpipev", 4)])
+def test_one_rank_v_families_pay_no_latency(name: str, mbs: int) -> None:
+    s = generate(name, 1, mbs)
+    assert simulate(s, FIGURE_COSTS, comm=5).makespan == simulate(s, FIGURE_COSTS).makespan \
+        == 3 * mbs
