@@ -7,7 +7,8 @@ import hashlib
 import pytest
 
 from dualsim.generators import generate
-from dualsim.render.gantt import (COMM_COLORS, COMPUTE_COLORS, EXPOSED_HATCH, REVERSE_HATCH,
+from dualsim.render.gantt import (COMM_COLORS, COMPUTE_COLORS, EXPOSED_BAR, EXPOSED_RED,
+                                  REVERSE_HATCH, comm_color, darken,
                                   gantt_layout, lighten, render_gantt, render_gantt_grid,
                                   split_hidden)
 from dualsim.timeline import from_rows
@@ -63,6 +64,12 @@ def test_one_chain_has_no_reverse_legend_entry():
     assert len(lay.boxes) == sum(len(r) for r in generate("zb-v", 4, 8).actions)
 
 
+def test_backward_comm_is_a_darker_shade_of_its_kind():
+    assert comm_color("combine") == COMM_COLORS["combine"]
+    assert comm_color("combine_bwd") == darken(COMM_COLORS["combine"], 0.25) != comm_color("combine")
+    assert darken("#ffffff", 0.5) == "#80" + "8080"
+
+
 def test_split_hidden_cuts_comm_at_compute_edges():
     assert split_hidden(0.0, 10.0, [(2.0, 4.0), (6.0, 12.0)]) == [
         (0.0, 2.0, False), (2.0, 4.0, True), (4.0, 6.0, False), (6.0, 10.0, True)]
@@ -81,9 +88,12 @@ def test_comm_lane_below_compute_with_hidden_and_exposed_parts():
     comp = lay.boxes_of(0, "compute")
     assert [(b.x0, b.x1) for b in comp] == [(0.0, 3.0)]  # touching pieces merge into one box
     comm = lay.boxes_of(0, "comm")
-    assert [(b.x0, b.x1, b.kind) for b in comm] == [(1.0, 3.0, "hidden"), (3.0, 4.0, "exposed")]
+    assert [(b.x0, b.x1, b.kind) for b in comm] == [
+        (1.0, 3.0, "hidden"), (3.0, 4.0, "exposed"), (3.0, 4.0, "exposed")]
     assert comm[0].color == lighten(COMM_COLORS["dispatch"], 0.55) and comm[0].hatch == ""
-    assert comm[1].color == COMM_COLORS["dispatch"] and comm[1].hatch == EXPOSED_HATCH
+    # exposed: the op's full colour above a red bar
+    assert (comm[1].color, comm[1].y0, comm[1].y1) == (COMM_COLORS["dispatch"], 0.0, EXPOSED_BAR)
+    assert (comm[2].color, comm[2].y0, comm[2].y1) == (EXPOSED_RED, EXPOSED_BAR, 1.0)
     assert all(b.row == 1 for b in comm)
     assert lay.legend[-3:] == ("comm:dispatch", "hidden", "exposed")
 
@@ -115,3 +125,17 @@ def test_grid_renders_all_panels(tmp_path):
 def test_rejects_other_extensions(tmp_path):
     with pytest.raises(ValueError, match=".png or .svg"):
         render_gantt(small_timeline(), tmp_path / "x.pdf")
+
+
+def test_pieces_of_one_action_share_one_label():
+    from dualsim.render.gantt import label_spans
+
+    tl = from_rows([
+        row(0, "F", 0, 5, 0.0, 1.0, piece="attn"),
+        row(0, "F", 0, 5, 1.5, 2.5, piece="mlp"),  # a gap: exposed communication
+        row(0, "F", 0, 6, 3.0, 4.0),
+    ])
+    lay = gantt_layout(tl)
+    assert len(lay.boxes_of(0)) == 3
+    spans = [(b.label, x0, x1) for b, x0, x1 in label_spans(lay)]
+    assert spans == [("5", 0.0, 2.5), ("6", 3.0, 4.0)]

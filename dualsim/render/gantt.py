@@ -6,7 +6,8 @@ backward (I) a lighter teal-green, weight gradient (W) blue; an overlapped FB is
 of DualPipe's reverse direction (chain 1) are drawn in a darker shade with hatching. In hardware
 mode every rank gets a second, thinner lane for its communication stream; its boxes are coloured
 by kind (dispatch, combine, pp_send, dp_sync) and split into the parts that overlap compute on
-the same rank ("hidden", pale) and the parts that do not ("exposed", red-hatched).
+the same rank ("hidden", pale) and the parts that do not ("exposed": full colour over a red bar).
+Hatching is dropped on boxes too narrow to show it (their darker shade still tells them apart).
 
 ``gantt_layout`` computes every box (position, colour, label) without matplotlib, so tests can
 assert what the picture shows; ``render_gantt``/``render_gantt_grid`` only draw that layout.
@@ -37,8 +38,9 @@ COMM_COLORS: dict[str, str] = {
 }
 OTHER_COMM = "#C7C76A"
 REVERSE_HATCH = "///"
-EXPOSED_HATCH = "xxxx"
-EXPOSED_EDGE = "#D62728"
+EXPOSED_RED = "#D62728"
+EXPOSED_BAR = 0.6  # the red bar of an exposed part fills its lane from here to the bottom
+MIN_HATCH_PTS = 5.0  # narrower boxes are drawn without hatching
 OP_NAMES = {"F": "forward (F)", "B": "backward (B)", "I": "backward for input (I)",
             "W": "backward for weights (W)"}
 
@@ -63,6 +65,7 @@ class Box:
     label: str
     kind: str  # its legend entry: "F", "B", "I", "W", "dispatch", ..., "hidden", "exposed"
     chain: int = 0
+    action: str = ""  # the action it draws (pieces of one action share its label)
 
 
 @dataclass(frozen=True)
@@ -109,6 +112,19 @@ def lighten(color: str, amount: float = 0.6) -> str:
     rgb = [int(c[i:i + 2], 16) for i in (0, 2, 4)]
     out = [round(v + (255 - v) * amount) for v in rgb]
     return "#" + "".join(f"{v:02x}" for v in out)
+
+
+def darken(color: str, amount: float = 0.2) -> str:
+    """``color`` mixed with black (amount 0 = unchanged), as #rrggbb."""
+    c = color.lstrip("#")
+    return "#" + "".join(f"{round(int(c[i:i + 2], 16) * (1 - amount)):02x}" for i in (0, 2, 4))
+
+
+def comm_color(op: str) -> str:
+    """Colour of a communication kind; its backward variant (``<kind>_bwd``) a darker shade."""
+    if op.endswith("_bwd") and op[:-4] in COMM_COLORS:
+        return darken(COMM_COLORS[op[:-4]], 0.25)
+    return COMM_COLORS.get(op, OTHER_COMM)
 
 
 def _merge_pieces(rows: pd.DataFrame) -> list[dict[str, Any]]:
@@ -164,14 +180,17 @@ def _compute_boxes(rank: int, row: int, df: pd.DataFrame) -> list[Box]:
         if op == "FB":
             c1, c2 = int(rec["chain"]), int(rec["chain2"])
             boxes.append(Box(rank, "compute", row, x0, x1, 0.0, 0.5, _shade("F", c1),
-                             REVERSE_HATCH if c1 == 1 else "", str(rec["microbatch"]), "F", c1))
+                             REVERSE_HATCH if c1 == 1 else "", str(rec["microbatch"]), "F", c1,
+                             str(rec["action"])))
             boxes.append(Box(rank, "compute", row, x0, x1, 0.5, 1.0, _shade("B", c2),
-                             REVERSE_HATCH if c2 == 1 else "", str(rec["microbatch2"]), "B", c2))
+                             REVERSE_HATCH if c2 == 1 else "", str(rec["microbatch2"]), "B", c2,
+                             str(rec["action"])))
         else:
             c = int(rec["chain"])
             mb = int(rec["microbatch"])
             boxes.append(Box(rank, "compute", row, x0, x1, 0.0, 1.0, _shade(op, c),
-                             REVERSE_HATCH if c == 1 else "", str(mb) if mb >= 0 else "", op, c))
+                             REVERSE_HATCH if c == 1 else "", str(mb) if mb >= 0 else "", op, c,
+                             str(rec["action"])))
     return boxes
 
 
@@ -180,13 +199,15 @@ def _comm_boxes(rank: int, row: int, df: pd.DataFrame,
     boxes: list[Box] = []
     for rec in df.to_dict("records"):
         op = str(rec["op"])
-        color = COMM_COLORS.get(op, OTHER_COMM)
+        color = comm_color(op)
         for s, e, hidden in split_hidden(float(rec["start"]), float(rec["end"]), busy):
             if hidden:
                 boxes.append(Box(rank, "comm", row, s, e, 0.0, 1.0, lighten(color, 0.55), "", "",
                                  "hidden"))
             else:
-                boxes.append(Box(rank, "comm", row, s, e, 0.0, 1.0, color, EXPOSED_HATCH, "",
+                boxes.append(Box(rank, "comm", row, s, e, 0.0, EXPOSED_BAR, color, "", "",
+                                 "exposed"))
+                boxes.append(Box(rank, "comm", row, s, e, EXPOSED_BAR, 1.0, EXPOSED_RED, "", "",
                                  "exposed"))
     return boxes
 
@@ -220,8 +241,10 @@ def _legend_keys(tl: pd.DataFrame, boxes: list[Box], two: bool) -> tuple[str, ..
     if two:
         keys.append("reverse")
     kinds = {b.kind for b in boxes if b.lane == "comm"}
+    known = list(COMM_COLORS)
     comm_ops = sorted(set(tl.loc[tl["stream"] == "comm", "op"].astype(str)),
-                      key=lambda o: (list(COMM_COLORS).index(o) if o in COMM_COLORS else 99, o))
+                      key=lambda o: (known.index(o.removesuffix("_bwd"))
+                                     if o.removesuffix("_bwd") in known else 99, o))
     keys.extend(f"comm:{o}" for o in comm_ops)
     keys.extend(k for k in ("hidden", "exposed") if k in kinds)
     return tuple(keys)
@@ -234,20 +257,22 @@ def _legend_handles(keys: Sequence[str]) -> tuple[list[Any], list[str], dict[Any
     from matplotlib.patches import Patch, Rectangle
 
     class SplitCell:
-        """Legend proxy for an FB: forward colour above, backward colour below."""
+        """Legend proxy of a cell split in two colours (FB; exposed communication)."""
+
+        def __init__(self, top: str, bottom: str) -> None:
+            self.top, self.bottom = top, bottom
 
     class SplitHandler(HandlerBase):
         def create_artists(self, legend, orig, xd, yd, width, height, fontsize, trans):
-            top = Rectangle((xd, yd + height / 2), width, height / 2,
-                            facecolor=COMPUTE_COLORS["F"][0], edgecolor="white", lw=0.5,
-                            transform=trans)
-            bottom = Rectangle((xd, yd), width, height / 2, facecolor=COMPUTE_COLORS["B"][0],
+            top = Rectangle((xd, yd + height / 2), width, height / 2, facecolor=orig.top,
+                            edgecolor="white", lw=0.5, transform=trans)
+            bottom = Rectangle((xd, yd), width, height / 2, facecolor=orig.bottom,
                                edgecolor="white", lw=0.5, transform=trans)
             return [top, bottom]
 
     handles: list[Any] = []
     labels: list[str] = []
-    split = SplitCell()
+    split = SplitCell(COMPUTE_COLORS["F"][0], COMPUTE_COLORS["B"][0])
     for k in keys:
         if k in OP_NAMES:
             handles.append(Patch(facecolor=COMPUTE_COLORS[k][0], edgecolor="white"))
@@ -260,19 +285,18 @@ def _legend_handles(keys: Sequence[str]) -> tuple[list[Any], list[str], dict[Any
             labels.append("reverse direction (darker, hatched)")
         elif k.startswith("comm:"):
             op = k[5:]
-            handles.append(Patch(facecolor=COMM_COLORS.get(op, OTHER_COMM), edgecolor="white"))
+            handles.append(Patch(facecolor=comm_color(op), edgecolor="white"))
             labels.append(f"comm: {op}")
         elif k == "hidden":
             handles.append(Patch(facecolor=lighten("#8C8C8C", 0.55), edgecolor="white"))
             labels.append("comm hidden under compute (pale)")
         elif k == "exposed":
-            handles.append(Patch(facecolor="#8C8C8C", edgecolor=EXPOSED_EDGE,
-                                 hatch=EXPOSED_HATCH))
-            labels.append("comm exposed (red hatch)")
+            handles.append(SplitCell("#8C8C8C", EXPOSED_RED))
+            labels.append("comm exposed (red bar below)")
     return handles, labels, {SplitCell: SplitHandler()}
 
 
-def _draw(ax: Any, layout: GanttLayout, *, end: float) -> None:
+def _draw(ax: Any, layout: GanttLayout, *, end: float, pts_per_unit: float) -> None:
     """Draw ``layout``'s boxes on ``ax`` and set its axes (labels come later, in _label)."""
     from matplotlib.collections import PolyCollection
 
@@ -281,7 +305,8 @@ def _draw(ax: Any, layout: GanttLayout, *, end: float) -> None:
     # one collection per (lane, hatch): fast to draw, and hatching is per collection
     groups: dict[tuple[str, str], list[Box]] = {}
     for b in layout.boxes:
-        groups.setdefault((b.lane, b.hatch), []).append(b)
+        hatch = b.hatch if (b.x1 - b.x0) * pts_per_unit >= MIN_HATCH_PTS else ""
+        groups.setdefault((b.lane, hatch), []).append(b)
     for (lane, hatch), boxes in sorted(groups.items()):
         verts = []
         for b in boxes:
@@ -291,11 +316,12 @@ def _draw(ax: Any, layout: GanttLayout, *, end: float) -> None:
         kw: dict[str, Any] = {}
         if hatch:
             kw["hatch"] = hatch
-            kw["hatchcolor"] = (1.0, 1.0, 1.0, 0.55) if hatch == REVERSE_HATCH else EXPOSED_EDGE
+            kw["hatchcolor"] = (1.0, 1.0, 1.0, 0.55)
+        lw = 0.6 if lane == "compute" else 0.3
         ax.add_collection(PolyCollection(
-            verts, closed=True, facecolors=[b.color for b in boxes],
-            edgecolors=[EXPOSED_EDGE if b.kind == "exposed" else "white" for b in boxes],
-            linewidths=0.6 if lane == "compute" else 0.4, **kw), autolim=False)
+            verts, closed=True, facecolors=[b.color for b in boxes], edgecolors="white",
+            linewidths=[lw if (b.x1 - b.x0) * pts_per_unit >= 3.0 else 0.0 for b in boxes],
+            **kw), autolim=False)
     ax.set_xlim(0, end)
     ax.set_ylim(layout.total_height(), 0)
     ticks = [t + h / 2 for t, h in zip(tops, heights)]
@@ -321,16 +347,30 @@ def _label(ax: Any, layout: GanttLayout) -> None:
     pts_y = box.height * to_pt / abs(y_hi - y_lo)
     tops = layout.row_tops()
     heights = layout.row_heights()
-    for b in layout.boxes:
-        if not b.label:
-            continue
+    for b, x0, x1 in label_spans(layout):
         h = heights[b.row]
         y = tops[b.row] + b.y0 * h
         bh = (b.y1 - b.y0) * h
         size = min(8.0, max(4.5, 0.6 * bh * pts_y))
-        if (b.x1 - b.x0) * pts_x >= 0.64 * size * len(b.label) + 2.0:
-            ax.text((b.x0 + b.x1) / 2, y + bh / 2, b.label, ha="center", va="center_baseline",
+        if (x1 - x0) * pts_x >= 0.64 * size * len(b.label) + 2.0:
+            ax.text((x0 + x1) / 2, y + bh / 2, b.label, ha="center", va="center_baseline",
                     fontsize=size, color="white" if b.chain == 1 else "black", in_layout=False)
+
+
+def label_spans(layout: GanttLayout) -> list[tuple[Box, float, float]]:
+    """One (box, x0, x1) per labelled action half: the pieces of an action share one label,
+    centred on their envelope."""
+    spans: dict[tuple[int, float, str, str], list[Any]] = {}
+    for b in layout.boxes:
+        if not b.label:
+            continue
+        key = (b.row, b.y0, b.action or f"{b.x0}", b.label)
+        if key in spans:
+            spans[key][1] = min(spans[key][1], b.x0)
+            spans[key][2] = max(spans[key][2], b.x1)
+        else:
+            spans[key] = [b, b.x0, b.x1]
+    return [(b, x0, x1) for b, x0, x1 in spans.values()]
 
 
 def _width_inches(layouts: Sequence[GanttLayout], end: float) -> float:
@@ -395,7 +435,7 @@ def render_gantt_files(panels: list[tuple[str, pd.DataFrame]], paths: Sequence[s
         axes = fig.subplots(len(panels), 1, sharex=True, squeeze=False,
                             gridspec_kw={"height_ratios": [max(h, 0.5) for h in heights]})[:, 0]
         for ax, (ttl, _), lay in zip(axes, panels, layouts):
-            _draw(ax, lay, end=end)
+            _draw(ax, lay, end=end, pts_per_unit=(width - 1.2) * 72 / end)
             if ttl:
                 ax.set_title(ttl, loc="left", fontsize=10, fontweight="bold")
         for ax in axes[:-1]:
