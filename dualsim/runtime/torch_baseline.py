@@ -54,7 +54,7 @@ def run_rank_torch(plan: Schedule, rank: int, options: RunOptions, device: torch
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         end = time.perf_counter() - t0
-        loss = sum(float(x) for x in losses) / plan.microbatches
+        loss = sum(float(x.detach()) for x in losses) / plan.microbatches
         records.append(StepRecord([], loss, end, end))
     grads, weights = {}, {}
     for s, m in slices.items():
