@@ -15,6 +15,8 @@ assert what the picture shows; ``render_gantt``/``render_gantt_grid`` only draw 
 
 from __future__ import annotations
 
+import bisect
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Sequence
@@ -41,6 +43,7 @@ REVERSE_HATCH = "///"
 EXPOSED_RED = "#D62728"
 EXPOSED_BAR = 0.6  # the red bar of an exposed part fills its lane from here to the bottom
 MIN_HATCH_PTS = 5.0  # narrower boxes are drawn without hatching
+RASTERIZE_ABOVE = 4000  # boxes per panel above which an SVG embeds the boxes as an image
 OP_NAMES = {"F": "forward (F)", "B": "backward (B)", "I": "backward for input (I)",
             "W": "backward for weights (W)"}
 
@@ -154,11 +157,17 @@ def _intervals_union(pairs: Iterable[tuple[float, float]]) -> list[tuple[float, 
 
 def split_hidden(start: float, end: float,
                  busy: Sequence[tuple[float, float]]) -> list[tuple[float, float, bool]]:
-    """Split [start, end) into (s, e, hidden) parts: hidden where it overlaps ``busy`` compute."""
+    """Split [start, end) into (s, e, hidden) parts: hidden where it overlaps ``busy`` compute.
+
+    ``busy`` is sorted and disjoint (see _intervals_union); found by bisection.
+    """
     parts: list[tuple[float, float, bool]] = []
     t = start
-    for s, e in busy:
-        if e <= t or s >= end:
+    k = max(0, bisect.bisect_right(busy, (start, math.inf)) - 1)
+    for s, e in busy[k:]:
+        if s >= end:
+            break
+        if e <= t:
             continue
         if s > t:
             parts.append((t, s, False))
@@ -296,10 +305,15 @@ def _legend_handles(keys: Sequence[str]) -> tuple[list[Any], list[str], dict[Any
     return handles, labels, {SplitCell: SplitHandler()}
 
 
-def _draw(ax: Any, layout: GanttLayout, *, end: float, pts_per_unit: float) -> None:
-    """Draw ``layout``'s boxes on ``ax`` and set its axes (labels come later, in _label)."""
+def _boxes(ax: Any, layout: GanttLayout, *, pts_per_unit: float) -> None:
+    """Draw ``layout``'s boxes on ``ax`` (once the figure's layout is fixed).
+
+    Dense charts (hardware mode, tens of thousands of boxes) are rasterized inside an SVG so the
+    file stays small; text, axes and legend stay vector.
+    """
     from matplotlib.collections import PolyCollection
 
+    rasterize = len(layout.boxes) > RASTERIZE_ABOVE
     tops = layout.row_tops()
     heights = layout.row_heights()
     # one collection per (lane, hatch): fast to draw, and hatching is per collection
@@ -321,7 +335,13 @@ def _draw(ax: Any, layout: GanttLayout, *, end: float, pts_per_unit: float) -> N
         ax.add_collection(PolyCollection(
             verts, closed=True, facecolors=[b.color for b in boxes], edgecolors="white",
             linewidths=[lw if (b.x1 - b.x0) * pts_per_unit >= 3.0 else 0.0 for b in boxes],
-            **kw), autolim=False)
+            rasterized=rasterize, **kw), autolim=False)
+
+
+def _axes(ax: Any, layout: GanttLayout, *, end: float) -> None:
+    """Limits, rank labels and grid of one panel."""
+    tops = layout.row_tops()
+    heights = layout.row_heights()
     ax.set_xlim(0, end)
     ax.set_ylim(layout.total_height(), 0)
     ticks = [t + h / 2 for t, h in zip(tops, heights)]
@@ -337,14 +357,18 @@ def _draw(ax: Any, layout: GanttLayout, *, end: float, pts_per_unit: float) -> N
     ax.set_axisbelow(True)
 
 
-def _label(ax: Any, layout: GanttLayout) -> None:
-    """Write micro-batch ids on the boxes wide enough for them (after the layout is fixed)."""
+def _points_per_unit(ax: Any) -> tuple[float, float]:
+    """Typographic points per data unit along x and y of ``ax`` as laid out."""
     box = ax.get_window_extent()
     x_lo, x_hi = ax.get_xlim()
     y_lo, y_hi = ax.get_ylim()
     to_pt = 72.0 / ax.figure.dpi
-    pts_x = box.width * to_pt / (x_hi - x_lo)
-    pts_y = box.height * to_pt / abs(y_hi - y_lo)
+    return box.width * to_pt / (x_hi - x_lo), box.height * to_pt / abs(y_hi - y_lo)
+
+
+def _label(ax: Any, layout: GanttLayout) -> None:
+    """Write micro-batch ids on the boxes wide enough for them (after the layout is fixed)."""
+    pts_x, pts_y = _points_per_unit(ax)
     tops = layout.row_tops()
     heights = layout.row_heights()
     for b, x0, x1 in label_spans(layout):
@@ -435,7 +459,7 @@ def render_gantt_files(panels: list[tuple[str, pd.DataFrame]], paths: Sequence[s
         axes = fig.subplots(len(panels), 1, sharex=True, squeeze=False,
                             gridspec_kw={"height_ratios": [max(h, 0.5) for h in heights]})[:, 0]
         for ax, (ttl, _), lay in zip(axes, panels, layouts):
-            _draw(ax, lay, end=end, pts_per_unit=(width - 1.2) * 72 / end)
+            _axes(ax, lay, end=end)
             if ttl:
                 ax.set_title(ttl, loc="left", fontsize=10, fontweight="bold")
         for ax in axes[:-1]:
@@ -446,6 +470,7 @@ def render_gantt_files(panels: list[tuple[str, pd.DataFrame]], paths: Sequence[s
         fig.draw_without_rendering()
         fig.set_layout_engine("none")  # positions are final: labels must not move them
         for ax, lay in zip(axes, layouts):
+            _boxes(ax, lay, pts_per_unit=_points_per_unit(ax)[0])
             _label(ax, lay)
         for path in paths:
             save_figure(fig, path)

@@ -63,25 +63,80 @@ def assumptions(config: Mapping[str, Any], results: list[tuple[str, SimResult]])
         lines.append(f"- **transfer latency** per cross-rank dependency: {fmt(config.get('comm', 0))}")
         lines.append("- **ideal** = M(F+I+W) per rank; bubble rate = 1 - ideal/makespan")
     else:
-        lines.append(f"- **profile**: {config.get('profile')}")
-        lines.append(f"- **model**: {config.get('model')}")
+        lines.extend(_hardware_lines(config, results))
     layout = {k: v for k, v in config.items()
               if k not in ("mode", "costs", "comm", "profile", "model")}
     lines.append("- **layout**: " + ", ".join(f"{k}={v}" for k, v in layout.items()))
-    calib: dict[str, Any] = {}
-    for _, r in results:
-        for key in ("calibration", "assumptions"):
-            val = r.extra.get(key)
-            if isinstance(val, Mapping):
-                calib.update(val)
-    if calib:
-        lines.append("- **calibration**: " + ", ".join(f"{k}={_plain(v)}" for k, v in calib.items()))
-    elif mode != "abstract":
-        lines.append("- **calibration**: the profile's defaults (see the profile TOML for sources)")
-    hw_keys = sorted({k for _, r in results for k in r.extra
-                      if k not in ("calibration", "assumptions")})
+    hw_keys = sorted({k for _, r in results for k in r.extra})
     if hw_keys:
-        lines.append("- **reported per schedule** (summary.json): " + ", ".join(hw_keys))
+        lines.append("- **also reported per schedule** in summary.json: " + ", ".join(hw_keys))
+    return lines
+
+
+def _load(config: Mapping[str, Any]) -> tuple[Any, Any]:
+    """The hardware profile (with the run's overrides) and the model, or None where unknown."""
+    prof = mdl = None
+    try:
+        from dualsim.hardware import load_profile
+
+        prof = load_profile(str(config.get("profile", "h800"))).with_overrides(
+            comm_sms=config.get("comm_sms"), ib_gbps=config.get("ib_gbps"),
+            nvlink_gbps=config.get("nvlink_gbps"))
+    except Exception:  # noqa: BLE001 - a report still renders without the profile's details
+        prof = None
+    try:
+        from dualsim.workload import load_model
+
+        mdl = load_model(str(config.get("model", "deepseek-v3")))
+    except Exception:  # noqa: BLE001
+        mdl = None
+    return prof, mdl
+
+
+def hbm_gb(config: Mapping[str, Any]) -> float | None:
+    """The profile's HBM in GB (1e9 bytes, as the simulator counts), if it can be loaded."""
+    if "hbm_gb" in config:
+        return float(config["hbm_gb"])
+    prof, _ = _load(config)
+    return prof.hbm_bytes / 1e9 if prof is not None else None
+
+
+def _hardware_lines(config: Mapping[str, Any], results: list[tuple[str, SimResult]]) -> list[str]:
+    prof, mdl = _load(config)
+    lines = []
+    if prof is not None:
+        fp8 = f", FP8 {prof.fp8_flops / 1e12:.0f} TFLOPS" if prof.fp8_flops else ", no FP8"
+        lines.append(
+            f"- **profile**: {prof.name} ({prof.description}): {prof.sms} SMs of which "
+            f"{prof.comm_sms} for communication, HBM {prof.hbm_bytes / 1e9:.0f} GB, BF16 "
+            f"{prof.bf16_flops / 1e12:.0f} TFLOPS{fp8}; usable NVLink "
+            f"{prof.nvlink_bandwidth / 1e9:.0f} GB/s and IB {prof.ib_bandwidth / 1e9:.0f} GB/s "
+            f"per GPU; {prof.gpus_per_node} GPUs per node. Source: `{Path(prof.source).name}`")
+        eff = ", ".join(f"{k} {v:g}" for k, v in sorted(prof.efficiency.items()))
+        lines.append(
+            f"- **calibration**: all-to-all runs at {prof.overlap_rate:.0%} of its standalone "
+            f"rate while overlapped with compute; all-to-all SM scaling {prof.a2a_sm_scale:g}; "
+            f"latency {prof.a2a_latency * 1e6:.0f} us; kernel efficiencies: {eff}")
+    else:
+        lines.append(f"- **profile**: {config.get('profile')}")
+    if mdl is not None:
+        lines.append(f"- **model**: {mdl.name} ({mdl.description}); GEMMs {mdl.gemm_dtype}, "
+                     f"attention {mdl.attention_dtype}; recomputed in backward: "
+                     f"{', '.join(mdl.recompute) or 'nothing'}")
+    else:
+        lines.append(f"- **model**: {config.get('model')}")
+    if results:
+        e = results[0][1].extra
+        keys = ("ep", "gpus", "comm_sms", "microbatch_tokens", "tokens_per_step")
+        got = [f"{k}={_plain(e[k])}" for k in keys if k in e]
+        if got:
+            lines.append("- **parallelism**: " + ", ".join(got))
+        for name, r in results:
+            if r.extra.get("layers_per_stage"):
+                lines.append(f"- **layers per stage** ({name}): "
+                             + ", ".join(str(x) for x in r.extra["layers_per_stage"]))
+            for w in r.extra.get("warnings", []) or []:
+                lines.append(f"- **warning** ({name}): {w}")
     return lines
 
 
@@ -178,7 +233,7 @@ def write_report(out_dir: str | Path, results: list[tuple[str, SimResult]], *,
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     files: dict[str, dict[str, str]] = {}
-    hbm = config.get("hbm_gb")
+    hbm = hbm_gb(config) if config.get("mode") == "hardware" else None
     for name, r in results:
         s = schedules[name]
         stem = file_stem(name)
@@ -191,9 +246,8 @@ def write_report(out_dir: str | Path, results: list[tuple[str, SimResult]], *,
                     memory=r.memory)
         if r.memory is not None and len(r.memory):
             f["memory_png"], f["memory_svg"] = f"memory_{stem}.png", f"memory_{stem}.svg"
-            hbm_gb = r.extra.get("hbm_gb", hbm)
             for key in ("memory_png", "memory_svg"):
-                render_memory(r.memory, out / f[key], hbm_gb=hbm_gb, time_unit=r.time_unit,
+                render_memory(r.memory, out / f[key], hbm_gb=hbm, time_unit=r.time_unit,
                               title=f"memory per rank: {title}")
         files[name] = f
         if progress is not None:
