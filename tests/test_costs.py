@@ -56,3 +56,17 @@ def test_bandwidth_saturates_with_comm_sms() -> None:
     assert s == sorted(s) and s[-1] < 1
     assert s[2] == pytest.approx(0.95, abs=0.01)
     assert s[3] - s[2] < 0.05 < s[1] - s[0]
+
+
+def test_pp_transfer_uses_nvlink_inside_a_node() -> None:
+    from dualsim.costs import pp_transfer
+
+    p = load_profile("h800")
+    dense = build_layout(load_model("llama-70b"), 16, 64, [[k] for k in range(16)], ep=1,
+                         gpus=256, microbatch_tokens=4096)
+    assert pp_transfer(dense, p, 6, 7).link == "nvlink"  # ranks 0-7 share node 0
+    assert pp_transfer(dense, p, 7, 8).link == "ib"
+    assert pp_transfer(dense, p, 7, 8).nbytes == 4096 * 8192 * 2
+    moe = build_layout(load_model("deepseek-v3"), R, 120, [[k, R - 1 - k] for k in range(R)],
+                       ep=64, gpus=2048, microbatch_tokens=4096)
+    assert pp_transfer(moe, p, 0, 1).link == "ib"  # a node holds 8 EP peers of one stage
