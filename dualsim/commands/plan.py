@@ -1,0 +1,141 @@
+"""`dualsim plan`: sweep configurations in hardware mode, rank them by throughput, emit the best.
+
+List options take comma-separated values or repeat (``--ranks 8,16`` = ``--ranks 8 --ranks 16``).
+Writes ``plan.csv`` and the Pareto chart (``pareto.png``/``.svg``) into ``--out``; ``--json``
+prints ``evaluated``, ``results`` (ranked survivors), ``dropped`` (with reasons) and ``best``;
+``--emit FILE`` writes the best configuration's executable plan for ``dualsim run``/torchrun.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable, Optional, TypeVar
+
+import typer
+
+from dualsim.commands.common import err_console, print_json, progress, user_errors
+from dualsim.errors import DualsimError
+
+T = TypeVar("T")
+
+
+def parse_list(values: Optional[list[str]], convert: Callable[[str], T], flag: str) -> list[T]:
+    """Flatten repeated and comma-separated values; one error line names a bad entry."""
+    out: list[T] = []
+    for v in values or []:
+        for part in filter(None, (p.strip() for p in v.split(","))):
+            try:
+                out.append(convert(part))
+            except ValueError:
+                raise DualsimError(f"bad {flag} value {part!r}: expected a number, e.g. "
+                                   f"{flag} 8,16") from None
+    return list(dict.fromkeys(out))
+
+
+def plan_command(
+    profile: str = typer.Option("h800", "--profile", help="Hardware profile name or TOML file."),
+    model: str = typer.Option("deepseek-v3", "--model", help="Workload preset name or TOML file."),
+    gpus: Optional[int] = typer.Option(None, "--gpus", help="Total GPUs (default: the model's layout)."),
+    schedules: Optional[list[str]] = typer.Option(None, "--schedules", help="Families to sweep (default: all)."),
+    ranks: Optional[list[str]] = typer.Option(None, "--ranks", help="Pipeline ranks to sweep, e.g. 8,16."),
+    microbatches: Optional[list[str]] = typer.Option(None, "--microbatches", help="Micro-batches to sweep (default: 2R, 3R, 4R)."),
+    comm_sms: Optional[list[str]] = typer.Option(None, "--comm-sms", help="Communication SMs to sweep, e.g. 16,20,24."),
+    ib_gbps: Optional[list[str]] = typer.Option(None, "--ib-gbps", help="What-if usable IB bandwidths per GPU (GB/s)."),
+    nvlink_gbps: Optional[list[str]] = typer.Option(None, "--nvlink-gbps", help="What-if usable NVLink bandwidths per GPU (GB/s)."),
+    ep: Optional[int] = typer.Option(None, "--ep", help="Expert-parallel degree (default: the model's layout)."),
+    microbatch_tokens: Optional[int] = typer.Option(None, "--microbatch-tokens", help="Tokens per micro-batch."),
+    memory_gb: Optional[float] = typer.Option(None, "--memory-gb", help="Memory cap per GPU in GB (default: the profile's HBM)."),
+    top: int = typer.Option(10, "--top", help="Rows of the ranking to print."),
+    out: Path = typer.Option(Path("dualsim-plan"), "--out", "-o", help="Folder for plan.csv and the Pareto chart."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object on stdout."),
+    emit: Optional[Path] = typer.Option(None, "--emit", help="Write the best configuration's plan (JSON) here."),
+    workers: Optional[int] = typer.Option(None, "--workers", help="Worker processes (default: all cores)."),
+) -> None:
+    """Sweep schedules x ranks x micro-batches x comm SMs (x what-ifs); rank by throughput."""
+    with user_errors():
+        from dualsim import planner
+        from dualsim.generators import FAMILIES
+        from dualsim.hardware import load_profile
+        from dualsim.workload import default_layout, load_model
+
+        prof = load_profile(profile)
+        mdl = load_model(model)
+        layout = default_layout(mdl)
+        names = list(dict.fromkeys(s.strip() for v in (schedules or []) for s in v.split(",")
+                                   if s.strip())) or list(planner.DEFAULT_SCHEDULES)
+        unknown = [n for n in names if n not in FAMILIES]
+        if unknown:
+            raise DualsimError(f"unknown schedule {unknown[0]!r}: choose from "
+                               f"{', '.join(FAMILIES)} (see `dualsim schedules`)")
+        rank_list = parse_list(ranks, int, "--ranks") or list(planner.DEFAULT_RANKS)
+        mb_list = parse_list(microbatches, int, "--microbatches") or None
+        sms_list = parse_list(comm_sms, int, "--comm-sms") or list(planner.DEFAULT_COMM_SMS)
+        ib_list = parse_list(ib_gbps, float, "--ib-gbps") or [None]
+        nv_list = parse_list(nvlink_gbps, float, "--nvlink-gbps") or [None]
+        for flag, vals in (("--ranks", rank_list), ("--microbatches", mb_list or [1]),
+                           ("--comm-sms", sms_list)):
+            if any(v < 1 for v in vals):
+                raise DualsimError(f"{flag} values must be 1 or more, got {vals}")
+        if top < 0:
+            raise DualsimError(f"--top must be 0 or more, got {top}")
+        cap = memory_gb if memory_gb is not None else prof.hbm_bytes / 1e9
+        if not cap > 0:
+            raise DualsimError(f"--memory-gb must be positive, got {cap:g}")
+        setting = planner.Setting(prof.name if Path(profile).suffix != ".toml" else profile,
+                                  mdl.name if Path(model).suffix != ".toml" else model,
+                                  gpus if gpus is not None else int(layout["gpus"]), float(cap),
+                                  ep, microbatch_tokens)
+        cands = planner.candidates(names, rank_list, mb_list, sms_list, ib_list, nv_list)
+        with progress() as bar:
+            task = bar.add_task("simulating configurations", total=len(cands))
+            result = planner.sweep(cands, setting, workers=workers,
+                                   on_done=lambda _: bar.advance(task))
+        files = planner.write_outputs(result, out)
+        if emit is not None:
+            from dualsim.planfile import write_plan
+
+            write_plan(planner.best_schedule(result), str(emit))
+        if as_json:
+            d = result.to_json()
+            d["files"] = files + ([str(emit)] if emit is not None and result.best else [])
+            print_json(d)
+        else:
+            _print(result, top)
+            err_console.print(f"wrote {', '.join(files)}", markup=False)
+        if emit is not None:
+            err_console.print(f"best plan written to {emit}: run it with `dualsim run {emit}`",
+                              markup=False)
+        if result.best is None:
+            reasons = sorted({o.reason.split(":")[0] for o in result.dropped})
+            raise DualsimError(f"none of the {result.evaluated} configurations survived "
+                               f"({', '.join(reasons)}); see {out}/plan.csv for each reason, "
+                               "or raise --memory-gb / change the sweep")
+
+
+def _print(result, top: int) -> None:
+    from rich.table import Table
+
+    from dualsim.commands.common import out_console
+
+    s = result.setting
+    t = Table(title=f"{s.model} on {s.gpus} x {s.profile}, memory cap {s.memory_gb:g} GB: "
+                    f"{len(result.ranked)} of {result.evaluated} configurations fit")
+    for col in ("#", "schedule", "R", "M", "comm SMs", "IB GB/s", "tok/s/GPU", "step (s)", "MFU",
+                "bubble", "peak mem (GB)"):
+        t.add_column(col, justify="left" if col == "schedule" else "right")
+    for i, o in enumerate(result.ranked[:top]):
+        c, f = o.candidate, o.figures
+        t.add_row(str(i + 1), c.schedule, str(c.ranks), str(c.microbatches),
+                  str(c.comm_sms if c.comm_sms is not None else f.get("comm_sms_used", "")),
+                  "default" if c.ib_gbps is None else f"{c.ib_gbps:g}",
+                  f"{f['tokens_per_s_per_gpu']:.0f}", f"{f['step_time_s']:.3f}",
+                  f"{f['mfu']:.1%}", f"{f['bubble_rate']:.1%}", f"{f['peak_memory_gb']:.1f}")
+    console = out_console()
+    console.print(t)
+    by_reason: dict[str, int] = {}
+    for o in result.dropped:
+        kind = o.reason.split(":")[0]
+        by_reason[kind] = by_reason.get(kind, 0) + 1
+    if by_reason:
+        console.print("dropped: " + ", ".join(f"{n} ({k})" for k, n in sorted(by_reason.items()))
+                      + " - reasons per configuration in plan.csv", markup=False)
