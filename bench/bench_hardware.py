@@ -2,7 +2,8 @@
 
 Prints the wall time of each simulation, the SimPy events per second, the pieces simulated and
 the headline figures. Not a test: run it by hand, e.g. ``python bench/bench_hardware.py``;
-``--profile`` adds a cProfile of the DualPipe run (top 15 functions by own time).
+``--profile`` adds a cProfile of the DualPipe run (top 15 functions by own time);
+``--chart PATH`` draws the what-if figure of docs/hardware-mode.md (about 30 full-size runs).
 """
 
 from __future__ import annotations
@@ -42,11 +43,65 @@ def run(name: str, ranks: int, mbs: int) -> None:
           f"comm hidden {x['comm_hidden_fraction']:.0%}")
 
 
+def chart(path: str) -> None:
+    """Three panels: step breakdown per schedule, link bandwidth sweep, comm-SM sweep."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = ["dualpipe", "dualpipev", "zb-v", "1f1b"]
+    scheds = {n: generate(n, 16, 120) for n in names}
+    fig, ax = plt.subplots(1, 3, figsize=(16, 4.8))
+    for i, n in enumerate(names):
+        res = simulate_hardware(scheds[n])
+        busy, exposed = res.ideal, res.extra["comm_exposed_s"]
+        rest = res.makespan - busy - exposed
+        ax[0].bar(i, busy, color="tab:blue", label="compute" if i == 0 else None)
+        ax[0].bar(i, exposed, bottom=busy, color="tab:red",
+                  label="exposed communication" if i == 0 else None)
+        ax[0].bar(i, rest, bottom=busy + exposed, color="lightgray",
+                  label="bubble, imbalance, DP sync" if i == 0 else None)
+        print(f"{n}: step {res.makespan:.2f} s = compute {busy:.2f} + exposed comm "
+              f"{exposed:.2f} + rest {rest:.2f}")
+    ax[0].set_xticks(range(len(names)), names)
+    ax[0].set_ylabel("step time (s)")
+    ax[0].set_title("deepseek-v3 on h800, defaults")
+    ax[0].legend(loc="lower right", fontsize=8)
+    scales = [0.5, 1, 2, 4, 8, 1000]
+    for n in ("dualpipe", "zb-v", "1f1b"):
+        t = [simulate_hardware(scheds[n], ib_gbps=50 * k, nvlink_gbps=160 * k).makespan
+             for k in scales]
+        print(n, "link sweep", [round(x, 2) for x in t])
+        ax[1].plot(range(len(scales)), t, marker="o", label=n)
+    ax[1].set_xticks(range(len(scales)), ["0.5x", "1x", "2x", "4x", "8x", "free"])
+    ax[1].set_xlabel("IB and NVLink bandwidth (1x = 50 / 160 GB/s)")
+    ax[1].set_ylabel("step time (s)")
+    ax[1].set_title("faster links: DualPipe's edge shrinks")
+    ax[1].legend(fontsize=8)
+    sms = [4, 8, 12, 16, 20, 24, 32, 48]
+    t = [simulate_hardware(scheds["dualpipe"], comm_sms=k).makespan for k in sms]
+    print("dualpipe comm-SM sweep", dict(zip(sms, [round(x, 2) for x in t])))
+    ax[2].plot(sms, t, marker="o", color="tab:green")
+    ax[2].axvline(20, color="gray", ls=":", label="DeepSeek's 20 SMs")
+    ax[2].set_xlabel("communication SMs (of 132)")
+    ax[2].set_ylabel("DualPipe step time (s)")
+    ax[2].set_title("more comm SMs: faster all-to-all, slower compute")
+    ax[2].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    print("chart written to", path)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--profile", action="store_true", help="cProfile the DualPipe run")
     ap.add_argument("--schedules", default="dualpipe,dualpipev,zb-v,1f1b")
+    ap.add_argument("--chart", metavar="PATH", help="write the what-if chart (PNG)")
     args = ap.parse_args()
+    if args.chart:
+        chart(args.chart)
+        return
     simpy.Environment.step = _counting_step  # type: ignore[method-assign]
     for name in args.schedules.split(","):
         run(name, 16, 120)
