@@ -165,7 +165,10 @@ class RankRunner:
     # ---- transfers ----------------------------------------------------------------------
     def _transfers(self, lo: int, hi: int, state: StepState, rows: list[tuple[Any, ...]],
                    clock: Callable[[], float]) -> None:
-        """Post actions lo..hi-1 (all SEND/RECV) as one batch, then wait for the receives."""
+        """Post actions lo..hi-1 (all SEND/RECV) as one batch, then wait for the receives.
+
+        Rows: a send spans the posting of the batch, a receive its wait after the posting.
+        """
         self._enter(lo, COMPUTING)
         start = clock()
         batch: list[Transfer] = []
@@ -190,7 +193,7 @@ class RankRunner:
                 self._enter(lo + k, WAITING)
                 if w is not None:
                     w.wait()
-                rows.append(self._row("comm", a, start, clock()))
+                rows.append(self._row("comm", a, posted, clock()))
             else:
                 rows.append(self._row("comm", a, start, posted))
 

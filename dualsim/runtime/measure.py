@@ -5,12 +5,17 @@ exit of a barrier every rank passes (the clock is aligned at the start of each s
 form the same Timeline the simulator produces: compute actions on stream ``compute``, SEND/RECV
 on stream ``comm`` (op ``pp_send`` / ``pp_recv``).
 
-``--compare-sim`` calibrates abstract costs from the measurement and simulates the same plan:
-F, I, W, B, FB = the mean over stages of each stage's median duration of that op, divided by the
-stage's size (abstract costs are per rank-worth of layers); an op the plan lacks gets B = I + W,
-I = W = B / 2, FB = F + B. The transfer latency is the median, over cross-rank messages, of
-(receive done − send posted) for messages whose receiver was already waiting. The first step is
-a warm-up and is left out when there are several.
+``--compare-sim`` calibrates abstract costs from the measurement and simulates the same plan.
+An action's *effective* duration runs from its start to the next compute action's start, less
+the receive waits in between: posting sends and the interpreter's own overhead delay the rank,
+so they count; waiting does not (the simulator produces the waits). For each (op, stage) the
+cost is the median over steps of that step's mean effective duration (the median drops steps
+disturbed by other load; the mean inside a step keeps the tail that a sum of durations pays).
+F, I, W, B, FB = the mean of those over stages, divided by the stage's size (abstract costs are
+per rank-worth of layers); an op the plan lacks gets B = I + W, I = W = B / 2, FB = F + B. The
+transfer latency is the median, over cross-rank messages whose receiver was already waiting,
+of (receive done − send posted), at least 0. The first step is a warm-up and is left out when
+there are several.
 """
 
 from __future__ import annotations
@@ -53,17 +58,38 @@ def busy_s(timeline: pd.DataFrame, rank: int) -> float:
     return float((c["end"] - c["start"]).sum())
 
 
+def effective_durations(timeline: pd.DataFrame) -> pd.DataFrame:
+    """Compute rows with ``dur``: from the action's start to the next compute action's start,
+    less the receive waits in between (so the posting of sends and the interpreter's own
+    overhead count as the action's cost, as they delay the rank; waiting does not)."""
+    out = []
+    for _, tl in timeline.groupby("rank"):
+        tl = tl.sort_values("start")
+        compute = tl[tl["stream"] == "compute"]
+        waits = tl[(tl["stream"] == "comm") & (tl["op"] == "pp_recv")]
+        starts = compute["start"].tolist()
+        nexts = starts[1:] + [compute["end"].iloc[-1]]
+        durs = []
+        for (start, end, nxt) in zip(starts, compute["end"], nexts):
+            between = waits[(waits["start"] >= end) & (waits["end"] <= nxt)]
+            durs.append(max(end - start, nxt - start - float((between["end"] - between["start"]).sum())))
+        out.append(compute.assign(dur=durs))
+    return pd.concat(out, ignore_index=True)
+
+
 def calibrate(plan: Schedule, timelines: list[pd.DataFrame]) -> tuple[dict[str, float], float]:
     """Abstract costs (seconds per rank-worth of layers) and transfer latency from a run."""
-    tl = pd.concat(timelines, ignore_index=True)
-    compute = tl[tl["stream"] == "compute"]
+    per_step = []
+    for k, tl in enumerate(timelines):
+        eff = effective_durations(tl)
+        per_step.append(eff.groupby(["op", "stage"])["dur"].mean().rename(k))
+    # per (op, stage): the median over steps of the step's mean duration
+    table = pd.concat(per_step, axis=1).median(axis=1)
     size = plan.stage_size
     costs: dict[str, float] = {}
     for op in COMPUTE_OPS:
-        rows = compute[compute["op"] == op]
-        if len(rows):
-            per_stage = (rows["end"] - rows["start"]).groupby(rows["stage"]).median()
-            costs[op] = float(per_stage.mean()) / size
+        if op in table.index.get_level_values("op"):
+            costs[op] = float(table.loc[op].mean()) / size
     if "B" not in costs:
         costs["B"] = costs["I"] + costs["W"]
     if "I" not in costs:
@@ -84,7 +110,7 @@ def _latency(plan: Schedule, timelines: list[pd.DataFrame]) -> float:
             posted = sent.get(("SEND_F" if forward else "SEND_B", src, r.microbatch))
             if posted is not None and posted >= r.start:  # the receiver was already waiting
                 samples.append(r.end - posted)
-    return statistics.median(samples) if samples else 0.0
+    return max(0.0, statistics.median(samples)) if samples else 0.0
 
 
 def compare_sim(plan: Schedule, reports: list[RankReport]) -> dict[str, Any]:
