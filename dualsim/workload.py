@@ -42,7 +42,7 @@ MODEL_SCHEMA: dict[str, dict[str, tuple[str, bool]]] = {
         "microbatch_tokens": (_INT, True),
     },
 }
-RECOMPUTE_OPTIONS = ("rmsnorm", "mla_up_proj", "swiglu_output")
+RECOMPUTE_OPTIONS = ("rmsnorm", "mla_up_proj", "swiglu_output", "full")
 FLASH_BWD_FACTOR = 2.5  # FlashAttention backward FLOPs / forward FLOPs (recomputes the scores)
 
 
@@ -281,8 +281,13 @@ def model_units(model: Model, seq: int) -> list[Unit]:
             g = Gemm(extra_flops, dt, kind)
             attn = Piece("attn", attn.fwd + (g,), attn.bwd_input + (g,), attn.bwd_weight + (g,))
         mlp, mp, me, ma, mf = _mlp(model, moe)
-        return Unit(name, moe, (attn, mlp), ap + mp + extra_params, me, aa + ma,
-                    af + mf + extra_flops)
+        pieces = (attn, mlp)
+        act = aa + ma
+        if "full" in model.recompute:  # keep only the block's input; rerun its forward in I
+            pieces = tuple(Piece(p.name, p.fwd, p.fwd + p.bwd_input, p.bwd_weight)
+                           for p in pieces)
+            act = h * 2.0
+        return Unit(name, moe, pieces, ap + mp + extra_params, me, act, af + mf + extra_flops)
 
     for i in range(model.layers):
         units.append(block(f"layer{i}", model.layer_is_moe(i)))

@@ -89,3 +89,25 @@ def test_bad_model_file_names_field(tmp_path: Path) -> None:
     f.write_text(text.replace('gemm = "fp8"', 'gemm = "fp4"'))
     with pytest.raises(ProfileError, match=r"m.toml: field precision.gemm"):
         load_model(str(f))
+
+
+def test_full_recompute_keeps_only_block_inputs() -> None:
+    m = load_model("llama-70b")
+    assert m.recompute == ("full",)
+    lay = build_layout(m, R, 64, [[k] for k in range(R)], ep=1, gpus=256, microbatch_tokens=4096)
+    block = lay.slices[1].units[0]
+    assert block.activation_bytes == 8192 * 2
+    attn = block.pieces[0]
+    proj, core = (g.flops for g in attn.fwd)
+    # forward rerun, then projections' input gradient and 2.5x the attention core
+    assert sum(g.flops for g in attn.bwd_input) == pytest.approx(2 * proj + 3.5 * core)
+    assert not m.is_moe and block.expert_params == 0
+
+
+def test_deepseek_activation_bytes_per_layer() -> None:
+    m = load_model("deepseek-v3")
+    lay = build_layout(m, R, 120, DUALPIPE_HOLDERS, ep=64, gpus=2048, microbatch_tokens=4096)
+    moe = next(u for s in lay.slices for u in s.units if u.moe)
+    # residuals 2x7168x2, MLA latents (1536+512+64)x2, attention output FP8 + LSE, router,
+    # 8 routed + 1 shared FP8 inputs, SwiGLU inputs FP8 (outputs recomputed)
+    assert moe.activation_bytes / 1e3 == pytest.approx(155.9, abs=0.5)
