@@ -6,9 +6,10 @@ from fractions import Fraction
 
 import pytest
 import simpy
+from hypothesis import given, settings, strategies as st
 
-from dualsim.errors import ProfileError
-from dualsim.generators import generate
+from dualsim.errors import ProfileError, ScheduleError
+from dualsim.generators import check, generate
 from dualsim.sim.abstract import simulate
 from dualsim.sim.hardware import simulate_hardware, simulate_simpy
 from dualsim.sim.links import Gpu, Link
@@ -128,3 +129,16 @@ def test_hbm_warning_and_a100_fp8_fallback() -> None:
     res = simulate_hardware(generate("gpipe", 4, 16), "a100", gpus=256)
     w = " ".join(res.extra["warnings"])
     assert "no FP8" in w and "more than the 80 GB" in w
+
+
+@settings(max_examples=40, deadline=None)
+@given(family=st.sampled_from(FAMILIES), ranks=st.integers(1, 6), mbs=st.integers(1, 14),
+       f=st.integers(1, 4), i=st.integers(1, 4), w=st.integers(1, 4), comm=st.integers(0, 3))
+def test_simpy_equals_abstract_property(family, ranks, mbs, f, i, w, comm) -> None:
+    try:
+        check(family, ranks, mbs, None)
+    except ScheduleError:
+        return
+    sched = generate(family, ranks, mbs)
+    costs = {"F": f, "I": i, "W": w}
+    assert _figures(simulate(sched, costs, comm)) == _figures(simulate_simpy(sched, costs, comm))
