@@ -95,10 +95,24 @@ def run_torchrun(plan: Schedule, options: RunOptions) -> list[RankReport] | None
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
         torch.cuda.set_device(device)
     dist.init_process_group(options.backend, timeout=timedelta(seconds=options.timeout))
+    rank, progress = dist.get_rank(), LastPosition()
     try:
-        return _gather(run_rank(plan, dist.get_rank(), options, device), world)
+        return _gather(run_rank(plan, rank, options, device, progress), world)
+    except Exception as e:  # a peer died or the collective timed out: say where we were
+        where = _where([plan], rank, [0, progress.step, progress.index, 0, 1.0])
+        raise RuntimeRunError(f"rank {rank} stopped {where}: {type(e).__name__}: "
+                              f"{str(e).splitlines()[0] if str(e) else ''}") from None
     finally:
         dist.destroy_process_group()
+
+
+class LastPosition(Progress):
+    """Under torchrun: remembers the last position, for the error message."""
+
+    step, index = 0, -1
+
+    def update(self, step: int, index: int, state: int) -> None:
+        self.step, self.index = step, index
 
 
 # ---- local spawn ------------------------------------------------------------------------
