@@ -198,26 +198,20 @@ def compare_cmd(
             typer.echo(f"charts and report written to {out}/", err=True)
 
 
-def _register_optional() -> None:
-    """Commands implemented in their own modules (each may land separately)."""
-    try:
-        from dualsim.commands.profiles import profiles_command
-        app.command("profiles", help="List hardware profiles and workload presets.")(profiles_command)
-    except ImportError:
-        pass
-    try:
-        from dualsim.commands.run import run_command
-        app.command("run", help="Execute a plan on torch.distributed (gloo here, NCCL under torchrun).")(run_command)
-    except ImportError:
-        pass
-    try:
-        from dualsim.commands.plan import plan_command
-        app.command("plan", help="Sweep configurations and rank them by throughput.")(plan_command)
-    except ImportError:
-        pass
+def _register_module_commands() -> None:
+    """Commands implemented in their own modules under dualsim/commands/."""
+    from dualsim.commands.plan import plan_command
+    from dualsim.commands.profiles import profiles_command
+    from dualsim.commands.run import run_command
+
+    app.command("profiles", help="List hardware profiles and workload presets.")(profiles_command)
+    app.command("run", help="Execute a plan on torch.distributed (gloo here, NCCL under "
+                "torchrun) and check it against a single-process reference.")(run_command)
+    app.command("plan", help="Sweep schedules x ranks x micro-batches x comm SMs; rank by "
+                "throughput.")(plan_command)
 
 
-_register_optional()
+_register_module_commands()
 
 
 def main() -> Any:
