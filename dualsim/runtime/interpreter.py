@@ -138,6 +138,8 @@ class RankRunner:
             self._enter(i, COMPUTING)
             start = clock()
             self._compute(self.actions[i], state)
+            if self.device.type == "cuda":  # time the kernels, not their launch
+                torch.cuda.synchronize(self.device)
             rows.append(self._row("compute", self.actions[i], start, clock()))
             i += 1
         self.progress.update(step, len(self.actions), SYNCING)
@@ -215,7 +217,12 @@ class RankRunner:
             raise AssertionError(f"not a compute action: {a}")
 
     def _overlapped(self, a: Action, state: StepState) -> None:
-        """FB: on CPU one half after the other; on CUDA each half on its own stream."""
+        """FB: on CPU one half after the other; on CUDA each half on its own stream.
+
+        On CUDA the forward's kernels go to one stream and the backward's to another, so the
+        GPU may run them side by side. Autograd runs a backward op on the stream its forward
+        op used, so the overlap is only as good as the streams the earlier forward ran on.
+        """
         f, b = a.forward, a.backward
         if self.streams is None:
             self._forward(f.stage, f.microbatch, state)
