@@ -85,7 +85,8 @@ class HardwareExecutor:
             self.plans[key] = plan
         return plan
 
-    def _fields(self, a: Action, half: int) -> tuple:
+    def _fields(self, a: Action) -> tuple:
+        """(op, stage, microbatch, chain, stage2, microbatch2, chain2) of a unit's rows."""
         sched = self.schedule
         if a.op is Op.FB:
             f, b = a.forward, a.backward
@@ -96,7 +97,7 @@ class HardwareExecutor:
     # ---- executor protocol --------------------------------------------------------------------
     def run(self, eng: Engine, rank: int, a: Action) -> Generator[Any, Any, None]:
         env, gpu, plan = self.env, self.gpus[rank], self.plan(a)
-        fields, label = self._fields(a, 0), str(a)
+        fields, label = self._fields(a), str(a)
         rows = self.rows
         fwd = a.forward if a.op is Op.FB else a
         if fwd.op is Op.F:
@@ -200,27 +201,27 @@ class HardwareExecutor:
             self.links[rank][link].transfer(nbytes, False).callbacks.append(synced)
 
 
-def _exposed(tl_rank: Any) -> tuple[float, float]:
-    """(comm busy, comm exposed) seconds on one rank: union of comm minus union of compute."""
-    def union(iv: list[tuple[float, float]]) -> list[tuple[float, float]]:
-        out: list[list[float]] = []
-        for s, e in sorted(iv):
-            if out and s <= out[-1][1]:
-                out[-1][1] = max(out[-1][1], e)
-            else:
-                out.append([s, e])
-        return [(s, e) for s, e in out]
+def _union(starts: list[float], ends: list[float]) -> list[tuple[float, float]]:
+    out: list[list[float]] = []
+    for s, e in sorted(zip(starts, ends)):
+        if out and s <= out[-1][1]:
+            out[-1][1] = max(out[-1][1], e)
+        else:
+            out.append([s, e])
+    return [(s, e) for s, e in out]
 
-    comp = union(list(zip(*tl_rank["compute"])) if tl_rank["compute"][0] else [])
-    comm = union(list(zip(*tl_rank["comm"])) if tl_rank["comm"][0] else [])
+
+def _exposed(compute: list[tuple[float, float]],
+             comm: list[tuple[float, float]]) -> tuple[float, float]:
+    """(comm busy, comm exposed) seconds: union of comm, and its part outside compute."""
     total = sum(e - s for s, e in comm)
     covered, i = 0.0, 0
     for s, e in comm:
-        while i < len(comp) and comp[i][1] <= s:
+        while i < len(compute) and compute[i][1] <= s:
             i += 1
         j = i
-        while j < len(comp) and comp[j][0] < e:
-            covered += min(e, comp[j][1]) - max(s, comp[j][0])
+        while j < len(compute) and compute[j][0] < e:
+            covered += min(e, compute[j][1]) - max(s, compute[j][0])
             j += 1
     return total, total - covered
 
@@ -263,12 +264,11 @@ def _result(schedule: Schedule, layout: Layout, prof: Profile, eng: Engine,
     static = [static_memory(layout, schedule, r) for r in range(R)]
     memory, peaks = memory_timeline(R, static, ex.deltas)
     timeline = from_rows(ex.rows)
-    ivs: list[dict[str, list]] = [{"compute": [[], []], "comm": [[], []]} for _ in range(R)]
-    for r, stream, s, e in zip(timeline["rank"].to_numpy(), timeline["stream"].to_numpy(),
-                               timeline["start"].to_numpy(), timeline["end"].to_numpy()):
-        ivs[r][stream][0].append(s)
-        ivs[r][stream][1].append(e)
-    comm = [_exposed(iv) for iv in ivs]
+    comm = []
+    for r, rows in timeline.groupby("rank", sort=True):
+        streams = {k: _union(g["start"].tolist(), g["end"].tolist())
+                   for k, g in rows.groupby("stream")}
+        comm.append(_exposed(streams.get("compute", []), streams.get("comm", [])))
     per_rank = []
     for r in range(R):
         total_gb = sum(peaks[r].values())
