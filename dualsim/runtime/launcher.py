@@ -265,6 +265,10 @@ def _hang_error(snap: list[list[float]], plans: list[Schedule], limit: float) ->
     blamed = busy or waiting
     parts = [f"rank {r} {_where(plans, r, snap[r])}" for r in blamed]
     others = [r for r in waiting if r not in blamed]
-    tail = f"; ranks {', '.join(map(str, others))} were waiting on a receive" if others else ""
+    tail = ""
+    if others:
+        who = f"rank {others[0]} was" if len(others) == 1 else \
+            f"ranks {', '.join(map(str, others))} were"
+        tail = f"; {who} waiting on a receive"
     return RuntimeRunError(f"no progress for {limit:g} s (--timeout): {'; '.join(parts)} "
                            f"hung{tail}; the run was stopped")
