@@ -101,3 +101,21 @@ def test_written_trace_is_valid_deterministic_json(tmp_path):
     data = json.loads(a.read_text())
     assert {e["pid"] for e in data["traceEvents"]} == {0, 1, 2, 3}
     assert len(events(data, "X")) == sum(len(r) for r in s.actions)
+
+
+def test_hardware_flows_start_at_the_pp_send():
+    s = generate("1f1b", 2, 1)
+    tl = from_rows([
+        row(0, "F", 0, 0, 0.0, 1.0, piece="attn"),
+        row(0, "pp_send", 0, 0, 1.0, 1.25, stream="comm", piece="pp_fwd", action="0F0"),
+        row(1, "F", 1, 0, 1.5, 2.5, piece="attn"),
+        row(1, "B", 1, 0, 2.5, 4.5, piece="mlp_bwd"),
+        row(1, "pp_send", 1, 0, 4.5, 4.75, stream="comm", piece="pp_bwd", action="1B0"),
+        row(0, "B", 0, 0, 5.0, 7.0, piece="mlp_bwd"),
+    ])
+    tr = to_trace(tl, schedule=s, time_unit="ms")
+    starts = {e["id"]: e for e in events(tr, "s")}
+    ends = {e["id"]: e for e in events(tr, "f")}
+    got = sorted((e["name"], e["pid"], e["tid"], e["ts"], ends[i]["pid"], ends[i]["ts"])
+                 for i, e in starts.items())
+    assert got == [("activation", 0, 1, 1000, 1, 1500), ("gradient", 1, 1, 4500, 0, 5000)]

@@ -18,6 +18,7 @@ COMPONENT_COLORS = {
     "activations": "#DD8452",
 }
 OTHER_COLORS = ("#937860", "#DA8BC3", "#8C8C8C", "#CCB974")
+RASTERIZE_ABOVE = 500  # time points per rank above which the stacked areas are an image in SVG
 
 
 def components(memory: pd.DataFrame) -> list[str]:
@@ -61,8 +62,11 @@ def render_memory(memory: pd.DataFrame, path: str | Path, *, hbm_gb: float | Non
             if t and t[-1] < t_end:  # hold the last value to the end of the step
                 t.append(t_end)
                 ys = [y + [y[-1]] for y in ys]
-            ax.stackplot(t, ys, colors=[_color(c, k) for k, c in enumerate(comps)],
-                         labels=comps, step="post", linewidth=0)
+            polys = ax.stackplot(t, ys, colors=[_color(c, k) for k, c in enumerate(comps)],
+                                 labels=comps, step="post", linewidth=0)
+            if len(t) > RASTERIZE_ABOVE:  # keep SVGs of long hardware runs small
+                for poly in polys:
+                    poly.set_rasterized(True)
             if hbm_gb is not None:
                 ax.axhline(hbm_gb, color="#C44E52", linestyle="--", linewidth=1.0,
                            label=f"HBM {hbm_gb:g} GB")

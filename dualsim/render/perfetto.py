@@ -9,7 +9,9 @@ Layout of a trace:
 - with ``schedule``: one flow arrow (``"ph": "s"`` then ``"f"``, same ``id``, bound to the
   enclosing slices) from each cross-rank producer to its consumer: F(s, m) -> F(next stage, m)
   and backward(s, m) -> backward(previous stage, m), where a backward is a B, an I or the
-  backward half of an FB. Same-rank dependencies (the turn of a V) get no arrow;
+  backward half of an FB. Same-rank dependencies (the turn of a V) get no arrow. In hardware
+  mode the arrow starts at the producer's ``pp_send`` slice on its comm thread (the send) and
+  ends at the consumer's first compute slice (the receive); otherwise at the producer's slice;
 - with ``memory`` (columns ``rank``, ``time`` and ``*_gb``): a counter track ``memory (GB)``
   per rank (``"ph": "C"``), one series per component.
 
@@ -32,6 +34,7 @@ COMPUTE_TID = 0
 COMM_TID = 1
 UNIT_SCALE = {"s": 1e6, "ms": 1e3, "us": 1.0}
 ABSTRACT_SCALE = 1000.0  # 1 abstract cost unit = 1000 us
+SEND_PIECES = {"pp_fwd": "F", "pp_bwd": "BWD"}  # hardware mode: the pp_send row of each result
 
 
 def time_scale(time_unit: str) -> float:
@@ -110,8 +113,12 @@ def dependency_pairs(schedule: Schedule) -> list[tuple[tuple[str, int, int], tup
 def _flows(records: list[dict[str, Any]], schedule: Schedule, scale: float) -> list[dict[str, Any]]:
     first: dict[tuple[str, int, int], dict[str, Any]] = {}
     last: dict[tuple[str, int, int], dict[str, Any]] = {}
+    sends: dict[tuple[str, int, int], dict[str, Any]] = {}
     for rec in records:
         if rec["stream"] != "compute":
+            if rec["op"] == "pp_send" and rec["piece"] in SEND_PIECES:
+                key = (SEND_PIECES[rec["piece"]], int(rec["stage"]), int(rec["microbatch"]))
+                sends.setdefault(key, rec)
             continue
         for key in _unit_keys(rec):
             first.setdefault(key, rec)
@@ -120,10 +127,11 @@ def _flows(records: list[dict[str, Any]], schedule: Schedule, scale: float) -> l
     for fid, (src, dst) in enumerate(dependency_pairs(schedule), start=1):
         if src not in last or dst not in first:
             continue
-        p, q = last[src], first[dst]
+        p, q = sends.get(src, last[src]), first[dst]
         name = "activation" if src[0] == "F" else "gradient"
+        tid = COMM_TID if p["stream"] == "comm" else COMPUTE_TID
         events.append({"name": name, "cat": "pp", "ph": "s", "id": fid,
-                       "ts": _us(p["start"], scale), "pid": int(p["rank"]), "tid": COMPUTE_TID})
+                       "ts": _us(p["start"], scale), "pid": int(p["rank"]), "tid": tid})
         events.append({"name": name, "cat": "pp", "ph": "f", "bp": "e", "id": fid,
                        "ts": _us(q["start"], scale), "pid": int(q["rank"]), "tid": COMPUTE_TID})
     return events
