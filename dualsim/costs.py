@@ -15,10 +15,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Sequence
 
 from dualsim.hardware import Profile
-from dualsim.workload import Gemm, Layout, Model, Piece
+from dualsim.workload import Gemm, Layout, Model, Piece, Unit
 
 A2A_KINDS = ("dispatch", "combine", "combine_bwd", "dispatch_bwd")
 
@@ -161,8 +161,8 @@ def moe_layer_calibration(layout: Layout, profile: Profile) -> LayerCalibration:
                             t["combine"], t["combine_bwd"], t["dispatch_bwd"])
 
 
-def unit_weight(profile: Profile, tokens: float = 4096.0):  # type: ignore[no-untyped-def]
+def unit_weight(profile: Profile, tokens: float = 4096.0) -> Callable[[Unit], float]:
     """Balancing weight of a unit on this profile: its F+I+W compute seconds."""
-    def weight(unit) -> float:  # type: ignore[no-untyped-def]
+    def weight(unit: Unit) -> float:
         return sum(sum(piece_times(p, tokens, profile)) for p in unit.pieces)
     return weight
