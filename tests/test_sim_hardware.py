@@ -142,3 +142,12 @@ def test_simpy_equals_abstract_property(family, ranks, mbs, f, i, w, comm) -> No
     sched = generate(family, ranks, mbs)
     costs = {"F": f, "I": i, "W": w}
     assert _figures(simulate(sched, costs, comm)) == _figures(simulate_simpy(sched, costs, comm))
+
+
+def test_lowered_plan_simulates_like_its_schedule() -> None:
+    from dualsim.lower import lower
+
+    sched = generate("dualpipe", 4, 8)
+    a, b = simulate_hardware(sched, gpus=256), simulate_hardware(lower(sched), gpus=256)
+    assert a.makespan == b.makespan
+    assert a.memory["total_gb"].max() == pytest.approx(a.extra["peak_memory_gb"], abs=1e-4)
