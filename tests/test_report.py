@@ -119,3 +119,25 @@ def test_hardware_style_results_get_memory_plots(tmp_path):
     assert row["parameters per device"] == "10.0 GB (max)"
     trace = json.loads((tmp_path / "trace_1f1b.json").read_text())
     assert sum(e["ph"] == "C" for e in trace["traceEvents"]) == 4
+
+
+def test_real_hardware_report_has_memory_flows_and_counters(tmp_path):
+    from dualsim.sim.hardware import simulate_hardware
+
+    s = generate("1f1b", 4, 8)
+    r = simulate_hardware(s, "h800", "small-moe")
+    cfg = {"mode": "hardware", "ranks": 4, "microbatches": 8, "profile": "h800",
+           "model": "small-moe"}
+    write_report(tmp_path, [("1f1b", r)], schedules={"1f1b": s}, config=cfg, skipped=[])
+    assert {"memory_1f1b.png", "memory_1f1b.svg", "memory.csv", "trace_1f1b.json"} <= {
+        p.name for p in tmp_path.iterdir()}
+    trace = json.loads((tmp_path / "trace_1f1b.json").read_text())
+    ev = trace["traceEvents"]
+    flows = [e for e in ev if e["ph"] == "s"]
+    assert len(flows) == 2 * 3 * 8
+    assert all(e["tid"] == 1 for e in flows)  # each arrow leaves from its pp_send
+    assert sum(e["ph"] == "C" for e in ev) == len(r.memory)
+    threads = {(e["pid"], e["args"]["name"]) for e in ev if e["name"] == "thread_name"}
+    assert threads == {(p, n) for p in range(4) for n in ("compute", "comm")}
+    md = (tmp_path / "report.md").read_text()
+    assert "HBM 80 GB" in md and "- **calibration**: all-to-all runs at" in md
