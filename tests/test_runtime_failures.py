@@ -64,7 +64,7 @@ def test_hung_rank_is_named_and_stopped(monkeypatch: pytest.MonkeyPatch) -> None
     message, pids = _run_with_fault(monkeypatch, f"1:{index}:hang", timeout=3)
     assert "no progress for 3 s" in message
     assert f"rank 1 on action {index} ({plan.actions[1][index]}) of step 0 hung" in message
-    assert "rank 0 was waiting on a receive" in message
+    assert "rank 0 was waiting for it" in message
     assert not any(_alive(p) for p in pids)
 
 

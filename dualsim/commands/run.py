@@ -17,7 +17,7 @@ from dualsim.commands.common import err_console, fail, print_json, user_errors
 
 
 def run_command(
-    plan: Path = typer.Argument(..., help="Plan file written by `dualsim emit`."),
+    plan: Path = typer.Argument(..., metavar="PLAN", help="Plan file written by `dualsim emit`."),
     backend: str = typer.Option("gloo", "--backend", help="gloo (CPU) or nccl (GPU)."),
     steps: int = typer.Option(3, "--steps", min=1, help="Optimizer steps; times are medians."),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON object on stdout."),

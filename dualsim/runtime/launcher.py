@@ -6,7 +6,8 @@ state) into a shared array; the parent's watchdog reads it and ends the run when
 - a rank exits non-zero (killed, crashed): the message names the rank that failed first and
   the action it was on (ranks that only failed because a peer vanished are not blamed);
 - nothing moves on any rank for ``timeout`` seconds (a hang): the message names the ranks
-  that were computing rather than waiting on a receive, and their actions.
+  that were computing rather than waiting (receive, barrier, gradient exchange), and their
+  actions.
 
 On any failure every rank is killed and reaped before the error is raised, and each child
 also asks the kernel to kill it if the parent dies (Linux), so no process is left behind.
@@ -33,7 +34,7 @@ import torch.distributed as dist
 
 from dualsim.errors import RuntimeRunError
 from dualsim.ir import Schedule
-from dualsim.runtime.interpreter import DONE, WAITING, Fault, Progress, RankRunner, StepRecord
+from dualsim.runtime.interpreter import DONE, SYNCING, WAITING, Fault, Progress, RankRunner, StepRecord
 from dualsim.runtime.model import ModelConfig
 
 STARTUP_GRACE_S = 120.0  # importing torch and meeting the other ranks, on a loaded machine
@@ -260,8 +261,9 @@ def _death_error(procs: list[Any], status: Any, plans: list[Schedule],
 
 
 def _hang_error(snap: list[list[float]], plans: list[Schedule], limit: float) -> RuntimeRunError:
-    busy = [r for r, s in enumerate(snap) if int(s[3]) not in (WAITING, DONE)]
-    waiting = [r for r, s in enumerate(snap) if int(s[3]) == WAITING]
+    # a rank in a receive, a barrier or the gradient exchange waits for others: not to blame
+    busy = [r for r, s in enumerate(snap) if int(s[3]) not in (WAITING, SYNCING, DONE)]
+    waiting = [r for r, s in enumerate(snap) if int(s[3]) in (WAITING, SYNCING)]
     blamed = busy or waiting
     parts = [f"rank {r} {_where(plans, r, snap[r])}" for r in blamed]
     others = [r for r in waiting if r not in blamed]
@@ -269,6 +271,6 @@ def _hang_error(snap: list[list[float]], plans: list[Schedule], limit: float) ->
     if others:
         who = f"rank {others[0]} was" if len(others) == 1 else \
             f"ranks {', '.join(map(str, others))} were"
-        tail = f"; {who} waiting on a receive"
+        tail = f"; {who} waiting for it"
     return RuntimeRunError(f"no progress for {limit:g} s (--timeout): {'; '.join(parts)} "
                            f"hung{tail}; the run was stopped")
