@@ -5,6 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=reports
+command -v dualsim > /dev/null || { echo "dualsim not found: install it (pip install -e .) or activate its venv" >&2; exit 1; }
 
 # 1. DeepSeek's DualPipe README figure: abstract costs F=I=W=1, B=2, F&B=3, R=8, M=20,
 #    with DualPipeV, ZB-V and 1F1B at the same R, M and costs for comparison.
