@@ -119,3 +119,39 @@ def test_hardware_flows_start_at_the_pp_send():
     got = sorted((e["name"], e["pid"], e["tid"], e["ts"], ends[i]["pid"], ends[i]["ts"])
                  for i, e in starts.items())
     assert got == [("activation", 0, 1, 1000, 1, 1500), ("gradient", 1, 1, 4500, 0, 5000)]
+
+
+def test_overlapping_comm_goes_to_extra_threads_so_slices_nest():
+    tl = from_rows([
+        row(0, "F", 0, 0, 0.0, 4.0),
+        row(0, "dispatch", 0, 0, 0.0, 2.0, stream="comm", action="0F0"),
+        row(0, "combine", 0, 1, 1.0, 3.0, stream="comm", action="0F1"),
+        row(0, "pp_send", 0, 0, 2.0, 4.0, stream="comm", action="0F0"),
+    ])
+    tr = to_trace(tl)
+    comm = [(e["name"], e["tid"]) for e in events(tr, "X") if e["cat"] == "comm"]
+    assert comm == [("dispatch 0F0", 1), ("combine 0F1", 2), ("pp_send 0F0", 1)]
+    names = {e["tid"]: e["args"]["name"] for e in events(tr, "M") if e["name"] == "thread_name"}
+    assert names == {0: "compute", 1: "comm", 2: "comm (concurrent 2)"}
+
+
+def test_real_hardware_trace_slices_nest_and_flows_bind():
+    from dualsim.sim.hardware import simulate_hardware
+
+    s = generate("dualpipe", 4, 8)
+    r = simulate_hardware(s, "h800", "small-moe")
+    tr = to_trace(r.timeline, time_unit="s", schedule=s, memory=r.memory)
+    by_thread = {}
+    for e in events(tr, "X"):
+        assert e["dur"] >= 0
+        by_thread.setdefault((e["pid"], e["tid"]), []).append((e["ts"], round(e["ts"] + e["dur"], 3)))
+    for spans in by_thread.values():
+        spans.sort()
+        assert all(a[1] <= b[0] for a, b in zip(spans, spans[1:]))  # slices on a thread nest
+
+    def inside(e):
+        return any(s0 <= e["ts"] <= s1 for s0, s1 in by_thread[(e["pid"], e["tid"])])
+
+    flows = events(tr, "s") + events(tr, "f")
+    assert len(flows) == 2 * (2 * 3 * 4 * 2)  # s+f; 2 chains x 3 hops x 4 mbs x 2 directions
+    assert all(inside(e) for e in flows)

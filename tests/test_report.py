@@ -135,9 +135,9 @@ def test_real_hardware_report_has_memory_flows_and_counters(tmp_path):
     ev = trace["traceEvents"]
     flows = [e for e in ev if e["ph"] == "s"]
     assert len(flows) == 2 * 3 * 8
-    assert all(e["tid"] == 1 for e in flows)  # each arrow leaves from its pp_send
+    assert all(e["tid"] >= 1 for e in flows)  # each arrow leaves from its pp_send (a comm thread)
     assert sum(e["ph"] == "C" for e in ev) == len(r.memory)
     threads = {(e["pid"], e["args"]["name"]) for e in ev if e["name"] == "thread_name"}
-    assert threads == {(p, n) for p in range(4) for n in ("compute", "comm")}
+    assert {(p, n) for p in range(4) for n in ("compute", "comm")} <= threads
     md = (tmp_path / "report.md").read_text()
     assert "HBM 80 GB" in md and "- **calibration**: all-to-all runs at" in md

@@ -3,7 +3,8 @@
 Layout of a trace:
 
 - one process per rank (``pid`` = rank, ``process_name`` "rank r"), threads ``compute`` (tid 0)
-  and ``comm`` (tid 1), named with ``thread_name`` metadata events;
+  and ``comm`` (tid 1), named with ``thread_name`` metadata events; transfers that overlap in
+  time (concurrent flows) go to extra threads "comm (concurrent k)", as trace slices must nest;
 - one complete event (``"ph": "X"``) per Timeline row, ``args`` holding stage, micro-batch, op
   (and the backward half's stage/micro-batch for an FB, the piece in hardware mode);
 - with ``schedule``: one flow arrow (``"ph": "s"`` then ``"f"``, same ``id``, bound to the
@@ -47,7 +48,26 @@ def _us(value: float, scale: float) -> float | int:
     return int(v) if v.is_integer() else v
 
 
-def _metadata(ranks: list[int], has_comm: bool) -> list[dict[str, Any]]:
+def assign_comm_lanes(records: list[dict[str, Any]]) -> dict[int, int]:
+    """Per rank, how many comm threads it needs: overlapping transfers (concurrent flows on the
+    links) go to extra threads, since slices on one trace thread must nest. Sets ``rec["_tid"]``
+    on every comm record (COMM_TID, COMM_TID + 1, ...: the first lane free at its start)."""
+    lanes: dict[int, list[float]] = {}
+    for rec in sorted((r for r in records if r["stream"] == "comm"),
+                      key=lambda r: (int(r["rank"]), float(r["start"]), float(r["end"]))):
+        ends = lanes.setdefault(int(rec["rank"]), [])
+        for k, end in enumerate(ends):
+            if end <= float(rec["start"]):
+                ends[k] = float(rec["end"])
+                rec["_tid"] = COMM_TID + k
+                break
+        else:
+            ends.append(float(rec["end"]))
+            rec["_tid"] = COMM_TID + len(ends) - 1
+    return {r: len(e) for r, e in lanes.items()}
+
+
+def _metadata(ranks: list[int], comm_lanes: dict[int, int]) -> list[dict[str, Any]]:
     events: list[dict[str, Any]] = []
     for r in ranks:
         events.append({"name": "process_name", "ph": "M", "pid": r, "tid": 0,
@@ -56,9 +76,9 @@ def _metadata(ranks: list[int], has_comm: bool) -> list[dict[str, Any]]:
                        "args": {"sort_index": r}})
         events.append({"name": "thread_name", "ph": "M", "pid": r, "tid": COMPUTE_TID,
                        "args": {"name": "compute"}})
-        if has_comm:
-            events.append({"name": "thread_name", "ph": "M", "pid": r, "tid": COMM_TID,
-                           "args": {"name": "comm"}})
+        for k in range(comm_lanes.get(r, 0)):
+            events.append({"name": "thread_name", "ph": "M", "pid": r, "tid": COMM_TID + k,
+                           "args": {"name": "comm" if k == 0 else f"comm (concurrent {k + 1})"}})
     return events
 
 
@@ -77,9 +97,12 @@ def _slice(rec: dict[str, Any], scale: float) -> dict[str, Any]:
     elif rec["piece"]:
         name = f"{name} {rec['piece']}"
     start = _us(rec["start"], scale)
+    # the duration is the difference of the rounded ends, so back-to-back slices stay disjoint
+    dur = round(_us(rec["end"], scale) - start, 3)
     return {"name": name, "cat": "comm" if comm else str(rec["op"]), "ph": "X",
-            "ts": start, "dur": _us(float(rec["end"]) - float(rec["start"]), scale),
-            "pid": int(rec["rank"]), "tid": COMM_TID if comm else COMPUTE_TID, "args": args}
+            "ts": start, "dur": int(dur) if float(dur).is_integer() else dur,
+            "pid": int(rec["rank"]), "tid": rec.get("_tid", COMM_TID) if comm else COMPUTE_TID,
+            "args": args}
 
 
 def _unit_keys(rec: dict[str, Any]) -> list[tuple[str, int, int]]:
@@ -129,7 +152,7 @@ def _flows(records: list[dict[str, Any]], schedule: Schedule, scale: float) -> l
             continue
         p, q = sends.get(src, last[src]), first[dst]
         name = "activation" if src[0] == "F" else "gradient"
-        tid = COMM_TID if p["stream"] == "comm" else COMPUTE_TID
+        tid = p.get("_tid", COMM_TID) if p["stream"] == "comm" else COMPUTE_TID
         events.append({"name": name, "cat": "pp", "ph": "s", "id": fid,
                        "ts": _us(p["start"], scale), "pid": int(p["rank"]), "tid": tid})
         events.append({"name": name, "cat": "pp", "ph": "f", "bp": "e", "id": fid,
@@ -158,8 +181,8 @@ def to_trace(timeline: pd.DataFrame, *, time_unit: str = "cost units",
     ranks = sorted({int(r) for r in tl["rank"]})
     if schedule is not None:
         ranks = sorted(set(ranks) | set(range(schedule.ranks)))
-    has_comm = bool((tl["stream"] == "comm").any())
-    events = _metadata(ranks, has_comm)
+    comm_lanes = assign_comm_lanes(records)
+    events = _metadata(ranks, comm_lanes)
     events.extend(_slice(rec, scale) for rec in records)
     if schedule is not None:
         events.extend(_flows(records, schedule, scale))
