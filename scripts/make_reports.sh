@@ -9,9 +9,9 @@ command -v dualsim > /dev/null || { echo "dualsim not found: install it (pip ins
 
 # 1. DeepSeek's DualPipe README figure: abstract costs F=I=W=1, B=2, F&B=3, R=8, M=20,
 #    with DualPipeV, ZB-V and 1F1B at the same R, M and costs for comparison.
-rm -rf "$out/abstract-r8-m20"
+rm -rf "$out/dualpipe-r8-m20"
 dualsim compare dualpipe dualpipev zb-v 1f1b --ranks 8 --microbatches 20 \
-  --costs F=1,I=1,W=1,B=2,FB=3 --out "$out/abstract-r8-m20" > /dev/null
+  --costs F=1,I=1,W=1,B=2,FB=3 --out "$out/dualpipe-r8-m20" > /dev/null
 
 # 2. DeepSeek-V3 on H800 (PP16, EP64, 2048 GPUs), hardware mode. 32 micro-batches per step
 #    keep the checked-in traces and CSVs small; drop --microbatches for the preset's 120.
