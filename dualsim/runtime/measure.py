@@ -11,11 +11,14 @@ the receive waits in between: posting sends and the interpreter's own overhead d
 so they count; waiting does not (the simulator produces the waits). For each (op, stage) the
 cost is the median over steps of that step's mean effective duration (the median drops steps
 disturbed by other load; the mean inside a step keeps the tail that a sum of durations pays).
-F, I, W, B, FB = the mean of those over stages, divided by the stage's size (abstract costs are
-per rank-worth of layers); an op the plan lacks gets B = I + W, I = W = B / 2, FB = F + B. The
+The simulator takes one cost per op, while the first and last layer slices (embedding, head
+and loss) are heavier than the others; the slowest rank paces a pipeline, so F, I, W, B, FB =
+the maximum over ranks of the rank's mean over its stages, divided by the stage's size
+(abstract costs are per rank-worth of layers); an op the plan lacks gets B = I + W, I = W = B / 2, FB = F + B. The
 transfer latency is the median, over cross-rank messages whose receiver was already waiting,
 of (receive done − send posted), at least 0. The first step is a warm-up and is left out when
-there are several.
+there are several. A rank's measured idle time is the step's makespan less the sum of its
+effective durations, the same definition the simulator uses.
 """
 
 from __future__ import annotations
@@ -53,9 +56,10 @@ def actions_time_s(reports: list[RankReport], step: int) -> float:
     return max(rep.steps[step].actions_end for rep in reports)
 
 
-def busy_s(timeline: pd.DataFrame, rank: int) -> float:
+def busy_s(timeline: pd.DataFrame, rank: int, column: str | None = None) -> float:
+    """A rank's compute time: end - start, or ``column`` (effective durations) when given."""
     c = timeline[(timeline["rank"] == rank) & (timeline["stream"] == "compute")]
-    return float((c["end"] - c["start"]).sum())
+    return float(c[column].sum() if column else (c["end"] - c["start"]).sum())
 
 
 def effective_durations(timeline: pd.DataFrame) -> pd.DataFrame:
@@ -89,7 +93,9 @@ def calibrate(plan: Schedule, timelines: list[pd.DataFrame]) -> tuple[dict[str, 
     costs: dict[str, float] = {}
     for op in COMPUTE_OPS:
         if op in table.index.get_level_values("op"):
-            costs[op] = float(table.loc[op].mean()) / size
+            by_stage = table.loc[op]
+            per_rank = by_stage.groupby([plan.rank_of(int(s)) for s in by_stage.index]).mean()
+            costs[op] = float(per_rank.max()) / size  # the slowest rank paces the pipeline
     if "B" not in costs:
         costs["B"] = costs["I"] + costs["W"]
     if "I" not in costs:
@@ -120,13 +126,14 @@ def compare_sim(plan: Schedule, reports: list[RankReport]) -> dict[str, Any]:
     steps = measured_steps(reports)
     timelines = [step_timeline(reports, k) for k in steps]
     costs, latency = calibrate(plan, timelines)
+    effective = [effective_durations(tl) for tl in timelines]
     sim = simulate(plan, costs, comm=latency)
     measured = statistics.median(actions_time_s(reports, k) for k in steps)
     predicted = float(sim.makespan)
     per_rank = []
     for rank in range(plan.ranks):
-        m_idle = statistics.median(actions_time_s(reports, k) - busy_s(tl, rank)
-                                   for k, tl in zip(steps, timelines))
+        m_idle = statistics.median(actions_time_s(reports, k) - busy_s(eff, rank, "dur")
+                                   for k, eff in zip(steps, effective))
         per_rank.append({"rank": rank, "measured_idle_s": m_idle,
                          "predicted_idle_s": float(sim.per_rank[rank].idle)})
     return {
