@@ -9,12 +9,15 @@ prints ``evaluated``, ``results`` (ranked survivors), ``dropped`` (with reasons)
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable, Optional, TypeVar
+from typing import TYPE_CHECKING, Callable, Optional, TypeVar
 
 import typer
 
 from dualsim.commands.common import err_console, print_json, progress, user_errors
 from dualsim.errors import DualsimError
+
+if TYPE_CHECKING:
+    from dualsim.planner import PlanResult
 
 T = TypeVar("T")
 
@@ -112,7 +115,7 @@ def plan_command(
                                "or raise --memory-gb / change the sweep")
 
 
-def _print(result, top: int) -> None:
+def _print(result: PlanResult, top: int) -> None:
     from rich.table import Table
 
     from dualsim.commands.common import out_console
