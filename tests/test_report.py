@@ -141,3 +141,13 @@ def test_real_hardware_report_has_memory_flows_and_counters(tmp_path):
     assert {(p, n) for p in range(4) for n in ("compute", "comm")} <= threads
     md = (tmp_path / "report.md").read_text()
     assert "HBM 80 GB" in md and "- **calibration**: all-to-all runs at" in md
+
+
+def test_table_helpers_format_per_rank_values_and_escape_pipes():
+    from dualsim.render.table import fmt, markdown_table, per_rank_text
+
+    assert per_rank_text([2, 2, 2]) == "2 (all ranks)"
+    assert per_rank_text([1.5, 2.25, 3]) == "1.5, 2.25, 3"
+    assert fmt(None) == "—" and fmt(0.123456789) == "0.1235" and fmt(6.0) == "6"
+    assert markdown_table(["a|b", "c"], [["x", "y|z"]]).splitlines() == [
+        "| a\\|b | c |", "|---|---|", "| x | y\\|z |"]
