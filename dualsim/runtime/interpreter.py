@@ -144,6 +144,9 @@ class RankRunner:
             i += 1
         self.progress.update(step, len(self.actions), SYNCING)
         self.comm.finish_sends()
+        left = {name: sorted(d) for name, d in vars(state).items() if isinstance(d, dict) and d}
+        if left:  # a valid plan consumes everything it produces
+            raise RuntimeError(f"rank {self.rank} ended step {step} with unused {left}")
         actions_end = max((r[-2] for r in rows), default=0.0)
 
         # phase 3: copies; phase 4: optimizer
