@@ -1,8 +1,9 @@
 """Benchmark (not a test): dualsim's runtime against torch.distributed.pipelining, and I + W vs B.
 
-1. The I/W split: on one stage slice, the median time of a full backward B against an input
-   backward I followed by the deferred weight backward W (same forward before each). I + W
-   should cost about what B costs: W only runs the weight GEMMs that B would have run.
+1. The I/W split: on one stage slice, the median time of a full backward B (plain autograd, as
+   the runtime runs it) against an input backward I followed by the deferred weight backward W
+   (same forward before each). I + W should cost about what B costs: W only runs the weight
+   GEMMs that B would have run.
 2. Runtime vs torch: the same plan (1F1B and DualPipeV, 2 ranks, gloo), the same model and
    data, run by dualsim's interpreter and by torch's ``_PipelineScheduleRuntime`` loading the
    plan's CSV export. Prints the median step times and their ratio (dualsim / torch; <= 1.0
@@ -38,9 +39,12 @@ def bench_split(cfg: ModelConfig, repeats: int = 30) -> dict[str, float]:
         for mode in ("B", "IW"):
             x = x0.clone().requires_grad_()
             st = wgrad.WeightGradStash()
-            with wgrad.recording(st):
+            if mode == "IW":  # recorded: I defers the weight gradients to W
+                st.defer = True
+                with wgrad.recording(st):
+                    y = s(x)
+            else:  # the runtime's B: plain autograd
                 y = s(x)
-            st.defer = mode == "IW"
             t0 = time.perf_counter()
             torch.autograd.backward(y, grad)
             t1 = time.perf_counter()

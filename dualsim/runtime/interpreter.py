@@ -32,6 +32,8 @@ from dualsim.runtime.model import ModelConfig, Slice, loss_fn, make_batch
 from dualsim.runtime.reference import make_optimizer
 from dualsim.timeline import action_fields
 
+Stash = wgrad.WeightGradStash
+
 # what a rank is doing, as the launcher's watchdog sees it
 COMPUTING, WAITING, SYNCING, DONE = 1, 2, 3, 4
 
@@ -69,7 +71,8 @@ class Fault:
 
 @dataclass
 class StepState:
-    saved: dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor, wgrad.WeightGradStash]] = \
+    # (stage, mb) -> (input, output, weight-gradient stash if its backward is an I)
+    saved: dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor, Stash | None]] = \
         field(default_factory=dict)
     pending_w: dict[tuple[int, int], wgrad.WeightGradStash] = field(default_factory=dict)
     local_f: dict[tuple[int, int], torch.Tensor] = field(default_factory=dict)
@@ -107,6 +110,9 @@ class RankRunner:
         self.fault = fault if fault is not None and fault.rank == rank else None
         self.streams = (torch.cuda.Stream(device), torch.cuda.Stream(device)) \
             if device.type == "cuda" else None
+        # the (stage, micro-batch) pairs whose backward is an I (the others run a full B)
+        self.split_backward = {(a.stage, a.microbatch) for u in self.actions for a in u.parts
+                               if a.op is Op.I}
         self.step_index = 0
         self.act_shape = (cfg.microbatch_size, cfg.seq, cfg.hidden)
 
@@ -250,8 +256,12 @@ class RankRunner:
             src = state.local_f.pop((prev, mb)) if self.plan.rank_of(prev) == self.rank \
                 else state.recv_f.pop((stage, mb))
             x = src.detach().requires_grad_()
-        stash = wgrad.WeightGradStash()
-        with wgrad.recording(stash):
+        stash: wgrad.WeightGradStash | None = None
+        if (stage, mb) in self.split_backward:  # its backward is an I: record for a later W
+            stash = wgrad.WeightGradStash()
+            with wgrad.recording(stash):
+                out = self.modules[stage](x)
+        else:
             out = self.modules[stage](x)
         if place.position == self.positions - 1:
             out = loss_fn(out, self.targets[mb]) / self.plan.microbatches
@@ -272,9 +282,11 @@ class RankRunner:
             grad = state.local_b.pop((nxt, mb))
         else:
             grad = state.recv_b.pop((stage, mb))
-        stash.defer = defer_weights
+        if stash is not None:
+            stash.defer = defer_weights
         torch.autograd.backward(out, grad_tensors=grad)
         if defer_weights:
+            assert stash is not None
             state.pending_w[(stage, mb)] = stash
         prev = self.plan.prev_stage(stage)
         if prev is not None:

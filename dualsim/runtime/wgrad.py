@@ -12,6 +12,8 @@ layer dW = dY^T X needs nothing else). What happens to the closure depends on th
 - ``defer = True``  (an ``I``): the closure is queued; ``W`` later calls :meth:`flush`,
   which runs exactly the weight GEMMs and reductions and accumulates into ``param.grad``.
 
+A forward run outside ``recording`` uses plain autograd ops: the interpreter does that for every
+(stage, micro-batch) whose backward is a full B, and records only those whose backward is an I.
 So I + W does the same arithmetic as B, split in two; nothing of the input-gradient chain is
 recomputed, and the graph is freed after I (only the stashed (input, grad_output) pairs stay).
 The ops return ``None`` as the autograd gradient of their parameters and accumulate into
@@ -60,13 +62,10 @@ def recording(stash: WeightGradStash) -> Iterator[WeightGradStash]:
         _active = previous
 
 
-def _current() -> WeightGradStash:
-    return _active if _active is not None else WeightGradStash()
-
-
 def _accumulate(param: torch.Tensor, grad: torch.Tensor) -> None:
+    """Add a freshly computed weight gradient (never a view of anything else) to .grad."""
     if param.grad is None:
-        param.grad = grad.detach().clone()
+        param.grad = grad.detach()
     else:
         param.grad.add_(grad)
 
@@ -135,13 +134,21 @@ class _Embed(torch.autograd.Function):
         return None, None, None
 
 
+# Outside ``recording`` the ops are plain autograd: a forward whose backward will be a full B
+# needs no stash, and plain ops cost less Python per call than custom Functions.
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
-    return _Linear.apply(x, weight, bias, _current())
+    if _active is None:
+        return torch.nn.functional.linear(x, weight, bias)
+    return _Linear.apply(x, weight, bias, _active)
 
 
 def scale(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    return _Scale.apply(x, weight, _current())
+    if _active is None:
+        return x * weight
+    return _Scale.apply(x, weight, _active)
 
 
 def embed(tokens: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    return _Embed.apply(tokens, weight, _current())
+    if _active is None:
+        return weight[tokens]
+    return _Embed.apply(tokens, weight, _active)
