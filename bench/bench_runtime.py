@@ -9,7 +9,7 @@
    plan's CSV export. Prints the median step times and their ratio (dualsim / torch; <= 1.0
    means dualsim is at least as fast).
 
-    python bench/bench_runtime.py [--hidden 128] [--steps 12] [--microbatches 8]
+    python bench/bench_runtime.py [--hidden 128] [--steps 12] [--microbatches 8] [--rounds 2]
 """
 
 from __future__ import annotations
@@ -60,9 +60,8 @@ def bench_split(cfg: ModelConfig, repeats: int = 30) -> dict[str, float]:
     return {op: statistics.median(v) for op, v in times.items()}
 
 
-def step_time(reports: list) -> float:
-    return statistics.median(max(r.steps[k].step_end for r in reports)
-                             for k in measured_steps(reports))
+def step_times(reports: list) -> list[float]:
+    return [max(r.steps[k].step_end for r in reports) for k in measured_steps(reports)]
 
 
 def main() -> None:
@@ -71,6 +70,7 @@ def main() -> None:
     ap.add_argument("--seq", type=int, default=64)
     ap.add_argument("--steps", type=int, default=12)
     ap.add_argument("--microbatches", type=int, default=8)
+    ap.add_argument("--rounds", type=int, default=2, help="alternating launches per engine")
     args = ap.parse_args()
     cfg = ModelConfig(hidden=args.hidden, expert_hidden=args.hidden, heads=4, seq=args.seq,
                       microbatch_size=4, vocab=128, dtype="float32")
@@ -81,12 +81,15 @@ def main() -> None:
           f"(I + W) / B = {(t['I'] + t['W']) / t['B']:.3f}")
 
     print(f"runtime vs torch.distributed.pipelining, 2 ranks, gloo, M={args.microbatches}, "
-          f"median of {args.steps - 1} steps:")
+          f"median of {args.rounds} x {args.steps - 1} steps:")
     for family in ("1f1b", "dualpipev"):
         plan = lower(generate(family, 2, args.microbatches))
-        ours = step_time(launch_local([plan], RunOptions(cfg, steps=args.steps))[0])
-        theirs = step_time(launch_local([plan], RunOptions(cfg, steps=args.steps,
-                                                           engine="torch"))[0])
+        times: dict[str, list[float]] = {"dualsim": [], "torch": []}
+        for _ in range(args.rounds):  # alternate, so that changing load hits both alike
+            for engine in times:
+                opts = RunOptions(cfg, steps=args.steps, engine=engine)
+                times[engine] += step_times(launch_local([plan], opts)[0])
+        ours, theirs = (statistics.median(times[e]) for e in ("dualsim", "torch"))
         print(f"  {family:10s} dualsim {ours * 1e3:8.2f} ms   torch {theirs * 1e3:8.2f} ms   "
               f"ratio {ours / theirs:.3f}")
 
