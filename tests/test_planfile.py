@@ -176,9 +176,9 @@ def test_reordered_plan_deadlocks_on_one_rank(tmp_path: Path) -> None:
                          "the plan deadlocks (cycle: rank 1 waits at 1B1 for 1F1 on rank 1, "
                          "position 6); reorder rank 1's actions or " + FIX)
     assert e.detail == (
-        "rank | 0         1         2         3         4         5         6         7         \n"
-        "   0 | 0F0       0SEND_F0  0F1       0SEND_F1  0RECV_B0  0B0       0RECV_B1  0B1\n"
-        "   1 | 1RECV_F0  1F0       1B0       1SEND_B0  1RECV_F1  >1B1<     1F1       1SEND_B1")
+        "rank | 0          1          2          3          4          5          6          7          \n"
+        "   0 | 0F0        0SEND_F0   0F1        0SEND_F1   0RECV_B0   0B0        0RECV_B1   0B1\n"
+        "   1 | 1RECV_F0   1F0        1B0        1SEND_B0   1RECV_F1   >1B1<      1F1        1SEND_B1")
 
 
 def test_reordered_plan_deadlocks_across_ranks(tmp_path: Path) -> None:
