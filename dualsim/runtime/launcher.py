@@ -27,7 +27,7 @@ import traceback
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 import torch.distributed as dist
@@ -166,7 +166,7 @@ def _free_port() -> int:
 
 
 def launch_local(plans: list[Schedule], options: RunOptions,
-                 on_start: Any = None) -> list[list[RankReport]]:
+                 on_start: Callable[[list[int]], None] | None = None) -> list[list[RankReport]]:
     """Spawn ``ranks`` processes that run every plan in turn; one report list per plan.
 
     ``on_start(pids)`` is called once the processes exist (tests check they are gone later).

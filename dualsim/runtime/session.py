@@ -7,7 +7,7 @@ a backend the machine lacks.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
@@ -100,6 +100,3 @@ def summarize(plan: Schedule, options: RunOptions, reports: list[RankReport],
     result["model"] = options.model.to_dict()
     return RunOutcome(result, step_timeline(reports, options.steps - 1), ok)
 
-
-def with_dtype(options: RunOptions, dtype: str) -> RunOptions:
-    return replace(options, model=replace(options.model, dtype=dtype))
