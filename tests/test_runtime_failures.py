@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -65,6 +68,32 @@ def test_hung_rank_is_named_and_stopped(monkeypatch: pytest.MonkeyPatch) -> None
     assert "no progress for 3 s" in message
     assert f"rank 1 on action {index} ({plan.actions[1][index]}) of step 0 hung" in message
     assert "rank 0 was waiting for it" in message
+    assert not any(_alive(p) for p in pids)
+
+
+def test_rank_killed_from_outside_mid_run_ends_the_run(monkeypatch: pytest.MonkeyPatch,
+                                                       tmp_path: Path) -> None:
+    # rank 1 stops at its action 3 and writes the mark; then the test kills rank 0 (blocked on
+    # a receive from rank 1) with SIGKILL, as a user or the OOM killer would
+    mark = tmp_path / "mark"
+    monkeypatch.setenv("DUALSIM_TEST_FAULT", "1:3:hang")
+    monkeypatch.setenv("DUALSIM_TEST_FAULT_MARK", str(mark))
+    pids: list[int] = []
+
+    def kill_rank0_mid_run() -> None:
+        while not mark.exists():
+            time.sleep(0.05)
+        os.kill(pids[0], signal.SIGKILL)
+
+    def on_start(started: list[int]) -> None:
+        pids.extend(started)
+        threading.Thread(target=kill_rank0_mid_run, daemon=True).start()
+
+    with pytest.raises(RuntimeRunError) as err:
+        launch_local([lower(generate("1f1b", 2, 4))], RunOptions(steps=1, timeout=60),
+                     on_start=on_start)
+    assert str(err.value).startswith("rank 0 died (killed by SIGKILL) on action"), err.value
+    assert "of step 0" in str(err.value)
     assert not any(_alive(p) for p in pids)
 
 

@@ -47,7 +47,11 @@ class Progress:
 
 @dataclass(frozen=True)
 class Fault:
-    """Test hook: on ``rank``, at action ``index`` of step 0, ``kill`` itself or ``hang``."""
+    """Test hook: on ``rank``, at action ``index`` of step 0, ``kill`` itself or ``hang``.
+
+    Set by DUALSIM_TEST_FAULT="rank:index:kind"; DUALSIM_TEST_FAULT_MARK names a file written
+    when the fault fires (so a test knows the run is mid-step).
+    """
 
     rank: int
     index: int
@@ -64,6 +68,10 @@ class Fault:
     def trigger(self) -> None:
         if self.kind == "kill":
             os.kill(os.getpid(), signal.SIGKILL)
+        mark = os.environ.get("DUALSIM_TEST_FAULT_MARK")
+        if mark:  # tell the test where the run stands
+            with open(mark, "w") as f:
+                f.write(str(os.getpid()))
         while self.kind == "hang":
             time.sleep(3600)
         raise RuntimeError(f"injected fault {self.kind!r}")
