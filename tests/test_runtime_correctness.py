@@ -1,7 +1,9 @@
 """The runtime reproduces the single-process reference: loss, every gradient, weights after 3 steps.
 
 Spawning ranks is the slow part, so each launch runs several plans in one process group:
-all eight families at R = 2 (fp64), a mix at R = 4 (fp64), and one fp32 run.
+all eight families at R = 2 (fp64), a mix at R = 4 (fp64), and one fp32 run. The transfer path
+NCCL takes (one process group per direction of each pair of ranks) runs on gloo too, at R = 2
+and R = 4, for the families whose messages cross.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ torch = pytest.importorskip("torch")
 
 from dualsim.generators import generate  # noqa: E402
 from dualsim.lower import lower  # noqa: E402
+from dualsim.runtime.comm import directions  # noqa: E402
 from dualsim.runtime.launcher import RunOptions, launch_local  # noqa: E402
 from dualsim.runtime.model import ModelConfig  # noqa: E402
 from dualsim.runtime.verify import check_against_reference  # noqa: E402
@@ -21,6 +24,11 @@ pytestmark = pytest.mark.runtime
 FAMILIES_R2 = [("gpipe", 3), ("1f1b", 4), ("interleaved", 4), ("zb-h1", 3), ("zb-h2", 4),
                ("zb-v", 4), ("dualpipe", 4), ("dualpipev", 4)]
 FAMILIES_R4 = [("dualpipe", 8), ("dualpipev", 8), ("zb-v", 7), ("interleaved", 4), ("1f1b", 5)]
+# families whose messages cross on a shared NCCL stream (tests/test_nccl_model.py), and 1F1B
+DIRECTION_R2 = [("zb-h2", 4), ("interleaved", 4), ("zb-v", 4), ("dualpipe", 4), ("dualpipev", 4),
+                ("1f1b", 4)]
+# DualPipe sums copies' gradients between ranks 0 and 3; interleaved wraps from rank 3 to 0
+DIRECTION_R4 = [("dualpipe", 8), ("interleaved", 4)]
 
 
 def _run(ranks: int, families: list[tuple[str, int]], options: RunOptions) -> dict[str, dict]:
@@ -41,6 +49,18 @@ def r4_fp64() -> dict[str, dict]:
                                            steps=3))
 
 
+@pytest.fixture(scope="module")
+def r2_directions() -> dict[str, dict]:
+    return _run(2, DIRECTION_R2, RunOptions(ModelConfig(dtype="float64"), steps=2,
+                                            direction_groups=True))
+
+
+@pytest.fixture(scope="module")
+def r4_directions() -> dict[str, dict]:
+    return _run(4, DIRECTION_R4, RunOptions(ModelConfig(dtype="float64", layers_per_slice=1),
+                                            steps=2, direction_groups=True))
+
+
 def _assert_matches(r: dict, atol: float) -> None:
     assert r["tensors_checked"] > 0
     assert abs(r["loss"] - r["reference_loss"]) <= atol
@@ -58,6 +78,30 @@ def test_every_family_matches_reference_on_2_ranks(r2_fp64: dict[str, dict], fam
 @pytest.mark.parametrize("family", [f for f, _ in FAMILIES_R4])
 def test_families_match_reference_on_4_ranks(r4_fp64: dict[str, dict], family: str) -> None:
     _assert_matches(r4_fp64[family], 1e-12)
+
+
+@pytest.mark.parametrize("family", [f for f, _ in DIRECTION_R2])
+def test_per_direction_groups_match_reference_on_2_ranks(r2_directions: dict[str, dict],
+                                                          family: str) -> None:
+    _assert_matches(r2_directions[family], 1e-12)
+
+
+@pytest.mark.parametrize("family", [f for f, _ in DIRECTION_R4])
+def test_per_direction_groups_match_reference_on_4_ranks(r4_directions: dict[str, dict],
+                                                          family: str) -> None:
+    _assert_matches(r4_directions[family], 1e-12)
+
+
+def test_directions_cover_plan_messages_and_copy_sums() -> None:
+    assert directions(lower(generate("1f1b", 4, 4))) == [(0, 1), (1, 0), (1, 2), (2, 1),
+                                                         (2, 3), (3, 2)]
+    # interleaved: stage 3 (rank 3) feeds stage 4 (rank 0)
+    assert (3, 0) in directions(lower(generate("interleaved", 4, 4)))
+    # DualPipe: ranks 0 and 3 hold copies of one slice and exchange their gradients
+    dp = directions(lower(generate("dualpipe", 4, 8)))
+    assert (0, 3) in dp and (3, 0) in dp and (0, 2) not in dp
+    # the same pairs from the compute-only schedule: the groups do not depend on lowering
+    assert directions(generate("dualpipe", 4, 8)) == dp
 
 
 def test_dualpipe_copies_hold_the_summed_gradient(r4_fp64: dict[str, dict]) -> None:

@@ -3,7 +3,8 @@
 Per step (phases named in the code):
   1. sync: a barrier aligns the ranks; its exit is the step's time zero on every rank.
   2. actions: F / I / W / B / FB compute on the rank's stage slices; SEND / RECV move
-     activations and input gradients (consecutive transfers are posted as one batch).
+     activations and input gradients (consecutive transfers are posted together, on NCCL
+     on one process group per direction of each pair of ranks: see ``comm.py``).
   3. copies: a layer slice held by several stages (DualPipe's two chains) gets the sum of
      its copies' gradients on every copy.
   4. optimizer: SGD with momentum, identical on every copy and in the reference.
@@ -106,14 +107,18 @@ class RankRunner:
     """The stage slices, optimizer and action loop of one rank."""
 
     def __init__(self, plan: Schedule, rank: int, cfg: ModelConfig, device: torch.device,
-                 backend: str, progress: Progress | None = None, fault: Fault | None = None) -> None:
+                 backend: str, progress: Progress | None = None, fault: Fault | None = None,
+                 direction_groups: bool = False) -> None:
+        """``direction_groups``: one process group per direction of each pair of ranks also on
+        gloo (always on NCCL, see :mod:`comm`); creating them is collective."""
         self.plan, self.rank, self.cfg, self.device = plan, rank, cfg, device
         self.actions = plan.actions[rank]
         self.positions = plan.chain_length
         self.modules = {s: Slice(cfg, plan.placement(s).position, self.positions).to(device)
                         for s in plan.stages_of_rank(rank)}
         self.optimizer = make_optimizer([p for m in self.modules.values() for p in m.parameters()])
-        self.comm = PeerComm(backend)
+        self.comm = PeerComm.for_plan(plan, rank, device,
+                                      per_direction=backend == "nccl" or direction_groups)
         self.progress = progress or Progress()
         self.fault = fault if fault is not None and fault.rank == rank else None
         self.streams = (torch.cuda.Stream(device), torch.cuda.Stream(device)) \
@@ -184,7 +189,7 @@ class RankRunner:
     # ---- transfers ----------------------------------------------------------------------
     def _transfers(self, lo: int, hi: int, state: StepState, rows: list[tuple[Any, ...]],
                    clock: Callable[[], float]) -> None:
-        """Post actions lo..hi-1 (all SEND/RECV) as one batch, then wait for the receives.
+        """Post actions lo..hi-1 (all SEND/RECV) together, then wait for the receives.
 
         Rows: a send spans the posting of the batch, a receive its wait after the posting.
         """

@@ -48,6 +48,9 @@ class RunOptions:
     backend: str = "gloo"
     timeout: float = 60.0
     engine: str = "dualsim"  # or "torch": torch.distributed.pipelining on the CSV export
+    # one process group per direction of each pair of ranks also on gloo (always on NCCL);
+    # not a CLI option: the tests use it to run the NCCL transfer path on CPU
+    direction_groups: bool = False
 
 
 @dataclass
@@ -68,7 +71,7 @@ def run_rank(plan: Schedule, rank: int, options: RunOptions, device: torch.devic
 
         return run_rank_torch(plan, rank, options, device, progress)
     runner = RankRunner(plan, rank, options.model, device, options.backend, progress,
-                        Fault.from_env())
+                        Fault.from_env(), options.direction_groups)
     steps = [runner.step(s) for s in range(options.steps)]
     return RankReport(rank, steps, runner.named_tensors(grads=True),
                       runner.named_tensors(grads=False))
