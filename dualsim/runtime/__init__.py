@@ -3,7 +3,7 @@
 - :mod:`model`       the MoE transformer, cut into seeded layer slices
 - :mod:`wgrad`       the I/W split (weight gradients deferred, nothing recomputed)
 - :mod:`reference`   the single-process reference step and the shared optimizer
-- :mod:`comm`        point-to-point transfers
+- :mod:`comm`        point-to-point transfers (on NCCL, one process group per direction)
 - :mod:`interpreter` one rank's action loop and its timeline records
 - :mod:`launcher`    local spawn with a watchdog, or one rank under torchrun
 - :mod:`verify`      gradients / weights / loss against the reference
