@@ -33,3 +33,14 @@ def test_serial_timeline_puts_each_rank_back_to_back():
     tl = serial_timeline(s)
     assert list(tl[tl["rank"] == 1]["start"]) == [0.0, 1.0, 2.0, 3.0, 4.0, 5.0]
     assert list(tl[tl["rank"] == 1]["action"]) == ["1F0", "1B0", "1F1", "1B1", "1F2", "1B2"]
+
+
+def test_records_match_pandas_to_dict_with_plain_values():
+    from dualsim.render.frames import records
+
+    tl = from_rows([row(0, "F", 0, 3, 0.0, 1.5), row(1, "dispatch", 1, 3, 0.5, 2.0,
+                                                     stream="comm", piece="attn")])
+    got = records(tl)
+    assert got == tl.to_dict("records")
+    assert got[1]["op"] == "dispatch" and got[1]["start"] == 0.5 and got[0]["microbatch"] == 3
+    assert [type(v) for v in got[0].values()] == [type(v) for v in tl.to_dict("records")[0].values()]

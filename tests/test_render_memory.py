@@ -44,3 +44,15 @@ def test_memory_plot_titles_each_rank_with_its_peak(tmp_path):
 def test_empty_memory_is_refused(tmp_path):
     with pytest.raises(ValueError, match="hardware mode"):
         render_memory(memory_table().iloc[0:0], tmp_path / "m.png")
+
+
+def test_one_figure_saved_as_png_and_svg_matches_single_renders(tmp_path):
+    from dualsim.render.memory import render_memory_files
+
+    both = [tmp_path / "m.png", tmp_path / "m.svg"]
+    render_memory_files(memory_table(), both, hbm_gb=80.0, title="memory per rank: x")
+    for p in both:
+        single = tmp_path / f"single{p.suffix}"
+        render_memory(memory_table(), single, hbm_gb=80.0, title="memory per rank: x")
+        assert p.read_bytes() == single.read_bytes()
+    assert "<!-- memory per rank: x -->" in both[1].read_text()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import pandas as pd
 
@@ -14,6 +15,44 @@ from test_render_helpers import row, serial_timeline
 
 def events(trace, ph):
     return [e for e in trace["traceEvents"] if e["ph"] == ph]
+
+
+def format_errors(trace):
+    """Deviations from the Trace Event Format rules Perfetto's JSON importer relies on."""
+    errs = []
+    spans = {}
+    for e in trace["traceEvents"]:
+        missing = [k for k in ("ph", "name", "pid", "tid", "ts") if k not in e]
+        if missing:
+            errs.append(f"{e.get('ph')} {e.get('name')} lacks {missing}")
+            continue
+        for k in ("ts", "dur"):
+            if k in e and not (isinstance(e[k], (int, float)) and math.isfinite(e[k])):
+                errs.append(f"{k} {e[k]!r} is not a finite number")
+        if e["ph"] == "X":
+            if e["dur"] < 0:
+                errs.append(f"negative dur {e}")
+            spans.setdefault((e["pid"], e["tid"]), []).append((e["ts"], e["ts"] + e["dur"]))
+        elif e["ph"] == "C":
+            if not e["args"] or not all(isinstance(v, (int, float)) and math.isfinite(v)
+                                        for v in e["args"].values()):
+                errs.append(f"counter args not numbers: {e}")
+        elif e["ph"] == "M":
+            if e["name"] in ("process_name", "thread_name") and not e["args"].get("name"):
+                errs.append(f"unnamed {e}")
+        elif e["ph"] in "sf":
+            if "id" not in e or "cat" not in e:
+                errs.append(f"flow without id/cat {e}")
+            if e["ph"] == "f" and e.get("bp") != "e":
+                errs.append(f"flow end not bound to its enclosing slice {e}")
+    for e in trace["traceEvents"]:  # both ends of an arrow inside a slice on their thread
+        if e.get("ph") in ("s", "f") and not any(
+                a <= e["ts"] < b or a == e["ts"] == b for a, b in spans.get((e["pid"], e["tid"]), [])):
+            errs.append(f"flow {e['ph']} {e['id']} outside any slice of its thread")
+    ids = [(e["ph"], e["cat"], e["id"]) for e in trace["traceEvents"] if e.get("ph") in ("s", "f")]
+    if len(ids) != len(set(ids)):
+        errs.append("flow ids reused")
+    return errs
 
 
 def test_slices_have_exact_microsecond_times_for_abstract_units():
@@ -155,3 +194,26 @@ def test_real_hardware_trace_slices_nest_and_flows_bind():
     flows = events(tr, "s") + events(tr, "f")
     assert len(flows) == 2 * (2 * 3 * 4 * 2)  # s+f; 2 chains x 3 hops x 4 mbs x 2 directions
     assert all(inside(e) for e in flows)
+    assert format_errors(tr) == []
+    assert events(tr, "C") and all(c["tid"] == 0 for c in events(tr, "C"))
+
+
+def test_every_event_has_ph_name_pid_tid_ts():
+    s = generate("dualpipev", 4, 8)
+    mem = pd.DataFrame({"rank": [0, 1], "time": [0.0, 0.5], "params_gb": [1.0, 2.0],
+                        "total_gb": [1.0, 2.0]})
+    tr = to_trace(serial_timeline(s), schedule=s, memory=mem)
+    assert format_errors(tr) == []
+    meta = events(tr, "M")
+    assert meta and all(e["ts"] == 0 for e in meta)
+    assert [(c["pid"], c["tid"], c["ts"]) for c in events(tr, "C")] == [(0, 0, 0), (1, 0, 500)]
+
+
+def test_format_check_catches_a_flow_outside_its_slice():
+    tl = from_rows([row(0, "F", 0, 0, 0, 1), row(1, "F", 1, 0, 2, 3)])
+    s = generate("1f1b", 2, 1)
+    tr = to_trace(tl, schedule=s)
+    assert format_errors(tr) == []
+    (f,) = events(tr, "f")
+    f["ts"] = 1500  # between slices
+    assert format_errors(tr) == ["flow f 1 outside any slice of its thread"]

@@ -151,3 +151,17 @@ def test_table_helpers_format_per_rank_values_and_escape_pipes():
     assert fmt(None) == "—" and fmt(0.123456789) == "0.1235" and fmt(6.0) == "6"
     assert markdown_table(["a|b", "c"], [["x", "y|z"]]).splitlines() == [
         "| a\\|b | c |", "|---|---|", "| x | y\\|z |"]
+
+
+def test_parallel_workers_write_the_same_files(tmp_path):
+    results, schedules = run_all(("dualpipe", "zb-v"))
+    a, b = tmp_path / "serial", tmp_path / "parallel"
+    write_report(a, results, schedules=schedules, config=CONFIG, skipped=[], workers=1)
+    done = []
+    write_report(b, results, schedules=schedules, config=CONFIG, skipped=[], workers=2,
+                 progress=lambda: done.append(1))
+    files = sorted(p.name for p in a.iterdir())
+    assert files == sorted(p.name for p in b.iterdir())
+    for f in files:
+        assert (a / f).read_bytes() == (b / f).read_bytes(), f
+    assert len(done) == 1 + 2 * 2  # combined Gantt; Gantt and trace per schedule

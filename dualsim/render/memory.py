@@ -8,6 +8,7 @@ rank gets a small panel; memory is a step function of time (it changes at action
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Sequence
 
 import pandas as pd
 
@@ -35,9 +36,17 @@ def _color(name: str, i: int) -> str:
 def render_memory(memory: pd.DataFrame, path: str | Path, *, hbm_gb: float | None = None,
                   time_unit: str = "s", title: str = "") -> None:
     """Write the memory-over-time figure (.png or .svg) to ``path``, atomically."""
+    render_memory_files(memory, [path], hbm_gb=hbm_gb, time_unit=time_unit, title=title)
+
+
+def render_memory_files(memory: pd.DataFrame, paths: Sequence[str | Path], *,
+                        hbm_gb: float | None = None, time_unit: str = "s",
+                        title: str = "") -> None:
+    """Build the memory-over-time figure once and save it to every path (.png and/or .svg)."""
     from dualsim.render.figure import check_path, new_figure, save_figure, style
 
-    check_path(path)
+    for path in paths:
+        check_path(path)
     if memory is None or len(memory) == 0:
         raise ValueError("render_memory needs a non-empty memory table (hardware mode)")
     comps = components(memory)
@@ -48,9 +57,15 @@ def render_memory(memory: pd.DataFrame, path: str | Path, *, hbm_gb: float | Non
     peak = float(memory[[f"{c}_gb" for c in comps]].sum(axis=1).max())
     top = max(peak, hbm_gb or 0.0) * 1.08 or 1.0
     with style():
-        fig = new_figure(3.2 * ncols + 0.6, 1.9 * nrows + 1.1)
-        fig.set_layout_engine("constrained")
-        axes = fig.subplots(nrows, ncols, sharex=True, sharey=True, squeeze=False)
+        width, height = 3.2 * ncols + 0.6, 1.9 * nrows + 1.1
+        fig = new_figure(width, height)
+        # fixed margins in inches (a layout engine costs seconds on 16 panels): y label and
+        # ticks on the left, the title on top, x label and legend at the bottom
+        axes = fig.subplots(nrows, ncols, sharex=True, sharey=True, squeeze=False,
+                            gridspec_kw={"left": 0.72 / width, "right": 1 - 0.12 / width,
+                                         "top": 1 - (0.62 if title else 0.3) / height,
+                                         "bottom": 0.78 / height, "wspace": 0.06,
+                                         "hspace": 0.34 if nrows > 1 else 0.0})
         for i, ax in enumerate(axes.flat):
             if i >= len(ranks):
                 ax.set_visible(False)
@@ -80,8 +95,10 @@ def render_memory(memory: pd.DataFrame, path: str | Path, *, hbm_gb: float | Non
         for ax in axes[:, 0]:
             ax.set_ylabel("memory (GB)")
         handles, labels = axes.flat[0].get_legend_handles_labels()
-        fig.legend(handles, labels, loc="outside lower center", ncol=len(labels), frameon=False,
-                   fontsize=8)
+        fig.legend(handles, labels, loc="lower center", bbox_to_anchor=(0.5, 0.0), ncol=len(labels),
+                   frameon=False, fontsize=8)
         if title:
-            fig.suptitle(title, fontsize=10, fontweight="bold", x=0.02, ha="left")
-        save_figure(fig, path)
+            fig.suptitle(title, fontsize=10, fontweight="bold", x=0.1 / width, ha="left",
+                         y=1 - 0.08 / height, va="top")
+        for path in paths:
+            save_figure(fig, path)

@@ -16,6 +16,10 @@ Layout of a trace:
 - with ``memory`` (columns ``rank``, ``time`` and ``*_gb``): a counter track ``memory (GB)``
   per rank (``"ph": "C"``), one series per component.
 
+Every event carries ``ph``, ``name``, ``pid``, ``tid`` and ``ts`` (metadata at ``ts`` 0, counters
+on the compute thread's id), so strict readers of the Trace Event Format accept it as well as
+Perfetto's importer.
+
 Time: trace timestamps are microseconds. Seconds are scaled by 1e6 (``ms`` by 1e3, ``us`` by 1);
 abstract cost units are scaled by 1000, i.e. **1 cost unit is shown as 1 ms**. The output is
 deterministic: events are emitted in a fixed order and numbers rounded to nanoseconds.
@@ -30,6 +34,7 @@ import pandas as pd
 
 from dualsim.io import write_atomic
 from dualsim.ir import Op, Schedule
+from dualsim.render.frames import records
 
 COMPUTE_TID = 0
 COMM_TID = 1
@@ -70,14 +75,15 @@ def assign_comm_lanes(records: list[dict[str, Any]]) -> dict[int, int]:
 def _metadata(ranks: list[int], comm_lanes: dict[int, int]) -> list[dict[str, Any]]:
     events: list[dict[str, Any]] = []
     for r in ranks:
-        events.append({"name": "process_name", "ph": "M", "pid": r, "tid": 0,
+        events.append({"name": "process_name", "ph": "M", "ts": 0, "pid": r, "tid": 0,
                        "args": {"name": f"rank {r}"}})
-        events.append({"name": "process_sort_index", "ph": "M", "pid": r, "tid": 0,
+        events.append({"name": "process_sort_index", "ph": "M", "ts": 0, "pid": r, "tid": 0,
                        "args": {"sort_index": r}})
-        events.append({"name": "thread_name", "ph": "M", "pid": r, "tid": COMPUTE_TID,
+        events.append({"name": "thread_name", "ph": "M", "ts": 0, "pid": r, "tid": COMPUTE_TID,
                        "args": {"name": "compute"}})
         for k in range(comm_lanes.get(r, 0)):
-            events.append({"name": "thread_name", "ph": "M", "pid": r, "tid": COMM_TID + k,
+            events.append({"name": "thread_name", "ph": "M", "ts": 0, "pid": r,
+                           "tid": COMM_TID + k,
                            "args": {"name": "comm" if k == 0 else f"comm (concurrent {k + 1})"}})
     return events
 
@@ -165,9 +171,9 @@ def _counters(memory: pd.DataFrame, scale: float) -> list[dict[str, Any]]:
     if not cols and "total_gb" in memory.columns:
         cols = ["total_gb"]
     events = []
-    for rec in memory.sort_values(["rank", "time"], kind="stable").to_dict("records"):
+    for rec in records(memory.sort_values(["rank", "time"], kind="stable")):
         events.append({"name": "memory (GB)", "ph": "C", "ts": _us(rec["time"], scale),
-                       "pid": int(rec["rank"]),
+                       "pid": int(rec["rank"]), "tid": COMPUTE_TID,
                        "args": {c[:-3]: round(float(rec[c]), 6) for c in cols}})
     return events
 
@@ -177,15 +183,15 @@ def to_trace(timeline: pd.DataFrame, *, time_unit: str = "cost units",
     """The trace as a JSON-ready dict (``traceEvents`` plus a note on the time scale)."""
     scale = time_scale(time_unit)
     tl = timeline.sort_values(["rank", "stream", "start", "end"], kind="stable")
-    records = tl.to_dict("records")
+    rows = records(tl)
     ranks = sorted({int(r) for r in tl["rank"]})
     if schedule is not None:
         ranks = sorted(set(ranks) | set(range(schedule.ranks)))
-    comm_lanes = assign_comm_lanes(records)
+    comm_lanes = assign_comm_lanes(rows)
     events = _metadata(ranks, comm_lanes)
-    events.extend(_slice(rec, scale) for rec in records)
+    events.extend(_slice(rec, scale) for rec in rows)
     if schedule is not None:
-        events.extend(_flows(records, schedule, scale))
+        events.extend(_flows(rows, schedule, scale))
     if memory is not None and len(memory):
         events.extend(_counters(memory, scale))
     note = ("1 abstract cost unit = 1000 us (shown as 1 ms)" if time_unit not in UNIT_SCALE

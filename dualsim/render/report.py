@@ -220,13 +220,69 @@ def summary(results: list[tuple[str, SimResult]], schedules: Mapping[str, Schedu
             "skipped": [{"schedule": n, "reason": why} for n, why in skipped]}
 
 
+PARALLEL_ROWS = 20_000  # timeline rows in all above which charts render in worker processes
+
+
+def _render_schedule(out: Path, f: dict[str, str], title: str, timeline: pd.DataFrame,
+                     time_unit: str, schedule: Schedule, memory: pd.DataFrame | None,
+                     hbm: float | None, part: str) -> None:
+    """One rendering job of one schedule: its Gantt, its trace or its memory plot."""
+    from dualsim.render.gantt import render_gantt_files
+    from dualsim.render.memory import render_memory_files
+    from dualsim.render.perfetto import write_trace
+
+    if part == "gantt":
+        render_gantt_files([(title, timeline)], [out / f["gantt_png"], out / f["gantt_svg"]],
+                           time_unit=time_unit)
+    elif part == "trace":
+        write_trace(timeline, out / f["trace"], time_unit=time_unit, schedule=schedule,
+                    memory=memory)
+    else:
+        render_memory_files(memory, [out / f["memory_png"], out / f["memory_svg"]], hbm_gb=hbm,
+                            time_unit=time_unit, title=f"memory per rank: {title}")
+
+
+def _render_compare(out: Path, panels: list[tuple[str, pd.DataFrame]], time_unit: str) -> None:
+    from dualsim.render.gantt import render_gantt_files
+
+    render_gantt_files(panels, [out / "gantt_compare.png", out / "gantt_compare.svg"],
+                       time_unit=time_unit)
+
+
+def _run_jobs(jobs: list[tuple[Any, tuple]], workers: int, progress: Any,
+              while_waiting: Any) -> None:
+    """Run ``(function, args)`` jobs in ``workers`` processes (in this one if 1), calling
+    ``while_waiting()`` here meanwhile and ``progress()`` after each job."""
+    if workers <= 1:
+        while_waiting()
+        for fn, args in jobs:
+            fn(*args)
+            if progress is not None:
+                progress()
+        return
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    ctx = multiprocessing.get_context("spawn")  # no forked threads (progress bars, BLAS)
+    with ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=ctx) as pool:
+        futures = [pool.submit(fn, *args) for fn, args in jobs]
+        while_waiting()
+        for fut in as_completed(futures):
+            fut.result()
+            if progress is not None:
+                progress()
+
+
 def write_report(out_dir: str | Path, results: list[tuple[str, SimResult]], *,
                  schedules: dict[str, Schedule], config: dict, skipped: list[tuple[str, str]],
-                 progress: Any = None) -> None:
-    """Write the whole report folder (see the module docstring) into ``out_dir``."""
-    from dualsim.render.gantt import render_gantt_files
-    from dualsim.render.memory import render_memory
-    from dualsim.render.perfetto import write_trace
+                 progress: Any = None, workers: int | None = None) -> None:
+    """Write the whole report folder (see the module docstring) into ``out_dir``.
+
+    Charts and traces are independent jobs: with long timelines (hardware mode) they run in
+    ``workers`` processes (default: all cores), short ones in this process. The files are the
+    same either way. ``progress`` is called after each job.
+    """
+    import os
 
     if not results:
         raise ValueError("write_report needs at least one result")
@@ -234,34 +290,36 @@ def write_report(out_dir: str | Path, results: list[tuple[str, SimResult]], *,
     out.mkdir(parents=True, exist_ok=True)
     files: dict[str, dict[str, str]] = {}
     hbm = hbm_gb(config) if config.get("mode") == "hardware" else None
-    for name, r in results:
-        s = schedules[name]
+    unit = results[0][1].time_unit
+    panels = [(chart_title(n, schedules[n], config), r.timeline) for n, r in results]
+    jobs: list[tuple[Any, tuple]] = [(_render_compare, (out, panels, unit))]  # largest first
+    for (name, r), (title, _) in zip(results, panels):
         stem = file_stem(name)
         f = {"gantt_png": f"gantt_{stem}.png", "gantt_svg": f"gantt_{stem}.svg",
              "trace": f"trace_{stem}.json"}
-        title = chart_title(name, s, config)
-        render_gantt_files([(title, r.timeline)], [out / f["gantt_png"], out / f["gantt_svg"]],
-                           time_unit=r.time_unit)
-        write_trace(r.timeline, out / f["trace"], time_unit=r.time_unit, schedule=s,
-                    memory=r.memory)
-        if r.memory is not None and len(r.memory):
+        has_memory = r.memory is not None and len(r.memory) > 0
+        if has_memory:
             f["memory_png"], f["memory_svg"] = f"memory_{stem}.png", f"memory_{stem}.svg"
-            for key in ("memory_png", "memory_svg"):
-                render_memory(r.memory, out / f[key], hbm_gb=hbm, time_unit=r.time_unit,
-                              title=f"memory per rank: {title}")
         files[name] = f
-        if progress is not None:
-            progress()
-    panels = [(chart_title(n, schedules[n], config), r.timeline) for n, r in results]
-    unit = results[0][1].time_unit
-    render_gantt_files(panels, [out / "gantt_compare.png", out / "gantt_compare.svg"],
-                       time_unit=unit)
-    write_atomic(out / "timeline.csv", _csv(timeline_table(results)))
-    mems = [r.memory.assign(schedule=n) for n, r in results if r.memory is not None and len(r.memory)]
-    if mems:
-        mem = pd.concat(mems, ignore_index=True)
-        write_atomic(out / "memory.csv",
-                     _csv(mem[["schedule"] + [c for c in mem.columns if c != "schedule"]]))
-    write_atomic(out / "summary.json", dumps_json(summary(results, schedules, config, skipped,
-                                                          files)))
-    write_atomic(out / "report.md", report_markdown(results, schedules, config, skipped, files))
+        for part in ("gantt", "trace") + (("memory",) if has_memory else ()):
+            jobs.append((_render_schedule, (out, f, title, r.timeline, r.time_unit,
+                                            schedules[name], r.memory if has_memory else None,
+                                            hbm, part)))
+    rows = sum(len(r.timeline) for _, r in results)
+    if workers is None:
+        workers = (os.cpu_count() or 1) if rows >= PARALLEL_ROWS else 1
+
+    def tables() -> None:
+        write_atomic(out / "timeline.csv", _csv(timeline_table(results)))
+        mems = [r.memory.assign(schedule=n) for n, r in results
+                if r.memory is not None and len(r.memory)]
+        if mems:
+            mem = pd.concat(mems, ignore_index=True)
+            write_atomic(out / "memory.csv",
+                         _csv(mem[["schedule"] + [c for c in mem.columns if c != "schedule"]]))
+        write_atomic(out / "summary.json",
+                     dumps_json(summary(results, schedules, config, skipped, files)))
+        write_atomic(out / "report.md",
+                     report_markdown(results, schedules, config, skipped, files))
+
+    _run_jobs(jobs, workers, progress, tables)
