@@ -239,3 +239,20 @@ def test_unwritable_output_is_one_line(tmp_path: Path) -> None:
     res = invoke("emit", "1f1b", "-r", "2", "-m", "2", "-o", str(blocker / "p.json"))
     assert_one_line_error(res, 1)
     assert not (blocker / "p.json").exists()
+
+
+# ---- QA regressions (#2/#3 as a new user) --------------------------------------------------
+
+@pytest.mark.parametrize("cmd", ["simulate", "compare"])
+@pytest.mark.parametrize("flag", ["--ranks", "--microbatches"])
+def test_zero_ranks_or_microbatches_is_an_error_not_the_default(cmd: str, flag: str,
+                                                                tmp_path: Path) -> None:
+    args = [cmd, "1f1b", flag, "0"] + (["-o", str(tmp_path / "out")] if cmd == "compare" else [])
+    assert_one_line_error(invoke(*args), 1, flag, "got 0")
+    assert not (tmp_path / "out").exists()
+
+
+def test_zero_microbatches_in_hardware_mode_is_an_error() -> None:
+    res = invoke("simulate", "dualpipe", "--profile", "h800", "--model", "small-moe",
+                 "--microbatches", "0", "--json")
+    assert_one_line_error(res, 1, "--microbatches", "got 0")

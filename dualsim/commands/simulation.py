@@ -42,6 +42,9 @@ class Config:
             v is not None for v in overrides.values())
         if comm < 0:
             raise DualsimError(f"--comm must be >= 0, got {comm:g}")
+        for flag, value in (("--ranks", ranks), ("--microbatches", microbatches)):
+            if value is not None and value < 1:  # 0 must not fall back to the default
+                raise DualsimError(f"{flag} must be at least 1, got {value}")
         if hw_asked:
             if costs is not None:
                 raise DualsimError("--costs is for abstract mode; drop it, or drop "
@@ -52,13 +55,13 @@ class Config:
             layout = default_layout(m)
             hw = {"profile": profile or "h800", "model": model or "deepseek-v3"}
             hw.update({k: v for k, v in overrides.items() if v is not None})
-            return Config(ranks or layout["ranks"], microbatches or layout["microbatches"],
-                          chunks, {}, comm, hw)
+            return Config(_given(ranks, layout["ranks"]),
+                          _given(microbatches, layout["microbatches"]), chunks, {}, comm, hw)
         from dualsim.sim.abstract import parse_costs
 
         parsed = parse_costs(costs) if costs is not None else {"F": 1, "I": 1, "W": 1}
-        return Config(ranks or ABSTRACT_RANKS, microbatches or ABSTRACT_MICROBATCHES, chunks,
-                      parsed, comm, None)
+        return Config(_given(ranks, ABSTRACT_RANKS), _given(microbatches, ABSTRACT_MICROBATCHES),
+                      chunks, parsed, comm, None)
 
     @property
     def mode(self) -> str:
@@ -75,6 +78,11 @@ class Config:
         else:
             d.update(self.hardware)
         return d
+
+
+def _given(value: int | None, default: int) -> int:
+    """The user's value when given (even a falsy one), else the default."""
+    return default if value is None else value
 
 
 def _plain(v: Any) -> Any:
