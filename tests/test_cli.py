@@ -256,3 +256,9 @@ def test_zero_microbatches_in_hardware_mode_is_an_error() -> None:
     res = invoke("simulate", "dualpipe", "--profile", "h800", "--model", "small-moe",
                  "--microbatches", "0", "--json")
     assert_one_line_error(res, 1, "--microbatches", "got 0")
+
+
+def test_comm_latency_is_rejected_in_hardware_mode_not_ignored() -> None:
+    res = invoke("simulate", "dualpipe", "--profile", "h800", "--model", "small-moe",
+                 "--comm", "1", "--json")
+    assert_one_line_error(res, 1, "--comm is for abstract mode")

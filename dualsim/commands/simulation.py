@@ -49,6 +49,10 @@ class Config:
             if costs is not None:
                 raise DualsimError("--costs is for abstract mode; drop it, or drop "
                                    "--profile/--model and the hardware overrides")
+            if comm != 0:  # hardware mode times transfers from the links; --comm would be ignored
+                raise DualsimError("--comm is for abstract mode (hardware mode times transfers "
+                                   "from --ib-gbps/--nvlink-gbps); drop it, or drop "
+                                   "--profile/--model and the hardware overrides")
             from dualsim.workload import default_layout, load_model
 
             m = load_model(model or "deepseek-v3")
