@@ -141,6 +141,10 @@ def simulate_cmd(
 ) -> None:
     """Simulate one schedule: abstract costs by default, a modelled cluster with --profile/--model."""
     with user_errors():
+        if gantt is not None and gantt.suffix.lower() not in (".png", ".svg"):
+            from dualsim.errors import DualsimError
+
+            raise DualsimError(f"--gantt {str(gantt)!r}: the file name must end in .png or .svg")
         cfg = simcmd.Config.make(ranks, microbatches, chunks, costs, comm, profile, model, ep,
                                  gpus, comm_sms, microbatch_tokens, ib_gbps, nvlink_gbps)
         s = simcmd.load_schedule(schedule, cfg)

@@ -262,3 +262,12 @@ def test_comm_latency_is_rejected_in_hardware_mode_not_ignored() -> None:
     res = invoke("simulate", "dualpipe", "--profile", "h800", "--model", "small-moe",
                  "--comm", "1", "--json")
     assert_one_line_error(res, 1, "--comm is for abstract mode")
+
+
+def test_gantt_with_unknown_extension_is_a_one_line_error_and_writes_nothing(
+        tmp_path: Path) -> None:
+    trace = tmp_path / "t.json"
+    res = invoke("simulate", "1f1b", "-r", "4", "-m", "8", "--trace", str(trace),
+                 "--gantt", str(tmp_path / "chart.txt"))
+    assert_one_line_error(res, 1, "--gantt", ".png or .svg")
+    assert list(tmp_path.iterdir()) == []
