@@ -149,6 +149,7 @@ def simulate_cmd(
                                  gpus, comm_sms, microbatch_tokens, ib_gbps, nvlink_gbps)
         s = simcmd.load_schedule(schedule, cfg)
         r = simcmd.run(s, cfg)
+        simcmd.print_warnings([(s.name, r)])
         if trace is not None:
             from dualsim.render.perfetto import write_trace
 
@@ -188,6 +189,7 @@ def compare_cmd(
         cfg = simcmd.Config.make(ranks, microbatches, chunks, costs, comm, profile, model, ep,
                                  gpus, comm_sms, microbatch_tokens, ib_gbps, nvlink_gbps)
         results, built, skipped = simcmd.compare(schedules or [], cfg)
+        simcmd.print_warnings(results)
         written = simcmd.write_outputs(out, results, built, skipped, cfg)
         if as_json:
             print_json({

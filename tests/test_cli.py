@@ -271,3 +271,19 @@ def test_gantt_with_unknown_extension_is_a_one_line_error_and_writes_nothing(
                  "--gantt", str(tmp_path / "chart.txt"))
     assert_one_line_error(res, 1, "--gantt", ".png or .svg")
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("as_json", [False, True])
+def test_memory_over_hbm_is_warned_on_stderr_in_table_and_json_mode(as_json: bool) -> None:
+    # GPipe on R=2 keeps all 64 micro-batches of small-moe alive: well over the 80 GB of an
+    # H800. The warning must reach a table-mode user too, and never pollute --json's stdout.
+    args = ["simulate", "gpipe", "--profile", "h800", "--model", "small-moe", "-r", "2",
+            "-m", "64"] + (["--json"] if as_json else [])
+    res = invoke(*args)
+    assert res.exit_code == 0, res.stderr
+    warned = [ln for ln in res.stderr.splitlines() if ln.startswith("warning: gpipe: rank ")]
+    assert warned and "more than the 80 GB of h800" in warned[0]
+    if as_json:
+        d = json.loads(res.stdout)  # stdout stays one JSON document
+        assert len(d["warnings"]) == len(warned)
+        assert d["peak_memory_gb"] > 80

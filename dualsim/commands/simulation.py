@@ -207,6 +207,15 @@ def print_table(results: list[tuple[str, SimResult]], skipped: list[tuple[str, s
         console.print(f"skipped {name}: {why}", markup=False)
 
 
+def print_warnings(results: list[tuple[str, SimResult]]) -> None:
+    """Hardware-mode warnings (a rank over HBM, no FP8, ...) as 'warning: ...' lines on stderr."""
+    from dualsim.commands.common import err_console
+
+    for name, r in results:
+        for w in r.extra.get("warnings") or []:
+            err_console.print(f"warning: {name}: {w}", markup=False)
+
+
 def print_per_rank(r: SimResult) -> None:
     from rich.table import Table
 
