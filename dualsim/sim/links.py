@@ -9,6 +9,7 @@ or ends or the compute stream changes state; one pending timer per link marks th
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import simpy
@@ -96,9 +97,13 @@ class Link:
         if version != self.version:
             return
         self._advance()
+        # A flow is done when what is left is float dust: under a byte, or under what the clock
+        # can still resolve at this time (late in a long step, now + dt == now for tiny dt, and a
+        # fixed byte threshold would re-arm a zero-length timer forever).
+        tick = 4 * math.ulp(max(self.env.now, 1.0))
         keep = []
         for f in self.flows:
-            if f[0] <= 1.0:  # bytes: float dust
+            if f[0] <= max(1.0, f[3] * tick):
                 f[2].succeed()
             else:
                 keep.append(f)
