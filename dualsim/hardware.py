@@ -113,6 +113,9 @@ def read_toml(path: Path, what: str) -> dict[str, Any]:
             return tomllib.load(f)
     except tomllib.TOMLDecodeError as e:
         raise ProfileError(f"{what} file {str(path)!r} is not valid TOML: {e}") from None
+    except UnicodeDecodeError:
+        raise ProfileError(f"{what} file {str(path)!r} is not a text (UTF-8) TOML file; "
+                           "check the path") from None
     except OSError as e:
         raise ProfileError(f"cannot read {what} file {str(path)!r}: {e}") from None
 

@@ -98,3 +98,23 @@ def test_profiles_command_lists_profiles_and_models(capsys: pytest.CaptureFixtur
     for name in ("h800", "h100", "h20", "a100", "deepseek-v3", "small-moe", "llama-70b"):
         assert name in out
     assert "1979" in out and "PP16 EP64 2048 GPUs, M=120" in out
+
+
+@pytest.mark.parametrize("kind", ["profile", "model"])
+def test_binary_file_is_a_one_line_error(tmp_path: Path, kind: str) -> None:
+    from typer.testing import CliRunner
+
+    from dualsim.cli import app
+
+    junk = tmp_path / "junk.toml"
+    junk.write_bytes(b"\x7fELF\x02\x01\x01\x00\xd0\xff\xfe")
+    args = {"profile": ["--profile", str(junk), "--model", "small-moe"],
+            "model": ["--profile", "h800", "--model", str(junk)]}[kind]
+    res = CliRunner().invoke(app, ["simulate", "dualpipe", *args, "--json"])
+    assert res.exit_code == 1, res.output
+    assert res.stdout == ""
+    assert "Traceback" not in res.stderr
+    assert res.stderr.splitlines()[0].startswith("error: ")
+    assert "junk.toml" in res.stderr and "not a text (UTF-8) TOML file" in res.stderr
+    with pytest.raises(ProfileError, match="not a text"):
+        load_profile(str(junk))
