@@ -347,8 +347,10 @@ class Layout:
 
 def check_parallel(model: Model, ranks: int, ep: int, gpus: int, microbatch_tokens: int) -> None:
     """One clear ProfileError line for a layout that cannot exist."""
-    if gpus <= 0 or ranks <= 0 or ep <= 0 or microbatch_tokens <= 0:
-        raise ProfileError("gpus, ranks, ep and microbatch tokens must all be positive")
+    for flag, value in (("--gpus", gpus), ("--ranks", ranks), ("--ep", ep),
+                        ("--microbatch-tokens", microbatch_tokens)):
+        if value <= 0:
+            raise ProfileError(f"{flag} must be a positive integer, got {value}")
     if gpus % ranks:
         raise ProfileError(f"--gpus {gpus} is not divisible by the {ranks} pipeline ranks; "
                            "use a multiple of --ranks")

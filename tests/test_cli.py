@@ -287,3 +287,11 @@ def test_memory_over_hbm_is_warned_on_stderr_in_table_and_json_mode(as_json: boo
         d = json.loads(res.stdout)  # stdout stays one JSON document
         assert len(d["warnings"]) == len(warned)
         assert d["peak_memory_gb"] > 80
+
+
+@pytest.mark.parametrize("flag", ["--ep", "--gpus", "--microbatch-tokens"])
+@pytest.mark.parametrize("value", ["0", "-4"])
+def test_non_positive_layout_override_names_the_option(flag: str, value: str) -> None:
+    res = invoke("simulate", "dualpipe", "--profile", "h800", "--model", "small-moe",
+                 flag, value, "--json")
+    assert_one_line_error(res, 1, f"{flag} must be a positive integer, got {value}")
