@@ -243,12 +243,18 @@ def render_pareto(result: PlanResult, path: str | Path, *, title: str = "") -> N
         ax = fig.subplots()
         palette = ["#E8833A", "#3A923A", "#3274A1", "#C03D3E", "#9372B2", "#845B53", "#D684BD",
                    "#7F7F7F"]
+        # a marker shape per schedule as well as a colour: families that tie (DualPipeV at R
+        # and DualPipe at 2R often do) stay visible on top of each other
+        markers = ["o", "s", "^", "D", "v", "P", "X", "*"]
         for k, name in enumerate(names):
             pts = [o for o in kept if o.candidate.schedule == name]
             if pts:
                 ax.scatter([o.figures["peak_memory_gb"] for o in pts],
-                           [o.figures["tokens_per_s_per_gpu"] for o in pts], s=22,
-                           color=palette[k % len(palette)], label=name, alpha=0.85, zorder=3)
+                           [o.figures["tokens_per_s_per_gpu"] for o in pts],
+                           s=30 if k % len(markers) else 46, marker=markers[k % len(markers)],
+                           facecolors="none" if k == 0 else palette[k % len(palette)],
+                           edgecolors=palette[k % len(palette)], linewidths=1.2, label=name,
+                           alpha=0.9, zorder=3 if k else 3.5)
         if over:
             ax.scatter([o.figures["peak_memory_gb"] for o in over],
                        [o.figures["tokens_per_s_per_gpu"] for o in over], marker="x", s=18,
@@ -260,9 +266,15 @@ def render_pareto(result: PlanResult, path: str | Path, *, title: str = "") -> N
                     linewidth=1.0, linestyle="-", label="Pareto front", zorder=4)
         if result.best is not None:
             b = result.best.figures
-            ax.scatter([b["peak_memory_gb"]], [b["tokens_per_s_per_gpu"]], s=140,
+            c = result.best.candidate
+            ax.scatter([b["peak_memory_gb"]], [b["tokens_per_s_per_gpu"]], s=160,
                        facecolors="none", edgecolors="black", linewidths=1.4, zorder=5,
                        label="best")
+            sms = f", {c.comm_sms} comm SMs" if c.comm_sms is not None else ""
+            ax.annotate(f"best: {c.schedule} R={c.ranks}, M={c.microbatches}{sms}",
+                        (b["peak_memory_gb"], b["tokens_per_s_per_gpu"]),
+                        xytext=(10, -4), textcoords="offset points", fontsize=8, va="top",
+                        zorder=6)
         ax.axvline(result.setting.memory_gb, color="#C44E52", linestyle="--", linewidth=1.0,
                    label=f"memory cap {result.setting.memory_gb:g} GB")
         ax.set_xlabel("peak memory per GPU (GB)")

@@ -79,6 +79,10 @@ def test_sweep_in_a_pool_matches_in_process(tmp_path):
     planner.render_pareto(one, tmp_path / "p.png")
     planner.render_pareto(one, tmp_path / "q.png")
     assert (tmp_path / "p.png").read_bytes() == (tmp_path / "q.png").read_bytes()
+    planner.render_pareto(one, tmp_path / "p.svg")
+    best = one.best.candidate
+    assert (f"<!-- best: dualpipe R=4, M=8, {best.comm_sms} comm SMs -->"
+            in (tmp_path / "p.svg").read_text())
 
 
 def test_plan_command_json_and_emit(tmp_path):

@@ -399,7 +399,7 @@ def _glyphs(text: str, size: float) -> tuple[Any, Any]:
     return v, np.array(path.codes)
 
 
-def _label(ax: Any, layout: GanttLayout) -> None:
+def _label(ax: Any, layout: GanttLayout, *, rasterize: bool = False) -> None:
     """Write micro-batch ids on the boxes wide enough for them (after the layout is fixed).
 
     The ids are glyph outlines gathered into one path per colour rather than one Text artist
@@ -428,7 +428,7 @@ def _label(ax: Any, layout: GanttLayout) -> None:
     for color, (verts, cs) in sorted(parts.items()):
         ax.add_artist(PathPatch(MplPath(np.concatenate(verts), np.concatenate(cs)),
                                 facecolor=color, edgecolor="none", linewidth=0,
-                                in_layout=False))
+                                in_layout=False, rasterized=rasterize))
 
 
 def label_spans(layout: GanttLayout) -> list[tuple[Box, float, float]]:
@@ -521,6 +521,6 @@ def render_gantt_files(panels: list[tuple[str, pd.DataFrame]], paths: Sequence[s
         fig.set_layout_engine("none")  # positions are final: labels must not move them
         for ax, lay in zip(axes, layouts):
             _boxes(ax, lay, pts_per_unit=_points_per_unit(ax)[0])
-            _label(ax, lay)
+            _label(ax, lay, rasterize=len(lay.boxes) > RASTERIZE_ABOVE)
         for path in paths:
             save_figure(fig, path)

@@ -220,7 +220,7 @@ def summary(results: list[tuple[str, SimResult]], schedules: Mapping[str, Schedu
             "skipped": [{"schedule": n, "reason": why} for n, why in skipped]}
 
 
-PARALLEL_ROWS = 20_000  # timeline rows in all above which charts render in worker processes
+PARALLEL_ROWS = 2_000  # timeline rows in all from which charts render in worker processes
 
 
 def _render_schedule(out: Path, f: dict[str, str], title: str, timeline: pd.DataFrame,
