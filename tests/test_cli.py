@@ -295,3 +295,8 @@ def test_non_positive_layout_override_names_the_option(flag: str, value: str) ->
     res = invoke("simulate", "dualpipe", "--profile", "h800", "--model", "small-moe",
                  flag, value, "--json")
     assert_one_line_error(res, 1, f"{flag} must be a positive integer, got {value}")
+
+
+def test_huge_ranks_and_microbatches_fail_fast_with_one_line() -> None:
+    res = invoke("simulate", "1f1b", "-r", "100000", "-m", "100000", "--json")
+    assert_one_line_error(res, 1, "10,000,000,000", "use fewer --ranks or --microbatches")

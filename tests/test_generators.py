@@ -319,3 +319,20 @@ def test_replay_catches_a_deadlock() -> None:
     rows[1][0], rows[1][1] = rows[1][1], rows[1][0]
     with pytest.raises(AssertionError, match="deadlocks"):
         replay(s.with_actions(rows))
+
+
+@pytest.mark.parametrize(("name", "r", "m", "v"), [
+    ("1f1b", 100_000, 100_000, None),            # a typo that used to eat all memory
+    ("interleaved", 4, 8, 100_000),
+    ("zb-v", 1000, 1999, None),                  # 2R stages: 3,998,000 pairs
+])
+def test_huge_sizes_are_refused_before_generating(name: str, r: int, m: int,
+                                                  v: int | None) -> None:
+    with pytest.raises(ScheduleError, match=r"more than dualsim simulates \(2,000,000\)"):
+        check(name, r, m, v)
+
+
+def test_benchmark_size_is_well_within_the_cap() -> None:
+    check("zb-v", 32, 512)
+    check("dualpipev", 32, 512)
+    check("1f1b", 1000, 2000)  # exactly 2,000,000 pairs

@@ -15,6 +15,9 @@ from dualsim.generators import dualpipe, gpipe, interleaved, one_f_one_b, zbv, z
 from dualsim.ir import Schedule
 
 DEFAULT_CHUNKS = 2
+#: Most (stage, micro-batch) pairs a schedule may have: a few actions and timeline rows each, so
+#: beyond this a typo such as ``-r 100000 -m 100000`` would exhaust memory instead of failing.
+MAX_PAIRS = 2_000_000
 
 
 @dataclass(frozen=True)
@@ -111,6 +114,13 @@ def check(name: str, ranks: int, microbatches: int, chunks: int | None = None) -
         raise ScheduleError(f"{name} does not take --chunks, got {chunks!r}: "
                             "only interleaved takes --chunks")
     _check_family_rules(name, ranks, microbatches, chunks)
+    per_rank = {"interleaved": DEFAULT_CHUNKS if chunks is None else chunks, "zb-v": 2,
+                "dualpipev": 2}.get(name, 1)
+    pairs = ranks * microbatches * per_rank
+    if pairs > MAX_PAIRS:
+        raise ScheduleError(f"{name} at R={ranks}, M={microbatches} has {pairs:,} (stage, "
+                            f"micro-batch) pairs, more than dualsim simulates ({MAX_PAIRS:,}): "
+                            "use fewer --ranks or --microbatches")
 
 
 def generate(name: str, ranks: int, microbatches: int, chunks: int | None = None) -> Schedule:
@@ -122,4 +132,4 @@ def generate(name: str, ranks: int, microbatches: int, chunks: int | None = None
     return family.build(ranks, microbatches)
 
 
-__all__ = ["DEFAULT_CHUNKS", "FAMILIES", "Family", "check", "generate"]
+__all__ = ["DEFAULT_CHUNKS", "FAMILIES", "MAX_PAIRS", "Family", "check", "generate"]
