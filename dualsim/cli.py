@@ -148,6 +148,8 @@ def simulate_cmd(
         cfg = simcmd.Config.make(ranks, microbatches, chunks, costs, comm, profile, model, ep,
                                  gpus, comm_sms, microbatch_tokens, ib_gbps, nvlink_gbps)
         s = simcmd.load_schedule(schedule, cfg)
+        if simcmd.is_plan_path(schedule):
+            simcmd.check_plan_options(s, ranks, microbatches, chunks)
         r = simcmd.run(s, cfg)
         simcmd.print_warnings([(s.name, r)])
         if trace is not None:

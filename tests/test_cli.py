@@ -300,3 +300,17 @@ def test_non_positive_layout_override_names_the_option(flag: str, value: str) ->
 def test_huge_ranks_and_microbatches_fail_fast_with_one_line() -> None:
     res = invoke("simulate", "1f1b", "-r", "100000", "-m", "100000", "--json")
     assert_one_line_error(res, 1, "10,000,000,000", "use fewer --ranks or --microbatches")
+
+
+@pytest.mark.parametrize(("extra", "needle"), [
+    (["--ranks", "8"], "--ranks 8 disagrees with the plan file, which has ranks=4"),
+    (["--microbatches", "16"], "--microbatches 16 disagrees"),
+    (["--chunks", "3"], "--chunks 3 disagrees"),
+])
+def test_simulate_plan_file_rejects_options_that_disagree_with_it(
+        tmp_path: Path, extra: list[str], needle: str) -> None:
+    plan, _ = emit_plan(tmp_path, "1f1b", 4, 8)
+    assert_one_line_error(invoke("simulate", str(plan), *extra, "--json"), 1, needle)
+    same = invoke("simulate", str(plan), "--ranks", "4", "--microbatches", "8", "--json")
+    assert same.exit_code == 0, same.stderr
+    assert json.loads(same.stdout)["makespan"] == 33  # (M+R-1)(F+B), F=I=W=1

@@ -94,14 +94,18 @@ def _plain(v: Any) -> Any:
     return int(f) if f.is_integer() else f
 
 
+def is_plan_path(name_or_plan: str) -> bool:
+    """Whether a SCHEDULE argument names a plan file rather than a family."""
+    return name_or_plan.endswith(".json") or Path(name_or_plan).is_file()
+
+
 def load_schedule(name_or_plan: str, cfg: Config, *, strict_chunks: bool = True) -> Schedule:
     """A family name generates a schedule; a path to a plan file reads (and validates) it.
 
     With ``strict_chunks`` a --chunks given to a family that takes none is an error (simulate);
     without, it only applies to interleaved (compare).
     """
-    p = Path(name_or_plan)
-    if name_or_plan.endswith(".json") or p.is_file():
+    if is_plan_path(name_or_plan):
         from dualsim.planfile import read_plan
 
         s = read_plan(name_or_plan)
@@ -112,6 +116,17 @@ def load_schedule(name_or_plan: str, cfg: Config, *, strict_chunks: bool = True)
     assert cfg.ranks is not None and cfg.microbatches is not None
     chunks = cfg.chunks if strict_chunks or name_or_plan == "interleaved" else None
     return generate(name_or_plan, cfg.ranks, cfg.microbatches, chunks)
+
+
+def check_plan_options(s: Schedule, ranks: int | None, microbatches: int | None,
+                       chunks: int | None) -> None:
+    """A plan file fixes R, M and v: options that disagree with it are an error, not ignored."""
+    for flag, given, actual in (("--ranks", ranks, s.ranks),
+                                ("--microbatches", microbatches, s.microbatches),
+                                ("--chunks", chunks, s.chunks)):
+        if given is not None and given != actual:
+            raise DualsimError(f"{flag} {given} disagrees with the plan file, which has "
+                               f"{flag.lstrip('-')}={actual}; drop {flag} (a plan fixes it)")
 
 
 def run(s: Schedule, cfg: Config) -> SimResult:
