@@ -272,18 +272,12 @@ def _fmt(v: Any) -> str:
 def write_outputs(out: Path, results: list[tuple[str, SimResult]], built: dict[str, Schedule],
                   skipped: list[tuple[str, str]], cfg: Config) -> list[str]:
     """The report folder (report.md, Gantt PNG/SVG per schedule and combined, traces, ...)."""
-    try:
-        from dualsim.render.report import write_report
-    except ImportError:
-        write_report = None
-    if write_report is not None:
-        write_report(out, results, schedules=built, config=cfg.describe(), skipped=skipped)
-    else:  # charts only
-        from dualsim.render.gantt import render_gantt, render_gantt_grid
+    from dualsim.commands.common import progress
+    from dualsim.render.report import write_report
 
-        for name, r in results:
-            render_gantt(r.timeline, out / f"gantt_{name}.png", title=title(built[name], cfg),
-                         time_unit=r.time_unit)
-        render_gantt_grid([(title(built[n], cfg), r.timeline) for n, r in results],
-                          out / "gantt_compare.png", time_unit=results[0][1].time_unit)
+    with progress() as bar:
+        task = bar.add_task(f"writing charts and traces to {out}", total=None)
+        write_report(out, results, schedules=built, config=cfg.describe(), skipped=skipped,
+                     progress=lambda: bar.advance(task))
+        bar.update(task, total=bar.tasks[0].completed)
     return sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
