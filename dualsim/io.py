@@ -8,12 +8,13 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from dualsim.errors import PlanError
+from dualsim.errors import DualsimError, PlanError
 
 
 def write_atomic(path: str | os.PathLike[str], data: bytes | str) -> None:
     """Write ``data`` to ``path`` via a temporary file in the same folder and a rename."""
     p = Path(path)
+    check_writable_file(p)
     p.parent.mkdir(parents=True, exist_ok=True)
     raw = data.encode() if isinstance(data, str) else data
     fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
@@ -26,6 +27,18 @@ def write_atomic(path: str | os.PathLike[str], data: bytes | str) -> None:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def check_writable_file(path: Path) -> None:
+    """DualsimError unless ``path`` can be a file: not a folder, no file among its parents."""
+    if path.is_dir():
+        raise DualsimError(f"cannot write {str(path)!r}: it is a folder; give a file name")
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise DualsimError(f"cannot write {str(path)!r}: {str(parent)!r} is a file, "
+                                   "not a folder")
+            break
 
 
 def _umask() -> int:

@@ -314,3 +314,19 @@ def test_simulate_plan_file_rejects_options_that_disagree_with_it(
     same = invoke("simulate", str(plan), "--ranks", "4", "--microbatches", "8", "--json")
     assert same.exit_code == 0, same.stderr
     assert json.loads(same.stdout)["makespan"] == 33  # (M+R-1)(F+B), F=I=W=1
+
+
+def test_output_paths_that_cannot_be_files_give_a_clear_line(tmp_path: Path) -> None:
+    folder, afile = tmp_path / "adir", tmp_path / "afile"
+    folder.mkdir()
+    afile.write_text("keep me")
+    res = invoke("emit", "1f1b", "-r", "4", "-m", "8", "-o", str(folder))
+    assert_one_line_error(res, 1, "it is a folder; give a file name")
+    res = invoke("simulate", "1f1b", "-r", "4", "-m", "8", "--trace", str(folder))
+    assert_one_line_error(res, 1, "it is a folder")
+    res = invoke("emit", "1f1b", "-r", "4", "-m", "8", "-o", str(afile / "plan.json"))
+    assert_one_line_error(res, 1, "is a file, not a folder")
+    res = invoke("compare", "1f1b", "-r", "4", "-m", "8", "-o", str(afile))
+    assert_one_line_error(res, 1, "--out", "is a file; give a folder")
+    assert afile.read_text() == "keep me"
+    assert list(folder.iterdir()) == []
