@@ -118,3 +118,23 @@ def test_binary_file_is_a_one_line_error(tmp_path: Path, kind: str) -> None:
     assert "junk.toml" in res.stderr and "not a text (UTF-8) TOML file" in res.stderr
     with pytest.raises(ProfileError, match="not a text"):
         load_profile(str(junk))
+
+
+def test_profiles_command_json_is_one_document_on_stdout() -> None:
+    import json
+
+    from typer.testing import CliRunner
+
+    from dualsim.cli import app
+
+    res = CliRunner().invoke(app, ["profiles", "--json"])
+    assert res.exit_code == 0, res.output
+    d = json.loads(res.stdout)
+    h800 = {p["name"]: p for p in d["profiles"]}["h800"]
+    assert (h800["sms"], h800["hbm_gb"], h800["bf16_tflops"], h800["fp8_tflops"]) == (
+        132, 80, 989, 1979)
+    assert (h800["nvlink_gbps"], h800["ib_gbps"], h800["comm_sms"]) == (160, 50, 20)
+    assert {p["name"]: p for p in d["profiles"]}["a100"]["fp8_tflops"] is None
+    ds = {m["name"]: m for m in d["models"]}["deepseek-v3"]
+    assert ds["layers"] == 61 and ds["moe"] is True
+    assert ds["default_layout"]["ranks"] == 16 and ds["default_layout"]["microbatches"] == 120

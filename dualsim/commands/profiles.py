@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+import typer
 from rich.table import Table
 
-from dualsim.commands.common import out_console, user_errors
+from dualsim.commands.common import out_console, print_json, user_errors
 from dualsim.hardware import list_profiles, load_profile
 from dualsim.workload import default_layout, list_models, load_model
 
 
-def profiles_command() -> None:
+def profiles_command(as_json: bool = typer.Option(
+        False, "--json", help="Print one JSON object on stdout instead of tables.")) -> None:
     """List hardware profiles and workload presets (a file path works wherever a name does)."""
     with user_errors():
+        if as_json:
+            print_json(_as_json())
+            return
         hw = Table(title="hardware profiles (--profile NAME|FILE)")
         for col in ("name", "SMs", "HBM GB", "BF16 TFLOPS", "FP8 TFLOPS", "NVLink GB/s",
                     "IB GB/s", "comm SMs", "description"):
@@ -36,3 +43,21 @@ def profiles_command() -> None:
         console = out_console()
         console.print(hw)
         console.print(models)
+
+
+def _as_json() -> dict[str, Any]:
+    """Profiles and presets with their main numbers, in the units of the table (GB, TFLOPS, GB/s)."""
+    profiles = []
+    for name, desc in list_profiles():
+        p = load_profile(name)
+        profiles.append({"name": name, "description": desc, "sms": p.sms,
+                         "hbm_gb": p.hbm_bytes / 1e9, "bf16_tflops": p.bf16_flops / 1e12,
+                         "fp8_tflops": p.fp8_flops / 1e12 if p.fp8_flops else None,
+                         "nvlink_gbps": p.nvlink_bandwidth / 1e9,
+                         "ib_gbps": p.ib_bandwidth / 1e9, "comm_sms": p.comm_sms})
+    models = []
+    for name, desc in list_models():
+        m = load_model(name)
+        models.append({"name": name, "description": desc, "layers": m.layers,
+                       "hidden": m.hidden, "moe": m.is_moe, "default_layout": default_layout(m)})
+    return {"profiles": profiles, "models": models}
