@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
@@ -12,8 +12,8 @@ from dualsim.hardware import list_profiles, load_profile
 from dualsim.workload import default_layout, list_models, load_model
 
 
-def profiles_command(as_json: bool = typer.Option(
-        False, "--json", help="Print one JSON object on stdout instead of tables.")) -> None:
+def profiles_command(as_json: Annotated[bool, typer.Option(
+        "--json", help="Print one JSON object on stdout instead of tables.")] = False) -> None:
     """List hardware profiles and workload presets (a file path works wherever a name does)."""
     with user_errors():
         if as_json:
