@@ -310,3 +310,20 @@ def test_one_rank_v_families_pay_no_latency(name: str, mbs: int) -> None:
     s = generate(name, 1, mbs)
     assert simulate(s, FIGURE_COSTS, comm=5).makespan == simulate(s, FIGURE_COSTS).makespan \
         == 3 * mbs
+
+
+@pytest.mark.parametrize(("text", "shown"), [("F=1e308,I=1,W=1", "got 1e+308"),
+                                             ("F=1,I=1,W=1e400", "too large for a float"),
+                                             ("F=1,I=1,W=2000000000000000", "got 2e+15")])
+def test_absurdly_large_costs_are_refused_not_a_float_overflow(text: str, shown: str) -> None:
+    with pytest.raises(CostError, match=r"must be at most 1e\+15") as e:
+        parse_costs(text)
+    assert shown in e.value.message and "Fraction" not in e.value.message
+    with pytest.raises(CostError, match="at most"):
+        simulate(generate("1f1b", 2, 2), costs={"F": 1, "I": 1, "W": 1}, comm=1e16)
+
+
+def test_largest_allowed_cost_still_simulates_exactly() -> None:
+    r = simulate(generate("1f1b", 4, 8), costs=parse_costs("F=1e12,I=1e12,W=1e12"))
+    assert r.makespan == 33 * 10**12  # (M+R-1)(F+B)
+    assert r.to_dict()["makespan"] == 33e12

@@ -25,6 +25,8 @@ REQUIRED: tuple[str, ...] = ("F", "I", "W")
 DEFAULT_COSTS: dict[str, int] = {"F": 1, "I": 1, "W": 1}
 
 _EXAMPLE = "e.g. --costs F=1,I=1,W=1 or F=1,I=1,W=1,B=2,FB=3"
+#: largest cost or latency accepted: times sum to far more, and must still fit a float in JSON
+MAX_COST = 10**15
 
 
 def check_number(name: str, value: Any, *, allow_zero: bool = False,
@@ -45,7 +47,18 @@ def check_number(name: str, value: Any, *, allow_zero: bool = False,
     if number < 0 or (number == 0 and not allow_zero):
         bound = "zero or more" if allow_zero else "greater than zero"
         raise CostError(f"{name} must be {bound}, got {value!r}; {hint}")
+    if number > MAX_COST:
+        raise CostError(f"{name} must be at most {MAX_COST:.0e}, got {_show(number)}; scale "
+                        f"all costs down together; {hint}")
     return number
+
+
+def _show(number: int | Fraction | float) -> str:
+    """A short form of a possibly huge exact number for an error line."""
+    try:
+        return f"{float(number):g}"
+    except OverflowError:
+        return "a number too large for a float"
 
 
 @dataclass(frozen=True)
