@@ -282,11 +282,21 @@ def test_memory_over_hbm_is_warned_on_stderr_in_table_and_json_mode(as_json: boo
     res = invoke(*args)
     assert res.exit_code == 0, res.stderr
     warned = [ln for ln in res.stderr.splitlines() if ln.startswith("warning: gpipe: rank ")]
-    assert warned and "more than the 80 GB of h800" in warned[0]
+    assert len(warned) == 2 and "more than the 80 GB of h800" in warned[0]
     if as_json:
         d = json.loads(res.stdout)  # stdout stays one JSON document
         assert len(d["warnings"]) == len(warned)
         assert d["peak_memory_gb"] > 80
+
+
+def test_many_warnings_are_capped_on_stderr_but_all_in_json() -> None:
+    res = invoke("simulate", "gpipe", "--profile", "h800", "--model", "small-moe", "-r", "4",
+                 "-m", "256", "--json")
+    assert res.exit_code == 0, res.stderr
+    lines = [ln for ln in res.stderr.splitlines() if ln.startswith("warning: gpipe: ")]
+    assert len(json.loads(res.stdout)["warnings"]) == 4
+    assert len(lines) == 4 and lines[-1] == ('warning: gpipe: ... and 1 more (all in --json\'s '
+                                             '"warnings")')
 
 
 @pytest.mark.parametrize("flag", ["--ep", "--gpus", "--microbatch-tokens"])

@@ -16,6 +16,7 @@ from dualsim.sim.result import SimResult
 
 ABSTRACT_RANKS = 8
 ABSTRACT_MICROBATCHES = 24
+MAX_WARNINGS = 3  # per schedule on stderr; --json carries them all
 
 
 @dataclass
@@ -227,8 +228,12 @@ def print_warnings(results: list[tuple[str, SimResult]]) -> None:
     from dualsim.commands.common import err_console
 
     for name, r in results:
-        for w in r.extra.get("warnings") or []:
+        warnings = r.extra.get("warnings") or []
+        for w in warnings[:MAX_WARNINGS]:
             err_console.print(f"warning: {name}: {w}", markup=False)
+        if len(warnings) > MAX_WARNINGS:
+            err_console.print(f"warning: {name}: ... and {len(warnings) - MAX_WARNINGS} more "
+                              "(all in --json's \"warnings\")", markup=False)
 
 
 def print_per_rank(r: SimResult) -> None:
