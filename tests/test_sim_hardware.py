@@ -164,3 +164,13 @@ def test_gradient_sync_overlaps_the_trailing_weight_gradients(small) -> None:
         overlapped += int((syncs["start"] < last_compute).sum())
     assert overlapped >= 2  # a slice finished early syncs while the other still computes
     assert small["dualpipe"].makespan == pytest.approx(tl["end"].max())
+
+
+def test_more_slices_than_layers_is_warned() -> None:
+    # small-moe has 27 layers; 1F1B on 32 ranks leaves 5 slices empty
+    r = simulate_hardware(generate("1f1b", 32, 32), "h800", "small-moe", gpus=256, ep=8)
+    assert r.extra["layers_per_stage"].count(0) == 5
+    assert any(w.startswith("5 of 32 layer slices hold no layer (27 layers over 32 slices)")
+               for w in r.extra["warnings"])
+    ok = simulate_hardware(generate("1f1b", 4, 8), "h800", "small-moe")
+    assert not any("hold no layer" in w for w in ok.extra["warnings"])

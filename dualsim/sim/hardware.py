@@ -248,6 +248,11 @@ def simulate_hardware(schedule: Schedule, profile: str | Profile = "h800",
     warnings: list[str] = []
     if mdl.gemm_dtype == "fp8" and prof.fp8_flops is None:
         warnings.append(f"profile {prof.name} has no FP8: FP8 GEMMs run at the BF16 peak")
+    empty = sum(1 for sl in layout.slices if sl.layers == 0)
+    if empty:
+        warnings.append(f"{empty} of {len(layout.slices)} layer slices hold no layer "
+                        f"({mdl.layers} layers over {len(layout.slices)} slices): their stages "
+                        "only pass activations on; use fewer --ranks")
     env = simpy.Environment()
     ex = HardwareExecutor(env, schedule, layout, prof)
     eng = Engine(schedule, ex, env)
