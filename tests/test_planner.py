@@ -125,3 +125,20 @@ def test_plan_command_rejects_bad_lists(tmp_path):
                                    "--out", str(tmp_path)])
     assert res.exit_code == 1
     assert "bad --ranks value 'x'" in res.output
+
+
+def test_plan_command_rejects_non_positive_sizes_before_sweeping(tmp_path):
+    import typer
+
+    from dualsim.commands.plan import plan_command
+
+    app = typer.Typer()
+    app.command()(plan_command)
+    for flag, val in (("--gpus", "0"), ("--ep", "-1"), ("--microbatch-tokens", "0")):
+        out = tmp_path / flag.strip("-")
+        res = CliRunner().invoke(app, ["--model", "small-moe", flag, val, "--out", str(out),
+                                       "--json"])
+        assert res.exit_code == 1
+        assert res.stdout == ""
+        assert res.stderr.strip() == f"error: {flag} must be 1 or more, got {val}"
+        assert not out.exists()  # nothing swept, nothing written

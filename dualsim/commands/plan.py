@@ -79,6 +79,10 @@ def plan_command(
                            ("--comm-sms", sms_list)):
             if any(v < 1 for v in vals):
                 raise DualsimError(f"{flag} values must be 1 or more, got {vals}")
+        for flag, val in (("--gpus", gpus), ("--ep", ep), ("--microbatch-tokens",
+                                                          microbatch_tokens)):
+            if val is not None and val < 1:
+                raise DualsimError(f"{flag} must be 1 or more, got {val}")
         if top < 0:
             raise DualsimError(f"--top must be 0 or more, got {top}")
         cap = memory_gb if memory_gb is not None else prof.hbm_bytes / 1e9
