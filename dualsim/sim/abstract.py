@@ -34,17 +34,16 @@ and is woken when that input's action ends. ``result.timeline`` is built on firs
 
 from __future__ import annotations
 
-import math
 from fractions import Fraction
 from typing import Any, Callable, Mapping
 
 import numpy as np
 import pandas as pd
 
-from dualsim.ir import Op, Schedule
+from dualsim.ir import Schedule
 from dualsim.sim import abstract_engine as engine
 from dualsim.sim.abstract_engine import EngineRun
-from dualsim.sim.costs_abstract import Costs, check_number, parse_costs
+from dualsim.sim.costs_abstract import Costs, TimeBase, check_number, parse_costs
 from dualsim.sim.result import RankStats, SimResult
 from dualsim.timeline import COLUMNS
 
@@ -63,31 +62,10 @@ def simulate(schedule: Schedule, costs: Costs | Mapping[str, Any] | None = None,
     c = Costs.of(costs)
     comm = check_number("comm (the cross-rank latency)", comm, allow_zero=True,
                         hint="e.g. --comm 0.5")
-    if comm == 0:
-        comm = 0
     size = Fraction(schedule.ranks, schedule.chain_length)
-    op_cost = {Op.F: c.F, Op.I: c.I, Op.W: c.W, Op.B: c.B, Op.FB: c.FB}
-    if c.exact and not isinstance(comm, float):
-        # integers scaled by the common denominator of every duration and the latency
-        scale = math.lcm(*(Fraction(x * size).denominator for x in op_cost.values()),
-                         Fraction(comm).denominator)
-        op_time: dict[Op, Any] = {op: int(x * size * scale) for op, x in op_cost.items()}
-        latency: Any = int(comm * scale)
-        fraction_out = scale != 1 or isinstance(comm, Fraction) or any(
-            isinstance(x, Fraction) for x in op_cost.values())
-
-        def out(t: Any) -> Any:
-            return Fraction(t, scale) if fraction_out else t
-    else:
-        scale = 1
-        op_time = {op: float(x) * float(size) for op, x in op_cost.items()}
-        latency = float(comm)
-
-        def out(t: Any) -> Any:
-            return float(t)
-
-    run = engine.run(schedule, op_time, latency)
-    return _result(schedule, c, run, scale, out)
+    base = TimeBase.of(c, size, comm)
+    run = engine.run(schedule, base.durations, base.latency)
+    return _result(schedule, c, run, base.scale, base.out)
 
 
 def _peak_activations(allocs: list[Any], frees: list[Any]) -> int:

@@ -138,3 +138,46 @@ def parse_costs(text: str) -> dict[str, int | Fraction]:
         out[name] = parse_number(name, value)
     Costs.of(out)  # required names, positive values
     return out
+
+
+@dataclass(frozen=True)
+class TimeBase:
+    """Per-op durations of one schedule on a common time base, shared by both abstract engines.
+
+    With exact costs (ints/Fractions) and an exact latency, durations are integers scaled by the
+    common denominator ``scale`` of every duration (cost x stage size) and the latency, so the
+    engines add integers; ``out`` turns an engine time back into the caller's type (int, or
+    Fraction when anything was fractional). Float inputs give float durations and ``out`` = float.
+    """
+
+    durations: dict[Any, Any]  # Op -> duration
+    latency: Any
+    scale: int
+    fractional: bool
+
+    @staticmethod
+    def of(costs: Costs, stage_size: Fraction, comm: Any) -> "TimeBase":
+        from dualsim.ir import Op
+
+        if comm == 0:
+            comm = 0  # no latency keeps exact costs exact, whatever zero's type
+        per_rank_worth = {Op.F: costs.F, Op.I: costs.I, Op.W: costs.W, Op.B: costs.B,
+                          Op.FB: costs.FB}
+        if costs.exact and not isinstance(comm, float):
+            scale = math.lcm(*(Fraction(x * stage_size).denominator
+                               for x in per_rank_worth.values()), Fraction(comm).denominator)
+            fractional = scale != 1 or isinstance(comm, Fraction) or any(
+                isinstance(x, Fraction) for x in per_rank_worth.values())
+            return TimeBase({op: int(x * stage_size * scale) for op, x in per_rank_worth.items()},
+                            int(comm * scale), scale, fractional)
+        return TimeBase({op: float(x) * float(stage_size) for op, x in per_rank_worth.items()},
+                        float(comm), 1, False)
+
+    @property
+    def exact(self) -> bool:
+        return not isinstance(self.latency, float)
+
+    def out(self, t: Any) -> Any:
+        if not self.exact:
+            return float(t)
+        return Fraction(t, self.scale) if self.fractional else t

@@ -9,14 +9,13 @@ semantics (DESIGN.md §5).
 
 from __future__ import annotations
 
-import math
 from fractions import Fraction
 from typing import Any, Generator, Mapping
 
 import simpy
 
 from dualsim.ir import Action, Op, Schedule
-from dualsim.sim.costs_abstract import Costs, check_number
+from dualsim.sim.costs_abstract import Costs, TimeBase, check_number
 from dualsim.sim.engine import Engine, peak_live
 from dualsim.sim.result import RankStats, SimResult
 from dualsim.timeline import action_fields, from_rows
@@ -52,26 +51,9 @@ def simulate_simpy(schedule: Schedule, costs: Costs | Mapping[str, Any] | None =
     c = Costs.of(costs)
     comm = check_number("comm (the cross-rank latency)", comm, allow_zero=True)
     size = Fraction(schedule.ranks, schedule.chain_length)
-    op_cost = {Op.F: c.F, Op.I: c.I, Op.W: c.W, Op.B: c.B, Op.FB: c.FB}
-    if c.exact and not isinstance(comm, float):
-        scale = math.lcm(*(Fraction(x * size).denominator for x in op_cost.values()),
-                         Fraction(comm).denominator)
-        durations: dict[Op, Any] = {op: int(x * size * scale) for op, x in op_cost.items()}
-        latency: Any = int(comm * scale)
-        frac = scale != 1 or isinstance(comm, Fraction) or any(
-            isinstance(x, Fraction) for x in op_cost.values())
-
-        def out(t: Any) -> Any:
-            return Fraction(t, scale) if frac else t
-    else:
-        scale = 1
-        durations = {op: float(x) * float(size) for op, x in op_cost.items()}
-        latency = float(comm)
-
-        def out(t: Any) -> Any:
-            return float(t)
-
-    eng = Engine(schedule, AbstractExecutor(durations, latency))
+    base = TimeBase.of(c, size, comm)
+    durations, out = base.durations, base.out
+    eng = Engine(schedule, AbstractExecutor(durations, base.latency))
     eng.run()
     R = schedule.ranks
     busy = [sum(durations[a.op] for a in eng.rows[r]) for r in range(R)]
