@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from dualsim.cli import app
 
-REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference"
+REFERENCE = Path(__file__).resolve().parent / "data" / "reference"  # copy of shared/reference
 runner = CliRunner()
 
 
