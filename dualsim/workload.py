@@ -355,10 +355,13 @@ def check_parallel(model: Model, ranks: int, ep: int, gpus: int, microbatch_toke
         raise ProfileError(f"--gpus {gpus} is not divisible by the {ranks} pipeline ranks; "
                            "use a multiple of --ranks")
     if ep > gpus:
-        raise ProfileError(f"--ep {ep} is larger than --gpus {gpus}; EP groups come from the GPUs")
+        raise ProfileError(f"--ep {ep} is larger than --gpus {gpus}; EP groups come from the GPUs: "
+                           f"pass --ep {gpus} or less (without --ep the model preset's "
+                           "default is used)")
     if (gpus // ranks) % ep:
         raise ProfileError(f"--ep {ep} must divide the {gpus // ranks} data-parallel GPUs per "
-                           f"pipeline stage (gpus / ranks)")
+                           f"pipeline stage (gpus / ranks); pass --ep explicitly (without it "
+                           "the model preset's default is used)")
     if not model.is_moe and ep != 1:
         raise ProfileError(f"model {model.name} has no experts: use --ep 1")
     if model.is_moe and model.routed_experts % ep:

@@ -111,3 +111,15 @@ def test_deepseek_activation_bytes_per_layer() -> None:
     # residuals 2x7168x2, MLA latents (1536+512+64)x2, attention output FP8 + LSE, router,
     # 8 routed + 1 shared FP8 inputs, SwiGLU inputs FP8 (outputs recomputed)
     assert moe.activation_bytes / 1e3 == pytest.approx(155.9, abs=0.5)
+
+
+def test_ep_larger_than_gpus_says_how_to_fix() -> None:
+    from dualsim.errors import ProfileError
+    from dualsim.workload import check_parallel, load_model
+
+    with pytest.raises(ProfileError) as e:
+        check_parallel(load_model("deepseek-v3"), ranks=16, ep=64, gpus=16,
+                       microbatch_tokens=4096)
+    assert e.value.message == (
+        "--ep 64 is larger than --gpus 16; EP groups come from the GPUs: pass --ep 16 or less "
+        "(without --ep the model preset's default is used)")
