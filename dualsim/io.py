@@ -48,7 +48,7 @@ def _umask() -> int:
 
 
 def dumps_json(obj: Any) -> str:
-    """Deterministic JSON text (sorted nowhere: callers build dicts in a fixed order)."""
+    """Deterministic JSON text: keys keep the (fixed) order in which callers build their dicts."""
     return json.dumps(obj, indent=1) + "\n"
 
 

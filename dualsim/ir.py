@@ -130,10 +130,6 @@ def B(stage: int, mb: int) -> Action:
     return Action(Op.B, stage, mb)
 
 
-def FB(forward: Action, backward: Action) -> Action:
-    return Action.fb(forward, backward)
-
-
 @dataclass(frozen=True)
 class Stage:
     """Placement of one stage: which rank holds it, in which chain, at which position."""

@@ -49,6 +49,3 @@ def from_rows(rows: Iterable[Sequence[Any]]) -> pd.DataFrame:
     df = df.sort_values(["rank", "stream", "start", "end"], kind="stable").reset_index(drop=True)
     return df
 
-
-def empty() -> pd.DataFrame:
-    return from_rows([])

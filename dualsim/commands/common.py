@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import sys
 from typing import Any, Iterator
 
@@ -12,6 +11,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from dualsim.errors import DualsimError
+from dualsim.io import dumps_json
 
 err_console = Console(stderr=True, highlight=False, soft_wrap=True)
 
@@ -46,7 +46,7 @@ def user_errors(show_detail: bool = True) -> Iterator[None]:
 
 def print_json(obj: Any) -> None:
     """The one JSON document of --json, alone on stdout."""
-    sys.stdout.write(json.dumps(obj, indent=1) + "\n")
+    sys.stdout.write(dumps_json(obj))
     sys.stdout.flush()
 
 
@@ -60,17 +60,3 @@ def progress() -> Progress:
         console=err_console,
         transient=False,
     )
-
-
-def parse_kv_floats(text: str, what: str) -> dict[str, float]:
-    """Parse 'A=1,B=2.5' into a dict; raise typer.BadParameter with the expected form."""
-    out: dict[str, float] = {}
-    for part in filter(None, (p.strip() for p in text.split(","))):
-        key, sep, val = part.partition("=")
-        if not sep or not key.strip():
-            raise typer.BadParameter(f"bad {what} entry {part!r}: expected NAME=VALUE, e.g. F=1,I=1,W=1")
-        try:
-            out[key.strip()] = float(val)
-        except ValueError:
-            raise typer.BadParameter(f"bad {what} value {val!r} for {key.strip()}: expected a number") from None
-    return out
