@@ -122,6 +122,9 @@ def parse_model(raw: dict[str, Any], file: str) -> Model:
                                         and m["expert_intermediate"] > 0):
         raise ProfileError(f"{file}: field model.experts_per_token must be in "
                            "1..routed_experts and model.expert_intermediate positive")
+    if m["routed_experts"] > 0 and m["max_nodes_per_token"] <= 0:
+        raise ProfileError(f"{file}: field model.max_nodes_per_token must be positive for a "
+                           "model with routed experts")
     for key in ("gemm", "attention"):
         if prec[key] not in ("fp8", "bf16"):
             raise ProfileError(f"{file}: field precision.{key} must be \"fp8\" or \"bf16\"")

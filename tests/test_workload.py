@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -88,6 +89,9 @@ def test_bad_model_file_names_field(tmp_path: Path) -> None:
         load_model(str(f))
     f.write_text(text.replace('gemm = "fp8"', 'gemm = "fp4"'))
     with pytest.raises(ProfileError, match=r"m.toml: field precision.gemm"):
+        load_model(str(f))
+    f.write_text(re.sub(r"max_nodes_per_token = \d+", "max_nodes_per_token = 0", text))
+    with pytest.raises(ProfileError, match=r"m.toml: field model.max_nodes_per_token"):
         load_model(str(f))
 
 
