@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Callable, Sequence
 
 from dualsim.hardware import Profile
-from dualsim.workload import Gemm, Layout, Model, Piece, Unit
+from dualsim.workload import FP8_WITH_SCALES, Gemm, Layout, Model, Piece, Unit
 
 A2A_KINDS = ("dispatch", "combine", "combine_bwd", "dispatch_bwd")
 
@@ -79,7 +79,7 @@ def a2a_copies(model: Model, ep: int, gpus_per_node: int) -> tuple[float, float]
 def a2a_bytes_per_copy(model: Model, kind: str) -> float:
     """Bytes per token copy: dispatch and combine_bwd move FP8 (+scales), the others BF16."""
     if kind in ("dispatch", "combine_bwd") and model.gemm_dtype == "fp8":
-        return model.hidden * (1 + 4 / 128)
+        return model.hidden * FP8_WITH_SCALES
     return model.hidden * 2.0
 
 

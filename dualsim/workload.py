@@ -43,6 +43,7 @@ MODEL_SCHEMA: dict[str, dict[str, tuple[str, bool]]] = {
     },
 }
 RECOMPUTE_OPTIONS = ("rmsnorm", "mla_up_proj", "swiglu_output", "full")
+FP8_WITH_SCALES = 1 + 4 / 128  # bytes per FP8 element with its 1/128 FP32 scales
 FLASH_BWD_FACTOR = 2.5  # FlashAttention backward FLOPs / forward FLOPs (recomputes the scores)
 
 
@@ -72,6 +73,11 @@ class Model:
 
     def layer_is_moe(self, i: int) -> bool:
         return self.is_moe and i >= self.dims["dense_layers"]
+
+    @property
+    def gemm_input_bytes(self) -> float:
+        """Bytes per element of a GEMM input: FP8 plus one FP32 scale per 128, or BF16."""
+        return FP8_WITH_SCALES if self.gemm_dtype == "fp8" else 2.0
 
 
 def _check(raw: dict[str, Any], file: str) -> None:
@@ -209,7 +215,7 @@ def _gemm_kind(model: Model, mlp: bool) -> tuple[str, str]:
 def _attention(model: Model, seq: int) -> tuple[Piece, float, float, float]:
     """(piece, params, activation bytes, model flops) of one attention block, per token."""
     d, h, H = model.dims, model.hidden, model.heads
-    a8 = 1 + 4 / 128 if model.gemm_dtype == "fp8" else 2.0
+    a8 = model.gemm_input_bytes
     dt, kind = _gemm_kind(model, mlp=False)
     rec = model.recompute
     if d["attention"] == "mla":
@@ -246,7 +252,7 @@ def _attention(model: Model, seq: int) -> tuple[Piece, float, float, float]:
 def _mlp(model: Model, moe: bool) -> tuple[Piece, float, float, float, float]:
     """(piece, params, expert params, activation bytes, model flops) of one FFN, per token."""
     d, h = model.dims, model.hidden
-    a8 = 1 + 4 / 128 if model.gemm_dtype == "fp8" else 2.0
+    a8 = model.gemm_input_bytes
     dt, kind = _gemm_kind(model, mlp=True)
     keep_out = "swiglu_output" not in model.recompute
     act = h * 2 + (0 if "rmsnorm" in model.recompute else h * a8)
