@@ -64,8 +64,7 @@ class HardwareExecutor:
             for part in a.parts:
                 if part.op in (Op.B, Op.W):
                     self.wleft[part.stage] = self.wleft.get(part.stage, 0) + 1
-        self.slice_wait = {p: sum(1 for st in schedule.stages if st.position == p)
-                           for p in range(len(layout.slices))}
+        self.slice_wait = {p: len(ranks) for p, ranks in enumerate(layout.holders)}
 
     # ---- plans --------------------------------------------------------------------------------
     def plan(self, a: Action) -> Plan:
