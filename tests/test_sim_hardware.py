@@ -8,7 +8,7 @@ import pytest
 import simpy
 from hypothesis import given, settings, strategies as st
 
-from dualsim.errors import ProfileError, ScheduleError
+from dualsim.errors import ProfileError, ScheduleError, ValidationError
 from dualsim.generators import check, generate
 from dualsim.sim.abstract import simulate
 from dualsim.sim.hardware import simulate_hardware, simulate_simpy
@@ -123,6 +123,14 @@ def test_bad_layouts_give_one_line() -> None:
         simulate_hardware(sched, gpus=258)
     with pytest.raises(ProfileError, match="larger than --gpus"):
         simulate_hardware(sched, gpus=4, ep=8)
+
+
+def test_incomplete_schedule_is_refused_before_simulating() -> None:
+    sched = generate("1f1b", 4, 8)
+    rows = [list(row) for row in sched.actions]
+    rows[0].pop()  # rank 0's last backward
+    with pytest.raises(ValidationError, match="never gets a backward"):
+        simulate_hardware(sched.with_actions(rows), gpus=256)
 
 
 def test_hbm_warning_and_a100_fp8_fallback() -> None:

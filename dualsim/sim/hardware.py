@@ -22,7 +22,6 @@ import simpy
 from dualsim.costs import a2a_saturation, pp_transfer, unit_weight
 from dualsim.hardware import Profile, load_profile
 from dualsim.ir import Action, Op, Schedule
-from dualsim.sim import abstract
 from dualsim.sim.engine import Engine, peak_live
 from dualsim.sim.links import Gpu, Link
 from dualsim.sim.memory import (GB, activation_bytes, memory_timeline, replicas, slice_params,
@@ -31,6 +30,7 @@ from dualsim.sim.pieces import Plan, fb_plan, only_w, plain_plan, slice_chains, 
 from dualsim.sim.result import RankStats, SimResult
 from dualsim.sim.simpy_abstract import simulate_simpy
 from dualsim.timeline import from_rows
+from dualsim.validate import validate
 from dualsim.workload import Layout, Model, build_layout, default_layout, load_model
 
 __all__ = ["simulate_hardware", "simulate_simpy"]
@@ -243,7 +243,7 @@ def simulate_hardware(schedule: Schedule, profile: str | Profile = "h800",
                           gpus=gpus if gpus is not None else d["gpus"],
                           microbatch_tokens=tokens, sequence=d["sequence"],
                           weight=unit_weight(prof, tokens))
-    abstract.simulate(schedule)  # ValidationError with the grid for a bad schedule
+    validate(schedule)  # ValidationError with the grid for a bad or incomplete schedule
     warnings: list[str] = []
     if mdl.gemm_dtype == "fp8" and prof.fp8_flops is None:
         warnings.append(f"profile {prof.name} has no FP8: FP8 GEMMs run at the BF16 peak")
