@@ -147,3 +147,13 @@ def test_nccl_without_gpus_is_refused(tmp_path: Path) -> None:
     write_plan(lower(generate("1f1b", 2, 2)), str(plan_path))
     r = CliRunner().invoke(app, ["run", str(plan_path), "--backend", "nccl"])
     assert r.exit_code == 1 and "use --backend gloo" in r.output
+
+
+@pytest.mark.parametrize("flag,name", [("--trace", "t.txt"), ("--gantt", "g.pdf")])
+def test_output_with_a_wrong_suffix_is_refused_before_start(tmp_path: Path, flag: str,
+                                                           name: str) -> None:
+    plan_path = tmp_path / "p.json"
+    write_plan(lower(generate("1f1b", 2, 2)), str(plan_path))
+    r = CliRunner().invoke(app, ["run", str(plan_path), flag, str(tmp_path / name)])
+    assert r.exit_code == 1 and "error:" in r.output and flag in r.output
+    assert "running" not in r.output and "Traceback" not in r.output

@@ -14,6 +14,7 @@ from typing import Any, Optional
 import typer
 
 from dualsim.commands.common import err_console, fail, print_json, user_errors
+from dualsim.errors import DualsimError
 
 
 def run_command(
@@ -43,9 +44,11 @@ def run_command(
 ) -> None:
     """Execute PLAN and report loss, gradient error against the reference and step time."""
     with user_errors():
-        for path, kinds in ((trace, (".json",)), (gantt, (".png", ".svg"))):
+        for flag, path, kinds in (("--trace", trace, (".json",)),
+                                  ("--gantt", gantt, (".png", ".svg"))):
             if path is not None and path.suffix.lower() not in kinds:
-                raise typer.BadParameter(f"{path} must end with {' or '.join(kinds)}")
+                raise DualsimError(f"{flag} {str(path)!r}: the file name must end in "
+                                   f"{' or '.join(kinds)}")
         from dualsim.planfile import read_plan
 
         schedule = read_plan(str(plan))
