@@ -29,7 +29,7 @@ from dualsim.sim.memory import (GB, activation_bytes, memory_timeline, replicas,
 from dualsim.sim.pieces import Plan, fb_plan, only_w, plain_plan, slice_chains, without_w
 from dualsim.sim.result import RankStats, SimResult
 from dualsim.sim.simpy_abstract import simulate_simpy
-from dualsim.timeline import from_rows
+from dualsim.timeline import action_fields, from_rows
 from dualsim.validate import validate
 from dualsim.workload import Layout, Model, build_layout, default_layout, load_model
 
@@ -84,19 +84,11 @@ class HardwareExecutor:
             self.plans[key] = plan
         return plan
 
-    def _fields(self, a: Action) -> tuple:
-        """(op, stage, microbatch, chain, stage2, microbatch2, chain2) of a unit's rows."""
-        sched = self.schedule
-        if a.op is Op.FB:
-            f, b = a.forward, a.backward
-            return ("FB", f.stage, f.microbatch, sched.placement(f.stage).chain, b.stage,
-                    b.microbatch, sched.placement(b.stage).chain)
-        return (a.op.value, a.stage, a.microbatch, sched.placement(a.stage).chain, -1, -1, -1)
-
     # ---- executor protocol --------------------------------------------------------------------
     def run(self, eng: Engine, rank: int, a: Action) -> Generator[Any, Any, None]:
         env, gpu, plan = self.env, self.gpus[rank], self.plan(a)
-        fields, label = self._fields(a), str(a)
+        row = action_fields(self.schedule, a)
+        fields, label = row[:7], row[7]
         rows = self.rows
         fwd = a.forward if a.op is Op.FB else a
         if fwd.op is Op.F:
