@@ -147,6 +147,16 @@ def test_nccl_without_gpus_is_refused(tmp_path: Path) -> None:
     write_plan(lower(generate("1f1b", 2, 2)), str(plan_path))
     r = CliRunner().invoke(app, ["run", str(plan_path), "--backend", "nccl"])
     assert r.exit_code == 1 and "use --backend gloo" in r.output
+    assert "running" not in r.output  # refused before the banner: one error line
+
+
+def test_unknown_backend_is_refused_in_one_line(tmp_path: Path) -> None:
+    plan_path = tmp_path / "p.json"
+    write_plan(lower(generate("1f1b", 2, 2)), str(plan_path))
+    r = CliRunner().invoke(app, ["run", str(plan_path), "--backend", "mpi"])
+    assert r.exit_code == 1
+    assert r.output.strip().splitlines() == [
+        "error: unknown backend 'mpi': use gloo (CPU) or nccl (GPU)"]
 
 
 @pytest.mark.parametrize("flag,name", [("--trace", "t.txt"), ("--gantt", "g.pdf")])

@@ -62,9 +62,9 @@ def run_command(
                            top_k=top_k, expert_hidden=expert_hidden, vocab=vocab, seq=seq,
                            microbatch_size=microbatch_size, dtype=dtype, seed=seed)
         options = RunOptions(cfg, steps=steps, backend=backend, timeout=timeout)
-        err_console.print(f"running {schedule.name} on {schedule.ranks} ranks ({backend}), "
-                          f"{steps} steps", markup=False)
-        outcome = run_plan(schedule, options, with_sim=compare_sim)
+        banner = f"running {schedule.name} on {schedule.ranks} ranks ({backend}), {steps} steps"
+        outcome = run_plan(schedule, options, with_sim=compare_sim,
+                           on_start=lambda: err_console.print(banner, markup=False))
         if outcome is None:  # a non-zero rank under torchrun: rank 0 reports
             return
         if trace is not None:

@@ -8,7 +8,7 @@ a backend the machine lacks.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import pandas as pd
 
@@ -69,9 +69,15 @@ def check_fits(plan: Schedule, options: RunOptions) -> None:
         positions[(s.rank, s.position)] = s.stage
 
 
-def run_plan(plan: Schedule, options: RunOptions, with_sim: bool = False) -> RunOutcome | None:
-    """Execute ``plan`` (local spawn, or this process's rank under torchrun)."""
+def run_plan(plan: Schedule, options: RunOptions, with_sim: bool = False,
+             on_start: Callable[[], None] | None = None) -> RunOutcome | None:
+    """Execute ``plan`` (local spawn, or this process's rank under torchrun).
+
+    ``on_start()`` is called once the plan and options were accepted, before any rank starts.
+    """
     check_fits(plan, options)
+    if on_start is not None:
+        on_start()
     if under_torchrun():
         gathered = run_torchrun(plan, options)
         if gathered is None:
