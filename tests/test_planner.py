@@ -142,3 +142,44 @@ def test_plan_command_rejects_non_positive_sizes_before_sweeping(tmp_path):
         assert res.stdout == ""
         assert res.stderr.strip() == f"error: {flag} must be 1 or more, got {val}"
         assert not out.exists()  # nothing swept, nothing written
+
+
+def test_plan_command_refuses_bad_out_and_emit_before_sweeping(tmp_path):
+    import typer
+
+    from dualsim.commands.plan import plan_command
+
+    app = typer.Typer()
+    app.command()(plan_command)
+    blocker = tmp_path / "afile"
+    blocker.write_text("x")
+    for extra, msg in (
+            (["--out", str(blocker)],
+             f"error: cannot write '{blocker / 'plan.csv'}': '{blocker}' is a file, not a folder"),
+            (["--out", str(tmp_path / "o"), "--emit", str(tmp_path)],
+             f"error: cannot write '{tmp_path}': it is a folder; give a file name")):
+        res = CliRunner().invoke(app, ["--model", "small-moe", "--workers", "1"] + extra)
+        assert res.exit_code == 1
+        assert res.stderr.strip() == msg
+        assert not (tmp_path / "o").exists()  # nothing swept, nothing written
+
+
+def test_plan_command_with_emit_and_no_survivor_says_why(tmp_path):
+    import typer
+
+    from dualsim.commands.plan import plan_command
+
+    app = typer.Typer()
+    app.command()(plan_command)
+    emit = tmp_path / "best.json"
+    res = CliRunner().invoke(app, [
+        "--model", "small-moe", "--gpus", "64", "--schedules", "dualpipe", "--ranks", "4",
+        "--microbatches", "9", "--comm-sms", "20", "--workers", "1", "--json",
+        "--out", str(tmp_path / "out"), "--emit", str(emit)])
+    assert res.exit_code == 1
+    assert json.loads(res.stdout)["files"] == [str(tmp_path / "out" / n) for n in
+                                               ("plan.csv", "pareto.png", "pareto.svg")]
+    assert res.stderr.strip().splitlines()[-1] == (
+        f"error: none of the 1 configurations survived (rule); see {tmp_path / 'out'}/plan.csv "
+        "for each reason, or raise --memory-gb / change the sweep")
+    assert not emit.exists()

@@ -15,6 +15,7 @@ import typer
 
 from dualsim.commands.common import err_console, print_json, progress, user_errors
 from dualsim.errors import DualsimError
+from dualsim.io import check_writable_file
 
 if TYPE_CHECKING:
     from dualsim.planner import PlanResult
@@ -92,24 +93,29 @@ def plan_command(
                                   mdl.name if Path(model).suffix != ".toml" else model,
                                   gpus if gpus is not None else int(layout["gpus"]), float(cap),
                                   ep, microbatch_tokens)
+        # a wrong --out or --emit fails now, not after a sweep of minutes
+        check_writable_file(out / "plan.csv")
+        if emit is not None:
+            check_writable_file(emit)
         cands = planner.candidates(names, rank_list, mb_list, sms_list, ib_list, nv_list)
         with progress() as bar:
             task = bar.add_task("simulating configurations", total=len(cands))
             result = planner.sweep(cands, setting, workers=workers,
                                    on_done=lambda _: bar.advance(task))
         files = planner.write_outputs(result, out)
-        if emit is not None:
+        emitted = emit is not None and result.best is not None
+        if emitted:
             from dualsim.planfile import write_plan
 
             write_plan(planner.best_schedule(result), str(emit))
         if as_json:
             d = result.to_json()
-            d["files"] = files + ([str(emit)] if emit is not None and result.best else [])
+            d["files"] = files + ([str(emit)] if emitted else [])
             print_json(d)
         else:
             _print(result, top)
             err_console.print(f"wrote {', '.join(files)}", markup=False)
-        if emit is not None:
+        if emitted:
             err_console.print(f"best plan written to {emit}: run it with `dualsim run {emit}`",
                               markup=False)
         if result.best is None:
