@@ -28,11 +28,22 @@ def test_h800_numbers() -> None:
     assert p.a2a_latency == pytest.approx(0.35e-3)
 
 
+@pytest.mark.parametrize("name, sms, hbm_gb, bf16, fp8", [  # DESIGN.md §6
+    ("h100", 132, 80, 989, 1979),
+    ("h20", 78, 96, 148, 296),
+    ("a100", 108, 80, 312, None),
+])
+def test_other_profiles_numbers(name: str, sms: int, hbm_gb: int, bf16: int,
+                                fp8: int | None) -> None:
+    p = load_profile(name)
+    assert (p.sms, p.hbm_bytes, p.bf16_flops) == (sms, hbm_gb * 1e9, bf16 * 1e12)
+    assert p.fp8_flops == (None if fp8 is None else fp8 * 1e12)
+
+
 def test_a100_has_no_fp8_and_falls_back() -> None:
     p = load_profile("a100")
     assert p.fp8_flops is None
     assert p.peak_flops("fp8") == p.peak_flops("bf16") == 312e12
-    assert load_profile("h20").sms == 78
 
 
 def test_symlinked_folder_and_user_path(tmp_path: Path) -> None:
