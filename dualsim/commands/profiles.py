@@ -8,8 +8,8 @@ import typer
 from rich.table import Table
 
 from dualsim.commands.common import out_console, print_json, user_errors
-from dualsim.hardware import list_profiles, load_profile
-from dualsim.workload import default_layout, list_models, load_model
+from dualsim.hardware import Profile, builtin_files, load_profile
+from dualsim.workload import Model, default_layout, load_model
 
 
 def profiles_command(as_json: Annotated[bool, typer.Option(
@@ -23,41 +23,45 @@ def profiles_command(as_json: Annotated[bool, typer.Option(
         for col in ("name", "SMs", "HBM GB", "BF16 TFLOPS", "FP8 TFLOPS", "NVLink GB/s",
                     "IB GB/s", "comm SMs", "description"):
             hw.add_column(col)
-        for name, desc in list_profiles():
-            p = load_profile(name)
+        profiles, presets = _builtins()
+        for name, p in profiles:
             fp8 = f"{p.fp8_flops / 1e12:.0f}" if p.fp8_flops else "-"
             hw.add_row(name, str(p.sms), f"{p.hbm_bytes / 1e9:.0f}", f"{p.bf16_flops / 1e12:.0f}",
                        fp8, f"{p.nvlink_bandwidth / 1e9:.0f}", f"{p.ib_bandwidth / 1e9:.0f}",
-                       str(p.comm_sms), desc)
+                       str(p.comm_sms), p.description)
         models = Table(title="workload presets (--model NAME|FILE)")
         for col in ("name", "layers", "hidden", "experts", "default layout", "description"):
             models.add_column(col)
-        for name, desc in list_models():
-            m = load_model(name)
+        for name, m in presets:
             d = default_layout(m)
             experts = (f"{m.routed_experts}+{m.shared_experts} top-{m.experts_per_token}"
                        if m.is_moe else "dense")
             layout = (f"{d['schedule']} PP{d['ranks']} EP{d['ep']} {d['gpus']} GPUs, "
                       f"M={d['microbatches']} x {d['microbatch_tokens']} tokens")
-            models.add_row(name, str(m.layers), str(m.hidden), experts, layout, desc)
+            models.add_row(name, str(m.layers), str(m.hidden), experts, layout, m.description)
         console = out_console()
         console.print(hw)
         console.print(models)
 
 
+def _builtins() -> tuple[list[tuple[str, Profile]], list[tuple[str, Model]]]:
+    """The built-in profiles and model presets by name, each file read once."""
+    return ([(n, load_profile(n)) for n in builtin_files("profiles")],
+            [(n, load_model(n)) for n in builtin_files("models")])
+
+
 def _as_json() -> dict[str, Any]:
     """Profiles and presets with their main numbers, in the units of the table (GB, TFLOPS, GB/s)."""
+    loaded_profiles, presets = _builtins()
     profiles = []
-    for name, desc in list_profiles():
-        p = load_profile(name)
-        profiles.append({"name": name, "description": desc, "sms": p.sms,
+    for name, p in loaded_profiles:
+        profiles.append({"name": name, "description": p.description, "sms": p.sms,
                          "hbm_gb": p.hbm_bytes / 1e9, "bf16_tflops": p.bf16_flops / 1e12,
                          "fp8_tflops": p.fp8_flops / 1e12 if p.fp8_flops else None,
                          "nvlink_gbps": p.nvlink_bandwidth / 1e9,
                          "ib_gbps": p.ib_bandwidth / 1e9, "comm_sms": p.comm_sms})
     models = []
-    for name, desc in list_models():
-        m = load_model(name)
-        models.append({"name": name, "description": desc, "layers": m.layers,
+    for name, m in presets:
+        models.append({"name": name, "description": m.description, "layers": m.layers,
                        "hidden": m.hidden, "moe": m.is_moe, "default_layout": default_layout(m)})
     return {"profiles": profiles, "models": models}
