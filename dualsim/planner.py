@@ -17,7 +17,7 @@ import os
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from dualsim.errors import DualsimError, ScheduleError
 from dualsim.io import write_atomic
@@ -151,6 +151,19 @@ def _evaluate_indexed(args: tuple[int, Candidate, Setting]) -> tuple[int, Outcom
     return i, evaluate(c, s)
 
 
+def _run(jobs: list[tuple[int, Candidate, Setting]],
+         workers: int) -> Iterator[tuple[int, Outcome]]:
+    """``(index, outcome)`` per job as each finishes: in this process, or in a spawn pool."""
+    if workers <= 1 or len(jobs) <= 1:
+        yield from map(_evaluate_indexed, jobs)
+        return
+    ctx = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=ctx) as pool:
+        futures = [pool.submit(_evaluate_indexed, job) for job in jobs]
+        for fut in as_completed(futures):
+            yield fut.result()
+
+
 def rank_outcomes(outcomes: Iterable[Outcome]) -> tuple[list[Outcome], list[Outcome]]:
     """Survivors best first (throughput, then memory, then sweep order); dropped in sweep order."""
     kept = [o for o in outcomes if o.kept]
@@ -165,25 +178,13 @@ def sweep(cands: Sequence[Candidate], setting: Setting, *, workers: int | None =
           on_done: Callable[[Outcome], None] | None = None) -> PlanResult:
     """Evaluate every candidate (in ``workers`` processes; default all cores) and rank them."""
     n = workers if workers is not None else (os.cpu_count() or 1)
-    outcomes: list[Outcome] = []
     jobs = [(i, c, setting) for i, c in enumerate(cands)]
-    if n <= 1 or len(jobs) <= 1:
-        for job in jobs:
-            i, o = _evaluate_indexed(job)
-            o.order = i
-            outcomes.append(o)
-            if on_done:
-                on_done(o)
-    else:
-        ctx = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(max_workers=min(n, len(jobs)), mp_context=ctx) as pool:
-            futures = [pool.submit(_evaluate_indexed, job) for job in jobs]
-            for fut in as_completed(futures):
-                i, o = fut.result()
-                o.order = i
-                outcomes.append(o)
-                if on_done:
-                    on_done(o)
+    outcomes: list[Outcome] = []
+    for i, o in _run(jobs, n):
+        o.order = i
+        outcomes.append(o)
+        if on_done:
+            on_done(o)
     kept, dropped = rank_outcomes(outcomes)
     return PlanResult(setting, kept, dropped)
 
