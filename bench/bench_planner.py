@@ -9,7 +9,6 @@ the best configuration and the drop reasons, and exits 1 if the target is missed
 from __future__ import annotations
 
 import argparse
-import collections
 import os
 import sys
 import time
@@ -38,8 +37,7 @@ def main() -> int:
         b = result.best
         print(f"best: {b.candidate}  {b.figures['tokens_per_s_per_gpu']:.0f} tokens/s/GPU, "
               f"{b.figures['peak_memory_gb']:.1f} GB")
-    reasons = collections.Counter(o.reason.split(":")[0] for o in result.dropped)
-    print("dropped:", dict(reasons))
+    print("dropped:", result.dropped_by_kind())
     if args.out:
         planner.write_outputs(result, args.out)
     ok = result.evaluated >= TARGET_CONFIGS and wall <= TARGET_SECONDS

@@ -14,6 +14,7 @@ import csv
 import io
 import multiprocessing
 import os
+from collections import Counter
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -63,6 +64,11 @@ class Outcome:
     figures: dict[str, Any] = field(default_factory=dict)
     order: int = 0  # position in the sweep, for a deterministic tie-break
 
+    @property
+    def kind(self) -> str:
+        """What dropped it: "rule", "layout" or "memory" ("" when kept)."""
+        return self.reason.split(":")[0]
+
     def row(self) -> dict[str, Any]:
         d: dict[str, Any] = asdict(self.candidate)
         d.update(self.figures)
@@ -90,6 +96,10 @@ class PlanResult:
     @property
     def best(self) -> Outcome | None:
         return self.ranked[0] if self.ranked else None
+
+    def dropped_by_kind(self) -> dict[str, int]:
+        """How many configurations each kind of reason dropped, kinds in alphabetical order."""
+        return dict(sorted(Counter(o.kind for o in self.dropped).items()))
 
     def to_json(self) -> dict[str, Any]:
         return {"setting": asdict(self.setting), "evaluated": self.evaluated,

@@ -69,7 +69,7 @@ def test_sweep_in_a_pool_matches_in_process(tmp_path):
     assert len(seen) == 3 and one.evaluated == two.evaluated == 3
     assert [o.row() for o in one.ranked] == [o.row() for o in two.ranked]
     assert one.best.candidate.schedule == "dualpipe"  # overlapped all-to-all wins on MoE
-    assert [o.reason.split(":")[0] for o in one.dropped] == ["rule"]
+    assert [o.kind for o in one.dropped] == ["rule"] and one.dropped_by_kind() == {"rule": 1}
     data = one.to_json()
     assert data["evaluated"] == 3 and data["best"]["rank"] == 1
     assert data["results"][0]["schedule"] == "dualpipe" and data["dropped"][0]["status"] == "dropped"

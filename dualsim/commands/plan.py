@@ -119,9 +119,8 @@ def plan_command(
             err_console.print(f"best plan written to {emit}: run it with `dualsim run {emit}`",
                               markup=False)
         if result.best is None:
-            reasons = sorted({o.reason.split(":")[0] for o in result.dropped})
             raise DualsimError(f"none of the {result.evaluated} configurations survived "
-                               f"({', '.join(reasons)}); see {out}/plan.csv for each reason, "
+                               f"({', '.join(result.dropped_by_kind())}); see {out}/plan.csv for each reason, "
                                "or raise --memory-gb / change the sweep")
 
 
@@ -145,10 +144,7 @@ def _print(result: PlanResult, top: int) -> None:
                   f"{f['mfu']:.1%}", f"{f['bubble_rate']:.1%}", f"{f['peak_memory_gb']:.1f}")
     console = out_console()
     console.print(t)
-    by_reason: dict[str, int] = {}
-    for o in result.dropped:
-        kind = o.reason.split(":")[0]
-        by_reason[kind] = by_reason.get(kind, 0) + 1
-    if by_reason:
-        console.print("dropped: " + ", ".join(f"{n} ({k})" for k, n in sorted(by_reason.items()))
+    by_kind = result.dropped_by_kind()
+    if by_kind:
+        console.print("dropped: " + ", ".join(f"{n} ({k})" for k, n in by_kind.items())
                       + " - reasons per configuration in plan.csv", markup=False)
