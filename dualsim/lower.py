@@ -38,11 +38,6 @@ from dualsim.validate import (Transfer, checked_index, cross_rank_transfers, nod
                               validate)
 
 
-def strip(schedule: Schedule) -> Schedule:
-    """The schedule without its SEND/RECV actions."""
-    return schedule.compute_only()
-
-
 def lower(schedule: Schedule) -> Schedule:
     """A new schedule with SEND/RECV inserted (see the module docstring for the rule)."""
     ix = checked_index(schedule)
