@@ -93,6 +93,11 @@ def test_report_is_byte_identical_when_rewritten(tmp_path):
         assert (a / f).read_bytes() == (b / f).read_bytes(), f
 
 
+HARDWARE_FILES = sorted(["gantt_1f1b.png", "gantt_1f1b.svg", "gantt_compare.png",
+                         "gantt_compare.svg", "memory.csv", "memory_1f1b.png", "memory_1f1b.svg",
+                         "report.md", "summary.json", "timeline.csv", "trace_1f1b.json"])
+
+
 def test_hardware_style_results_get_memory_plots(tmp_path):
     s = generate("1f1b", 2, 2)
     r = simulate(s, costs={"F": 1, "I": 1, "W": 1}, comm=0.0)
@@ -108,8 +113,7 @@ def test_hardware_style_results_get_memory_plots(tmp_path):
     cfg = {"mode": "hardware", "ranks": 2, "microbatches": 2, "profile": "h800",
            "model": "deepseek-v3", "gpus": 16}
     write_report(tmp_path, [("1f1b", r)], schedules={"1f1b": s}, config=cfg, skipped=[])
-    names = {p.name for p in tmp_path.iterdir()}
-    assert {"memory_1f1b.png", "memory_1f1b.svg", "memory.csv"} <= names
+    assert sorted(p.name for p in tmp_path.iterdir()) == HARDWARE_FILES
     md = (tmp_path / "report.md").read_text()
     assert "- **profile**: h800" in md and "- **model**: deepseek-v3" in md
     header, rows = comparison_rows([("1f1b", r)], {"1f1b": s}, cfg)
@@ -129,8 +133,7 @@ def test_real_hardware_report_has_memory_flows_and_counters(tmp_path):
     cfg = {"mode": "hardware", "ranks": 4, "microbatches": 8, "profile": "h800",
            "model": "small-moe"}
     write_report(tmp_path, [("1f1b", r)], schedules={"1f1b": s}, config=cfg, skipped=[])
-    assert {"memory_1f1b.png", "memory_1f1b.svg", "memory.csv", "trace_1f1b.json"} <= {
-        p.name for p in tmp_path.iterdir()}
+    assert sorted(p.name for p in tmp_path.iterdir()) == HARDWARE_FILES
     trace = json.loads((tmp_path / "trace_1f1b.json").read_text())
     ev = trace["traceEvents"]
     flows = [e for e in ev if e["ph"] == "s"]
