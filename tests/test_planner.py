@@ -124,7 +124,14 @@ def test_plan_command_rejects_bad_lists(tmp_path):
     res = CliRunner().invoke(app, ["--model", "small-moe", "--ranks", "4,x",
                                    "--out", str(tmp_path)])
     assert res.exit_code == 1
-    assert "bad --ranks value 'x'" in res.output
+    assert res.stderr.strip() == ("error: bad --ranks value 'x': expected a number, e.g. "
+                                  "--ranks 8,16")
+    for flag in ("--schedules", "--ranks", "--ib-gbps"):
+        res = CliRunner().invoke(app, ["--model", "small-moe", flag, " , ", "--out",
+                                       str(tmp_path)])
+        assert res.exit_code == 1
+        assert res.stderr.strip() == (f"error: {flag} was given no values; leave it out for "
+                                      "the default sweep")
 
 
 def test_plan_command_rejects_non_positive_sizes_before_sweeping(tmp_path):

@@ -24,7 +24,8 @@ T = TypeVar("T")
 
 
 def parse_list(values: Optional[list[str]], convert: Callable[[str], T], flag: str) -> list[T]:
-    """Flatten repeated and comma-separated values; one error line names a bad entry."""
+    """Flatten repeated and comma-separated values; one error line names a bad entry, or the
+    flag given with nothing but commas and spaces (rather than sweeping the defaults)."""
     out: list[T] = []
     for v in values or []:
         for part in filter(None, (p.strip() for p in v.split(","))):
@@ -33,6 +34,8 @@ def parse_list(values: Optional[list[str]], convert: Callable[[str], T], flag: s
             except ValueError:
                 raise DualsimError(f"bad {flag} value {part!r}: expected a number, e.g. "
                                    f"{flag} 8,16") from None
+    if values and not out:
+        raise DualsimError(f"{flag} was given no values; leave it out for the default sweep")
     return list(dict.fromkeys(out))
 
 
@@ -65,8 +68,7 @@ def plan_command(
         prof = load_profile(profile)
         mdl = load_model(model)
         layout = default_layout(mdl)
-        names = list(dict.fromkeys(s.strip() for v in (schedules or []) for s in v.split(",")
-                                   if s.strip())) or list(planner.DEFAULT_SCHEDULES)
+        names = parse_list(schedules, str, "--schedules") or list(planner.DEFAULT_SCHEDULES)
         unknown = [n for n in names if n not in FAMILIES]
         if unknown:
             raise DualsimError(f"unknown schedule {unknown[0]!r}: choose from "
