@@ -323,19 +323,16 @@ class RankRunner:
 
     def _sum_copies(self) -> None:
         """Every copy of a layer slice gets the sum of all copies' gradients (DualPipe)."""
-        sends: list[Transfer] = []
-        recvs: list[tuple[int, Transfer]] = []
-        for stage in sorted(self.modules):
-            for other in self._copies(stage):
-                sends.append(Transfer(True, self.plan.rank_of(other), self._flat_grad(stage)))
-        for peer in range(self.plan.ranks):
-            for other in self.plan.stages_of_rank(peer):
-                for stage in sorted(self.modules):
-                    if peer != self.rank and other in self._copies(stage):
-                        buf = torch.empty_like(self._flat_grad(stage))
-                        recvs.append((stage, Transfer(False, peer, buf)))
-        if not sends and not recvs:
+        copies = {stage: self._copies(stage) for stage in sorted(self.modules)}
+        flat = {stage: self._flat_grad(stage) for stage, others in copies.items() if others}
+        if not flat:
             return
+        sends = [Transfer(True, self.plan.rank_of(other), flat[stage])
+                 for stage in flat for other in copies[stage]]
+        recvs = [(stage, Transfer(False, peer, torch.empty_like(flat[stage])))
+                 for peer in range(self.plan.ranks) if peer != self.rank
+                 for other in self.plan.stages_of_rank(peer)
+                 for stage in flat if other in copies[stage]]
         self.progress.update(self.step_index, len(self.actions), SYNCING)
         self.comm.exchange(sends, [t for _, t in recvs])
         for stage, t in recvs:
