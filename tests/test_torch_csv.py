@@ -41,6 +41,7 @@ def test_torch_parses_every_cell_back(family: str, m: int) -> None:
     schedules = pytest.importorskip("torch.distributed.pipelining.schedules")
     plan = generate(family, 2, m)
     rows = [line.split(",") for line in to_torch_csv(plan).strip().split("\n")]
+    assert [len(r) for r in rows] == [len(actions) for actions in plan.actions]
     for row, actions in zip(rows, plan.actions):
         for cell, a in zip(row, actions):
             t = schedules._Action.from_str(cell)
