@@ -43,11 +43,15 @@ def _csv(df: pd.DataFrame) -> str:
     return df.to_csv(index=False, lineterminator="\n", float_format="%.12g")
 
 
+def stacked(frames: list[tuple[str, pd.DataFrame]]) -> pd.DataFrame:
+    """The (schedule, table) pairs' tables stacked, with the schedule's name as first column."""
+    df = pd.concat([f.assign(schedule=name) for name, f in frames], ignore_index=True)
+    return df[["schedule"] + [c for c in df.columns if c != "schedule"]]
+
+
 def timeline_table(results: list[tuple[str, SimResult]]) -> pd.DataFrame:
     """All Timelines stacked, with the schedule's name as the first column."""
-    frames = [r.timeline.assign(schedule=name) for name, r in results]
-    df = pd.concat(frames, ignore_index=True)
-    return df[["schedule"] + [c for c in df.columns if c != "schedule"]]
+    return stacked([(name, r.timeline) for name, r in results])
 
 
 def assumptions(config: Mapping[str, Any], results: list[tuple[str, SimResult]]) -> list[str]:
@@ -311,12 +315,9 @@ def write_report(out_dir: str | Path, results: list[tuple[str, SimResult]], *,
 
     def tables() -> None:
         write_atomic(out / "timeline.csv", _csv(timeline_table(results)))
-        mems = [r.memory.assign(schedule=n) for n, r in results
-                if r.memory is not None and len(r.memory)]
+        mems = [(n, r.memory) for n, r in results if r.memory is not None and len(r.memory)]
         if mems:
-            mem = pd.concat(mems, ignore_index=True)
-            write_atomic(out / "memory.csv",
-                         _csv(mem[["schedule"] + [c for c in mem.columns if c != "schedule"]]))
+            write_atomic(out / "memory.csv", _csv(stacked(mems)))
         write_atomic(out / "summary.json",
                      dumps_json(summary(results, schedules, config, skipped, files)))
         write_atomic(out / "report.md",
