@@ -83,10 +83,13 @@ def effective_durations(timeline: pd.DataFrame) -> pd.DataFrame:
 
 def calibrate(plan: Schedule, timelines: list[pd.DataFrame]) -> tuple[dict[str, float], float]:
     """Abstract costs (seconds per rank-worth of layers) and transfer latency from a run."""
-    per_step = []
-    for k, tl in enumerate(timelines):
-        eff = effective_durations(tl)
-        per_step.append(eff.groupby(["op", "stage"])["dur"].mean().rename(k))
+    return _costs(plan, [effective_durations(tl) for tl in timelines]), _latency(plan, timelines)
+
+
+def _costs(plan: Schedule, effective: list[pd.DataFrame]) -> dict[str, float]:
+    """Abstract costs from each measured step's effective durations."""
+    per_step = [eff.groupby(["op", "stage"])["dur"].mean().rename(k)
+                for k, eff in enumerate(effective)]
     # per (op, stage): the median over steps of the step's mean duration
     table = pd.concat(per_step, axis=1).median(axis=1)
     size = plan.stage_size
@@ -101,7 +104,7 @@ def calibrate(plan: Schedule, timelines: list[pd.DataFrame]) -> tuple[dict[str, 
     if "I" not in costs:
         costs["I"] = costs["W"] = costs["B"] / 2
     costs.setdefault("FB", costs["F"] + costs["B"])
-    return costs, _latency(plan, timelines)
+    return costs
 
 
 def _latency(plan: Schedule, timelines: list[pd.DataFrame]) -> float:
@@ -125,8 +128,8 @@ def compare_sim(plan: Schedule, reports: list[RankReport]) -> dict[str, Any]:
 
     steps = measured_steps(reports)
     timelines = [step_timeline(reports, k) for k in steps]
-    costs, latency = calibrate(plan, timelines)
     effective = [effective_durations(tl) for tl in timelines]
+    costs, latency = _costs(plan, effective), _latency(plan, timelines)
     sim = simulate(plan, costs, comm=latency)
     measured = statistics.median(actions_time_s(reports, k) for k in steps)
     predicted = float(sim.makespan)
@@ -143,5 +146,4 @@ def compare_sim(plan: Schedule, reports: list[RankReport]) -> dict[str, Any]:
         "calibrated_costs_s": costs,
         "calibrated_latency_s": latency,
         "per_rank_idle": per_rank,
-        "sim": sim,
     }

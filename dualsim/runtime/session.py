@@ -100,9 +100,7 @@ def summarize(plan: Schedule, options: RunOptions, reports: list[RankReport],
     ok = passed(result, options.model.dtype)
     result["matches_reference"] = ok
     if with_sim:
-        cmp = compare_sim(plan, reports)
-        cmp.pop("sim")
-        result.update(cmp)
+        result.update(compare_sim(plan, reports))
     result["model"] = options.model.to_dict()
     return RunOutcome(result, step_timeline(reports, options.steps - 1), ok)
 
