@@ -149,6 +149,15 @@ def test_plan_command_rejects_non_positive_sizes_before_sweeping(tmp_path):
         assert res.stdout == ""
         assert res.stderr.strip() == f"error: {flag} must be 1 or more, got {val}"
         assert not out.exists()  # nothing swept, nothing written
+    for flag, val in (("--ib-gbps", "0"), ("--nvlink-gbps", "nan"), ("--ib-gbps", "50,inf")):
+        out = tmp_path / flag.strip("-")
+        res = CliRunner().invoke(app, ["--model", "small-moe", flag, val, "--out", str(out),
+                                       "--json"])
+        assert res.exit_code == 1
+        assert res.stdout == ""
+        assert res.stderr.strip() == (f"error: {flag} must be a positive number of GB/s, got "
+                                      f"{val.split(',')[-1]}")
+        assert not out.exists()
 
 
 def test_plan_command_refuses_bad_out_and_emit_before_sweeping(tmp_path):

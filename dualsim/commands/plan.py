@@ -8,6 +8,7 @@ prints ``evaluated``, ``results`` (ranked survivors), ``dropped`` (with reasons)
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Optional, TypeVar
 
@@ -82,6 +83,10 @@ def plan_command(
                            ("--comm-sms", sms_list)):
             if any(v < 1 for v in vals):
                 raise DualsimError(f"{flag} values must be 1 or more, got {vals}")
+        for flag, fvals in (("--ib-gbps", ib_list), ("--nvlink-gbps", nv_list)):
+            for v in fvals:
+                if v is not None and not 0 < v < math.inf:  # would drop every configuration
+                    raise DualsimError(f"{flag} must be a positive number of GB/s, got {v:g}")
         for flag, val in (("--gpus", gpus), ("--ep", ep), ("--microbatch-tokens",
                                                           microbatch_tokens)):
             if val is not None and val < 1:
