@@ -29,7 +29,8 @@ import torch.distributed as dist
 from dualsim.ir import Action, Op, Schedule
 from dualsim.runtime import wgrad
 from dualsim.runtime.comm import PeerComm, Transfer
-from dualsim.runtime.model import ModelConfig, Slice, loss_fn, make_batch
+from dualsim.runtime.model import (ModelConfig, Slice, grad_or_zeros, loss_fn, make_batch,
+                                   named_tensors)
 from dualsim.runtime.reference import make_optimizer
 from dualsim.timeline import action_fields
 
@@ -318,8 +319,7 @@ class RankRunner:
         return [s.stage for s in self.plan.stages if s.position == pos and s.stage != stage]
 
     def _flat_grad(self, stage: int) -> torch.Tensor:
-        return torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1)
-                          for p in self.modules[stage].parameters()])
+        return torch.cat([grad_or_zeros(p).reshape(-1) for p in self.modules[stage].parameters()])
 
     def _sum_copies(self) -> None:
         """Every copy of a layer slice gets the sum of all copies' gradients (DualPipe)."""
@@ -346,9 +346,4 @@ class RankRunner:
     # ---- results ----------------------------------------------------------------------------
     def named_tensors(self, grads: bool) -> dict[tuple[int, int, str], torch.Tensor]:
         """(stage, position, name) -> gradient or weight, on the CPU."""
-        out = {}
-        for stage, mod in self.modules.items():
-            for name, p in mod.named_parameters():
-                t = (p.grad if p.grad is not None else torch.zeros_like(p)) if grads else p
-                out[(stage, mod.position, name)] = t.detach().cpu().clone()
-        return out
+        return named_tensors(self.modules, grads)

@@ -185,6 +185,17 @@ class Slice(torch.nn.Module):
         return x
 
 
+def grad_or_zeros(p: torch.nn.Parameter) -> torch.Tensor:
+    """A parameter's gradient; zeros for one no token reached (an unused expert)."""
+    return p.grad if p.grad is not None else torch.zeros_like(p)
+
+
+def named_tensors(slices: dict[int, Slice], grads: bool) -> dict[tuple[int, int, str], torch.Tensor]:
+    """(stage, position, name) -> gradient (``grads``) or weight of each stage's slice, on the CPU."""
+    return {(stage, m.position, name): (grad_or_zeros(p) if grads else p).detach().cpu().clone()
+            for stage, m in slices.items() for name, p in m.named_parameters()}
+
+
 def loss_fn(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """Mean token cross-entropy of one micro-batch."""
     return tf.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1))

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import torch
 
-from dualsim.runtime.model import ModelConfig, Slice, loss_fn, make_batch
+from dualsim.runtime.model import ModelConfig, Slice, grad_or_zeros, loss_fn, make_batch
 
 LR = 0.05
 MOMENTUM = 0.9
@@ -48,13 +48,8 @@ def run_reference(cfg: ModelConfig, positions: int, microbatches: int, steps: in
             loss.backward()
             total += loss.item()
         losses.append(total)
-        grads = {(s.position, n): _grad(p)
+        grads = {(s.position, n): grad_or_zeros(p).detach().clone()
                  for s in slices for n, p in s.named_parameters()}
         opt.step()
     weights = {(s.position, n): p.detach().clone() for s in slices for n, p in s.named_parameters()}
     return ReferenceResult(losses, grads, weights)
-
-
-def _grad(p: torch.nn.Parameter) -> torch.Tensor:
-    """A parameter's gradient; zeros for one no token reached (an unused expert)."""
-    return p.grad.detach().clone() if p.grad is not None else torch.zeros_like(p)

@@ -20,7 +20,7 @@ from torch.distributed.pipelining.schedules import _PipelineScheduleRuntime
 from dualsim.ir import Schedule
 from dualsim.runtime.interpreter import SYNCING, Progress, StepRecord
 from dualsim.runtime.launcher import RankReport, RunOptions
-from dualsim.runtime.model import Slice, loss_fn, make_batch
+from dualsim.runtime.model import Slice, loss_fn, make_batch, named_tensors
 from dualsim.runtime.reference import make_optimizer
 from dualsim.torch_csv import to_torch_csv
 
@@ -56,10 +56,5 @@ def run_rank_torch(plan: Schedule, rank: int, options: RunOptions, device: torch
         end = time.perf_counter() - t0
         loss = sum(float(x.detach()) for x in losses) / plan.microbatches
         records.append(StepRecord([], loss, end, end))
-    grads, weights = {}, {}
-    for s, m in slices.items():
-        for name, p in m.named_parameters():
-            key = (s, m.position, name)
-            grads[key] = (p.grad if p.grad is not None else torch.zeros_like(p)).detach().cpu()
-            weights[key] = p.detach().cpu().clone()
-    return RankReport(rank, records, grads, weights)
+    return RankReport(rank, records, named_tensors(slices, grads=True),
+                      named_tensors(slices, grads=False))
