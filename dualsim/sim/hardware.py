@@ -239,9 +239,11 @@ def simulate_hardware(schedule: Schedule, profile: str | Profile = "h800",
     warnings: list[str] = []
     if mdl.gemm_dtype == "fp8" and prof.fp8_flops is None:
         warnings.append(f"profile {prof.name} has no FP8: FP8 GEMMs run at the BF16 peak")
-    empty = sum(1 for sl in layout.slices if sl.layers == 0)
+    # a slice with no layer but the embedding, head or MTP still works; one with nothing at all
+    # only passes activations on
+    empty = sum(1 for sl in layout.slices if not sl.units)
     if empty:
-        warnings.append(f"{empty} of {len(layout.slices)} layer slices hold no layer "
+        warnings.append(f"{empty} of {len(layout.slices)} layer slices hold nothing "
                         f"({mdl.layers} layers over {len(layout.slices)} slices): their stages "
                         "only pass activations on; use fewer --ranks")
     env = simpy.Environment()
