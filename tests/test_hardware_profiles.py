@@ -102,7 +102,7 @@ def test_overrides_validate() -> None:
 
 
 def test_profiles_command_lists_profiles_and_models(capsys: pytest.CaptureFixture[str]) -> None:
-    from dualsim.commands.profiles import profiles_command
+    from dualsim.cli.profiles import profiles_command
 
     profiles_command()
     out = capsys.readouterr().out

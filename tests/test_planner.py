@@ -88,7 +88,7 @@ def test_sweep_in_a_pool_matches_in_process(tmp_path):
 def test_plan_command_json_and_emit(tmp_path):
     import typer
 
-    from dualsim.commands.plan import plan_command
+    from dualsim.cli.plan import plan_command
 
     app = typer.Typer()
     app.command()(plan_command)
@@ -117,7 +117,7 @@ def test_plan_command_json_and_emit(tmp_path):
 def test_plan_command_rejects_bad_lists(tmp_path):
     import typer
 
-    from dualsim.commands.plan import plan_command
+    from dualsim.cli.plan import plan_command
 
     app = typer.Typer()
     app.command()(plan_command)
@@ -137,7 +137,7 @@ def test_plan_command_rejects_bad_lists(tmp_path):
 def test_plan_command_rejects_non_positive_sizes_before_sweeping(tmp_path):
     import typer
 
-    from dualsim.commands.plan import plan_command
+    from dualsim.cli.plan import plan_command
 
     app = typer.Typer()
     app.command()(plan_command)
@@ -163,7 +163,7 @@ def test_plan_command_rejects_non_positive_sizes_before_sweeping(tmp_path):
 def test_plan_command_refuses_bad_out_and_emit_before_sweeping(tmp_path):
     import typer
 
-    from dualsim.commands.plan import plan_command
+    from dualsim.cli.plan import plan_command
 
     app = typer.Typer()
     app.command()(plan_command)
@@ -183,7 +183,7 @@ def test_plan_command_refuses_bad_out_and_emit_before_sweeping(tmp_path):
 def test_plan_command_with_emit_and_no_survivor_says_why(tmp_path):
     import typer
 
-    from dualsim.commands.plan import plan_command
+    from dualsim.cli.plan import plan_command
 
     app = typer.Typer()
     app.command()(plan_command)

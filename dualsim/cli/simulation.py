@@ -151,7 +151,7 @@ def compare(names: list[str], cfg: Config) -> tuple[list[tuple[str, SimResult]],
     if unknown:
         raise ScheduleError(f"unknown schedule {unknown[0]!r}: choose from "
                             f"{', '.join(FAMILIES)} (see `dualsim schedules`)")
-    from dualsim.commands.common import progress
+    from dualsim.cli.common import progress
 
     results: list[tuple[str, SimResult]] = []
     built: dict[str, Schedule] = {}
@@ -197,7 +197,7 @@ def print_table(results: list[tuple[str, SimResult]], skipped: list[tuple[str, s
     """The comparison table on stdout (rich), skipped families listed with their rule."""
     from rich.table import Table
 
-    from dualsim.commands.common import out_console
+    from dualsim.cli.common import out_console
 
     hw = cfg.hardware is not None
     unit = results[0][1].time_unit if results else ""
@@ -225,7 +225,7 @@ def print_table(results: list[tuple[str, SimResult]], skipped: list[tuple[str, s
 
 def print_warnings(results: list[tuple[str, SimResult]]) -> None:
     """Hardware-mode warnings (a rank over HBM, no FP8, ...) as 'warning: ...' lines on stderr."""
-    from dualsim.commands.common import err_console
+    from dualsim.cli.common import err_console
 
     for name, r in results:
         warnings = r.extra.get("warnings") or []
@@ -239,7 +239,7 @@ def print_warnings(results: list[tuple[str, SimResult]]) -> None:
 def print_per_rank(r: SimResult) -> None:
     from rich.table import Table
 
-    from dualsim.commands.common import out_console
+    from dualsim.cli.common import out_console
 
     t = Table(title=f"per rank ({r.time_unit})")
     cols = ["rank", "busy", "idle", "first start", "last end", "peak act."]
@@ -277,7 +277,7 @@ def _fmt(v: Any) -> str:
 def write_outputs(out: Path, results: list[tuple[str, SimResult]], built: dict[str, Schedule],
                   skipped: list[tuple[str, str]], cfg: Config) -> list[str]:
     """The report folder (report.md, Gantt PNG/SVG per schedule and combined, traces, ...)."""
-    from dualsim.commands.common import progress
+    from dualsim.cli.common import progress
     from dualsim.render.report import write_report
 
     with progress() as bar:

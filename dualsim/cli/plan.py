@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Callable, Optional, TypeVar
 
 import typer
 
-from dualsim.commands.common import err_console, print_json, progress, user_errors
+from dualsim.cli.common import err_console, print_json, progress, user_errors
 from dualsim.errors import DualsimError
 from dualsim.io import check_writable_file
 
@@ -134,7 +134,7 @@ def plan_command(
 def _print(result: PlanResult, top: int) -> None:
     from rich.table import Table
 
-    from dualsim.commands.common import out_console
+    from dualsim.cli.common import out_console
 
     s = result.setting
     t = Table(title=f"{s.model} on {s.gpus} x {s.profile}, memory cap {s.memory_gb:g} GB: "

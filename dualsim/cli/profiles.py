@@ -7,7 +7,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from dualsim.commands.common import out_console, print_json, user_errors
+from dualsim.cli.common import out_console, print_json, user_errors
 from dualsim.hardware import Profile, builtin_files, load_profile
 from dualsim.workload import Model, default_layout, load_model
 

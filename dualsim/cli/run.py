@@ -13,7 +13,7 @@ from typing import Any, Optional
 
 import typer
 
-from dualsim.commands.common import err_console, fail, print_json, user_errors
+from dualsim.cli.common import err_console, fail, print_json, user_errors
 from dualsim.errors import DualsimError
 
 

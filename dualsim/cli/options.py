@@ -1,0 +1,20 @@
+"""Typer options shared by several commands (simulate, compare), defined once."""
+
+from __future__ import annotations
+
+import typer
+
+RanksOpt = typer.Option(None, "--ranks", "-r", help="Pipeline ranks R (hardware mode: default from the model's layout).")
+MbsOpt = typer.Option(None, "--microbatches", "-m", help="Micro-batches M per step.")
+ChunksOpt = typer.Option(None, "--chunks", "-v", help="Stages per rank for interleaved (default 2).")
+CostsOpt = typer.Option(None, "--costs", help="Abstract costs per rank-worth of layers, e.g. F=1,I=1,W=1[,B=2][,FB=3].")
+CommOpt = typer.Option(0.0, "--comm", help="Abstract transfer latency added to every cross-rank dependency.")
+JsonOpt = typer.Option(False, "--json", help="Print one JSON object on stdout instead of a table.")
+ProfileOpt = typer.Option(None, "--profile", help="Hardware profile name or TOML file (enables hardware mode).")
+ModelOpt = typer.Option(None, "--model", help="Workload preset name or TOML file (enables hardware mode).")
+EpOpt = typer.Option(None, "--ep", help="Expert-parallel degree.")
+GpusOpt = typer.Option(None, "--gpus", help="Total GPUs (data parallel = gpus / ranks).")
+CommSmsOpt = typer.Option(None, "--comm-sms", help="SMs reserved for communication kernels.")
+TokensOpt = typer.Option(None, "--microbatch-tokens", help="Tokens per micro-batch.")
+IbOpt = typer.Option(None, "--ib-gbps", help="Usable InfiniBand bandwidth per GPU, GB/s.")
+NvOpt = typer.Option(None, "--nvlink-gbps", help="Usable NVLink bandwidth per GPU, GB/s.")

@@ -1,0 +1,107 @@
+"""`dualsim simulate` and `dualsim compare`: one schedule, or several side by side.
+
+The work (configuration, running, tables, the report folder) is in :mod:`dualsim.cli.simulation`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from dualsim.cli import simulation as simcmd
+from dualsim.cli.common import print_json, user_errors
+from dualsim.cli.options import (ChunksOpt, CommOpt, CommSmsOpt, CostsOpt, EpOpt, GpusOpt, IbOpt,
+                                 JsonOpt, MbsOpt, ModelOpt, NvOpt, ProfileOpt, RanksOpt,
+                                 TokensOpt)
+
+
+def simulate_cmd(
+    schedule: str = typer.Argument(..., help="Schedule family, or a plan file (.json)."),
+    ranks: Optional[int] = RanksOpt,
+    microbatches: Optional[int] = MbsOpt,
+    chunks: Optional[int] = ChunksOpt,
+    costs: Optional[str] = CostsOpt,
+    comm: float = CommOpt,
+    profile: Optional[str] = ProfileOpt,
+    model: Optional[str] = ModelOpt,
+    ep: Optional[int] = EpOpt,
+    gpus: Optional[int] = GpusOpt,
+    comm_sms: Optional[int] = CommSmsOpt,
+    microbatch_tokens: Optional[int] = TokensOpt,
+    ib_gbps: Optional[float] = IbOpt,
+    nvlink_gbps: Optional[float] = NvOpt,
+    as_json: bool = JsonOpt,
+    trace: Optional[Path] = typer.Option(None, "--trace", help="Write a Perfetto/Chrome trace (JSON)."),
+    gantt: Optional[Path] = typer.Option(None, "--gantt", help="Write a Gantt chart (.png or .svg)."),
+) -> None:
+    """Simulate one schedule: abstract costs by default, a modelled cluster with --profile/--model."""
+    with user_errors():
+        if gantt is not None and gantt.suffix.lower() not in (".png", ".svg"):
+            from dualsim.errors import DualsimError
+
+            raise DualsimError(f"--gantt {str(gantt)!r}: the file name must end in .png or .svg")
+        cfg = simcmd.Config.make(ranks, microbatches, chunks, costs, comm, profile, model, ep,
+                                 gpus, comm_sms, microbatch_tokens, ib_gbps, nvlink_gbps)
+        s = simcmd.load_schedule(schedule, cfg)
+        if simcmd.is_plan_path(schedule):
+            simcmd.check_plan_options(s, ranks, microbatches, chunks)
+        r = simcmd.run(s, cfg)
+        simcmd.print_warnings([(s.name, r)])
+        if trace is not None:
+            from dualsim.render.perfetto import write_trace
+
+            write_trace(r.timeline, trace, time_unit=r.time_unit, schedule=s, memory=r.memory)
+        if gantt is not None:
+            from dualsim.render.gantt import render_gantt
+
+            render_gantt(r.timeline, gantt, title=simcmd.title(s, cfg), time_unit=r.time_unit)
+        if as_json:
+            print_json(simcmd.result_json(r, s, cfg))
+        else:
+            simcmd.print_table([(s.name, r)], [], cfg)
+            simcmd.print_per_rank(r)
+
+
+def compare_cmd(
+    schedules: Optional[list[str]] = typer.Argument(None, help="Families to compare (default: all)."),
+    ranks: Optional[int] = RanksOpt,
+    microbatches: Optional[int] = MbsOpt,
+    chunks: Optional[int] = ChunksOpt,
+    costs: Optional[str] = CostsOpt,
+    comm: float = CommOpt,
+    profile: Optional[str] = ProfileOpt,
+    model: Optional[str] = ModelOpt,
+    ep: Optional[int] = EpOpt,
+    gpus: Optional[int] = GpusOpt,
+    comm_sms: Optional[int] = CommSmsOpt,
+    microbatch_tokens: Optional[int] = TokensOpt,
+    ib_gbps: Optional[float] = IbOpt,
+    nvlink_gbps: Optional[float] = NvOpt,
+    out: Path = typer.Option(Path("dualsim-compare"), "--out", "-o", help="Folder for the charts and report."),
+    as_json: bool = JsonOpt,
+) -> None:
+    """Compare schedules at the same R, M and costs: a table, Gantt charts and a report folder."""
+    with user_errors():
+        if out.exists() and not out.is_dir():
+            from dualsim.errors import DualsimError
+
+            raise DualsimError(f"--out {str(out)!r} is a file; give a folder for the charts "
+                               "and report")
+        cfg = simcmd.Config.make(ranks, microbatches, chunks, costs, comm, profile, model, ep,
+                                 gpus, comm_sms, microbatch_tokens, ib_gbps, nvlink_gbps)
+        results, built, skipped = simcmd.compare(schedules or [], cfg)
+        simcmd.print_warnings(results)
+        written = simcmd.write_outputs(out, results, built, skipped, cfg)
+        if as_json:
+            print_json({
+                "config": cfg.describe(),
+                "results": [simcmd.result_json(r, built[n], cfg) for n, r in results],
+                "skipped": [{"schedule": n, "reason": why} for n, why in skipped],
+                "out": str(out),
+                "files": written,
+            })
+        else:
+            simcmd.print_table(results, skipped, cfg)
+            typer.echo(f"charts and report written to {out}/", err=True)

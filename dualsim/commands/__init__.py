@@ -1,1 +1,0 @@
-"""CLI command implementations too large for cli.py, one module per command."""
