@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from dualsim.costs import a2a_copies, a2a_saturation, a2a_transfer, moe_layer_calibration
-from dualsim.hardware import load_profile
-from dualsim.workload import build_layout, load_model
+from dualsim.cluster.comm import a2a_copies, a2a_flow, a2a_saturation
+
+from dualsim.cluster.layer_times import moe_layer_times
+from dualsim.cluster.profile import load_profile
+from dualsim.workload.layout import build_layout
+from dualsim.workload.model import load_model
 
 R = 16
 
@@ -16,7 +19,7 @@ def calib():
     m, p = load_model("deepseek-v3"), load_profile("h800")
     lay = build_layout(m, R, 120, [[k, R - 1 - k] for k in range(R)], ep=64, gpus=2048,
                        microbatch_tokens=4096)
-    return moe_layer_calibration(lay, p)
+    return moe_layer_times(lay, p)
 
 
 # (model quantity, DeepSeek measured ms): each must land within ±20%
@@ -41,13 +44,13 @@ def test_node_limited_routing_copies() -> None:
 
 def test_dispatch_volume_and_bottleneck() -> None:
     m, p = load_model("deepseek-v3"), load_profile("h800")
-    t = a2a_transfer(m, p, 64, 4096, "dispatch")
+    t = a2a_flow(m, p, 64, 4096, "dispatch")
     assert t.link == "ib"
     assert t.nbytes == pytest.approx(4096 * 3.5 * 7168 * (1 + 4 / 128))
-    c = a2a_transfer(m, p, 64, 4096, "combine")
+    c = a2a_flow(m, p, 64, 4096, "combine")
     assert c.nbytes == pytest.approx(4096 * 3.5 * 7168 * 2)
     # intranode EP: NVLink only
-    assert a2a_transfer(m, p, 8, 4096, "dispatch").link == "nvlink"
+    assert a2a_flow(m, p, 8, 4096, "dispatch").link == "nvlink"
 
 
 def test_bandwidth_saturates_with_comm_sms() -> None:
@@ -59,14 +62,14 @@ def test_bandwidth_saturates_with_comm_sms() -> None:
 
 
 def test_pp_transfer_uses_nvlink_inside_a_node() -> None:
-    from dualsim.costs import pp_transfer
+    from dualsim.cluster.comm import pp_flow
 
     p = load_profile("h800")
     dense = build_layout(load_model("llama-70b"), 16, 64, [[k] for k in range(16)], ep=1,
                          gpus=256, microbatch_tokens=4096)
-    assert pp_transfer(dense, p, 6, 7).link == "nvlink"  # ranks 0-7 share node 0
-    assert pp_transfer(dense, p, 7, 8).link == "ib"
-    assert pp_transfer(dense, p, 7, 8).nbytes == 4096 * 8192 * 2
+    assert pp_flow(dense, p, 6, 7).link == "nvlink"  # ranks 0-7 share node 0
+    assert pp_flow(dense, p, 7, 8).link == "ib"
+    assert pp_flow(dense, p, 7, 8).nbytes == 4096 * 8192 * 2
     moe = build_layout(load_model("deepseek-v3"), R, 120, [[k, R - 1 - k] for k in range(R)],
                        ep=64, gpus=2048, microbatch_tokens=4096)
-    assert pp_transfer(moe, p, 0, 1).link == "ib"  # a node holds 8 EP peers of one stage
+    assert pp_flow(moe, p, 0, 1).link == "ib"  # a node holds 8 EP peers of one stage

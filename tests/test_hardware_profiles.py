@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from dualsim.errors import ProfileError
-from dualsim.hardware import list_profiles, load_profile
+from dualsim.cluster.profile import list_profiles, load_profile
 
 H800 = Path(__file__).resolve().parents[1] / "hardware_profiles" / "h800.toml"
 

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import pytest
 
-from dualsim.costs import moe_layer_calibration
+from dualsim.cluster.layer_times import moe_layer_times
 from dualsim.generators import generate
-from dualsim.hardware import load_profile
+from dualsim.cluster.profile import load_profile
 from dualsim.sim.abstract import simulate
 from dualsim.sim.hardware import simulate_hardware
-from dualsim.workload import build_layout, load_model
+from dualsim.workload.layout import build_layout
+from dualsim.workload.model import load_model
 
 R, M, GPUS = 4, 16, 256
 FREE = dict(ib_gbps=1e6, nvlink_gbps=1e6)
@@ -44,7 +45,7 @@ def test_free_links_shrink_the_edge_to_the_bubbles(steps) -> None:
     p, m = load_profile("h800"), load_model("deepseek-v3")
     lay = build_layout(m, R, M, [[r] for r in range(R)], ep=64, gpus=GPUS,
                        microbatch_tokens=4096)
-    c = moe_layer_calibration(lay, p)
+    c = moe_layer_times(lay, p)
     costs = {"F": c.f, "I": c.i, "W": c.w}
     abstract_edge = (simulate(generate("zb-v", R, M), costs).makespan
                      / simulate(generate("dualpipe", R, M), costs).makespan - 1)

@@ -7,10 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from dualsim.costs import unit_weight
+from dualsim.cluster.compute import unit_weight
 from dualsim.errors import ProfileError
-from dualsim.hardware import data_dir, load_profile
-from dualsim.workload import build_layout, default_layout, list_models, load_model
+from dualsim.cluster.profile import load_profile
+from dualsim.datafiles import data_dir
+from dualsim.workload.layout import build_layout
+from dualsim.workload.model import default_layout, list_models, load_model
 
 R = 16
 DUALPIPE_HOLDERS = [[k, R - 1 - k] for k in range(R)]
@@ -119,7 +121,8 @@ def test_deepseek_activation_bytes_per_layer() -> None:
 
 def test_ep_larger_than_gpus_says_how_to_fix() -> None:
     from dualsim.errors import ProfileError
-    from dualsim.workload import check_parallel, load_model
+    from dualsim.workload.layout import check_parallel
+    from dualsim.workload.model import load_model
 
     with pytest.raises(ProfileError) as e:
         check_parallel(load_model("deepseek-v3"), ranks=16, ep=64, gpus=16,

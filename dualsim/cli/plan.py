@@ -63,8 +63,8 @@ def plan_command(
     with user_errors():
         from dualsim import planner
         from dualsim.generators import FAMILIES
-        from dualsim.hardware import load_profile
-        from dualsim.workload import default_layout, load_model
+        from dualsim.cluster.profile import load_profile
+        from dualsim.workload.model import default_layout, load_model
 
         prof = load_profile(profile)
         mdl = load_model(model)

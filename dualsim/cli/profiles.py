@@ -8,8 +8,9 @@ import typer
 from rich.table import Table
 
 from dualsim.cli.common import out_console, print_json, user_errors
-from dualsim.hardware import Profile, builtin_files, load_profile
-from dualsim.workload import Model, default_layout, load_model
+from dualsim.cluster.profile import Profile, load_profile
+from dualsim.datafiles import builtin_files
+from dualsim.workload.model import Model, default_layout, load_model
 
 
 def profiles_command(as_json: Annotated[bool, typer.Option(

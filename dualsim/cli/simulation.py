@@ -54,7 +54,7 @@ class Config:
                 raise DualsimError("--comm is for abstract mode (hardware mode times transfers "
                                    "from --ib-gbps/--nvlink-gbps); drop it, or drop "
                                    "--profile/--model and the hardware overrides")
-            from dualsim.workload import default_layout, load_model
+            from dualsim.workload.model import default_layout, load_model
 
             m = load_model(model or "deepseek-v3")
             layout = default_layout(m)

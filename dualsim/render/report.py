@@ -81,7 +81,7 @@ def _load(config: Mapping[str, Any]) -> tuple[Any, Any]:
     """The hardware profile (with the run's overrides) and the model, or None where unknown."""
     prof = mdl = None
     try:
-        from dualsim.hardware import load_profile
+        from dualsim.cluster.profile import load_profile
 
         prof = load_profile(str(config.get("profile", "h800"))).with_overrides(
             comm_sms=config.get("comm_sms"), ib_gbps=config.get("ib_gbps"),
@@ -89,7 +89,7 @@ def _load(config: Mapping[str, Any]) -> tuple[Any, Any]:
     except Exception:  # noqa: BLE001 - a report still renders without the profile's details
         prof = None
     try:
-        from dualsim.workload import load_model
+        from dualsim.workload.model import load_model
 
         mdl = load_model(str(config.get("model", "deepseek-v3")))
     except Exception:  # noqa: BLE001

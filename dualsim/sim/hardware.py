@@ -19,8 +19,10 @@ from typing import Any, Generator
 
 import simpy
 
-from dualsim.costs import a2a_saturation, pp_transfer, unit_weight
-from dualsim.hardware import Profile, load_profile
+from dualsim.cluster.comm import a2a_saturation, pp_flow
+
+from dualsim.cluster.compute import unit_weight
+from dualsim.cluster.profile import Profile, load_profile
 from dualsim.ir import Action, Op, Schedule
 from dualsim.sim.engine import Engine, peak_live
 from dualsim.sim.links import Gpu, Link
@@ -31,7 +33,8 @@ from dualsim.sim.result import RankStats, SimResult
 from dualsim.sim.simpy_abstract import simulate_simpy
 from dualsim.timeline import action_fields, from_rows
 from dualsim.validate import validate
-from dualsim.workload import Layout, Model, build_layout, default_layout, load_model
+from dualsim.workload.layout import Layout, build_layout
+from dualsim.workload.model import Model, default_layout, load_model
 
 __all__ = ["simulate_hardware", "simulate_simpy"]
 
@@ -144,7 +147,7 @@ class HardwareExecutor:
 
     def send(self, eng: Engine, src: int, dst: int, kind: str, action: Action,
              arrival: simpy.Event) -> None:
-        tr = pp_transfer(self.layout, self.profile, src, dst)
+        tr = pp_flow(self.layout, self.profile, src, dst)
         t0 = self.env.now
         sched = self.schedule
         row = (src, "comm", "pp_send", action.stage, action.microbatch,

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from dualsim.ir import Schedule
-from dualsim.workload import Layout
+from dualsim.workload.layout import Layout
 
 GB = 1e9
 

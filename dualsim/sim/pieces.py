@@ -19,12 +19,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Union
 
-from dualsim.costs import Transfer, a2a_transfer, piece_times
-from dualsim.hardware import Profile
-from dualsim.workload import Layout, Slice
+from dualsim.cluster.comm import Flow, a2a_flow
 
-# chain nodes: ("c", name, seconds, is_w) or ("m", kind, Transfer)
-Node = Union[tuple[str, str, float, bool], tuple[str, str, Transfer]]
+from dualsim.cluster.compute import piece_times
+from dualsim.cluster.profile import Profile
+from dualsim.workload.layout import LayerSlice, Layout
+
+# chain nodes: ("c", name, seconds, is_w) or ("m", kind, Flow)
+Node = Union[tuple[str, str, float, bool], tuple[str, str, Flow]]
 
 
 @dataclass(frozen=True)
@@ -33,16 +35,16 @@ class Plan:
     half, producing compute piece or -1); ``signals``: compute pieces some comm piece waits on."""
 
     comp: tuple[tuple[str, float, int, int], ...]
-    comm: tuple[tuple[str, Transfer, int, int], ...]
+    comm: tuple[tuple[str, Flow, int, int], ...]
     signals: frozenset[int]
     busy: float
 
 
-def slice_chains(sl: Slice, layout: Layout, profile: Profile) -> tuple[list[Node], list[Node]]:
+def slice_chains(sl: LayerSlice, layout: Layout, profile: Profile) -> tuple[list[Node], list[Node]]:
     """(forward nodes, backward nodes) of one layer slice for a micro-batch."""
     tokens = layout.microbatch_tokens
     a2a = layout.model.is_moe and layout.ep > 1
-    tr = {k: a2a_transfer(layout.model, profile, layout.ep, tokens, k) for k in
+    tr = {k: a2a_flow(layout.model, profile, layout.ep, tokens, k) for k in
           ("dispatch", "combine", "combine_bwd", "dispatch_bwd")} if a2a else {}
     fwd: list[Node] = []
     bwd: list[Node] = []
@@ -69,7 +71,7 @@ def slice_chains(sl: Slice, layout: Layout, profile: Profile) -> tuple[list[Node
 def _split(nodes: list[Node], overlapped: bool) -> tuple[list, list]:
     """Per-chain compute (name, s, is_w, dep) and comm (kind, transfer, pred) lists."""
     comp: list[tuple[str, float, bool, int]] = []
-    comm: list[tuple[str, Transfer, int]] = []
+    comm: list[tuple[str, Flow, int]] = []
     last, pending = -1, -1
     for node in nodes:
         if node[0] == "m":

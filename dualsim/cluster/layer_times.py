@@ -1,0 +1,49 @@
+"""Per-layer times of one MoE layer for one micro-batch: the quantities DeepSeek's trace measures.
+
+Used to check the cost model against the measured profile (docs/hardware-mode.md) and by the
+what-if tools: attention and MLP forward and input-gradient times, the weight gradient, and the
+four all-to-alls timed as they run overlapped with compute (inside an FB).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from dualsim.cluster.comm import A2A_KINDS, a2a_flow
+from dualsim.cluster.compute import piece_times
+from dualsim.cluster.profile import Profile
+from dualsim.workload.layout import Layout
+
+
+@dataclass(frozen=True)
+class LayerTimes:
+    """Per-layer times (seconds) of one MoE layer for a micro-batch: the §6 trace's quantities."""
+
+    attn_f: float
+    mlp_f: float
+    attn_i: float
+    mlp_i: float
+    w: float
+    dispatch: float
+    combine: float
+    dispatch_bwd_fp8: float
+    combine_bwd_bf16: float
+
+    @property
+    def f(self) -> float:
+        return self.attn_f + self.mlp_f
+
+    @property
+    def i(self) -> float:
+        return self.attn_i + self.mlp_i
+
+
+def moe_layer_times(layout: Layout, profile: Profile) -> LayerTimes:
+    """The model's numbers for one MoE layer, all-to-all overlapped with compute (as in an FB)."""
+    unit = next(u for s in layout.slices for u in s.units if u.moe and u.name.startswith("layer"))
+    tokens = layout.microbatch_tokens
+    attn, mlp = (piece_times(p, tokens, profile) for p in unit.pieces)
+    t = {k: a2a_flow(layout.model, profile, layout.ep, tokens, k).standalone_time(profile, True)
+         for k in A2A_KINDS}
+    return LayerTimes(attn[0], mlp[0], attn[1], mlp[1], attn[2] + mlp[2], t["dispatch"],
+                            t["combine"], t["combine_bwd"], t["dispatch_bwd"])

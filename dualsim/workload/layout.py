@@ -1,0 +1,145 @@
+"""Layouts: a model placed on a pipeline, with its layers spread over the layer slices.
+
+A layout holds the parallel sizes (pipeline ranks, EP, GPUs, micro-batch tokens) and, per chain
+position, the ``LayerSlice`` of units placed there. Layers are assigned to balance the ranks'
+compute (a rank may hold several positions: a V or DualPipe's two chains); the first slice also
+holds the embedding, the last the head and MTP modules.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+from dualsim.errors import ProfileError
+from dualsim.workload.model import Model
+from dualsim.workload.units import Unit, model_units
+
+
+@dataclass(frozen=True)
+class LayerSlice:
+    """The units at one chain position (the same layer slice in every chain)."""
+
+    position: int
+    units: tuple[Unit, ...]
+
+    @property
+    def layers(self) -> int:
+        return sum(1 for u in self.units if u.name.startswith("layer"))
+
+
+@dataclass(frozen=True)
+class Layout:
+    """A model placed on a cluster: parallel sizes and the layer slices of the pipeline."""
+
+    model: Model
+    ranks: int
+    microbatches: int
+    ep: int
+    gpus: int
+    microbatch_tokens: int
+    sequence: int
+    slices: tuple[LayerSlice, ...]
+    holders: tuple[tuple[int, ...], ...] = field(default=())  # position -> ranks holding it
+
+    @property
+    def pipelines(self) -> int:
+        """Data-parallel replicas of the whole pipeline (gpus / ranks)."""
+        return self.gpus // self.ranks
+
+    @property
+    def tokens_per_step(self) -> int:
+        return self.microbatches * self.microbatch_tokens * self.pipelines
+
+    @property
+    def model_flops_per_token(self) -> float:
+        """Forward + backward model FLOPs per token (3x forward, no recomputation)."""
+        return 3 * sum(u.model_flops for s in self.slices for u in s.units)
+
+
+def check_parallel(model: Model, ranks: int, ep: int, gpus: int, microbatch_tokens: int) -> None:
+    """One clear ProfileError line for a layout that cannot exist."""
+    for flag, value in (("--gpus", gpus), ("--ranks", ranks), ("--ep", ep),
+                        ("--microbatch-tokens", microbatch_tokens)):
+        if value <= 0:
+            raise ProfileError(f"{flag} must be a positive integer, got {value}")
+    if gpus % ranks:
+        raise ProfileError(f"--gpus {gpus} is not divisible by the {ranks} pipeline ranks; "
+                           "use a multiple of --ranks")
+    if ep > gpus:
+        raise ProfileError(f"--ep {ep} is larger than --gpus {gpus}; EP groups come from the GPUs: "
+                           f"pass --ep {gpus} or less (without --ep the model preset's "
+                           "default is used)")
+    if (gpus // ranks) % ep:
+        raise ProfileError(f"--ep {ep} must divide the {gpus // ranks} data-parallel GPUs per "
+                           f"pipeline stage (gpus / ranks); pass --ep explicitly (without it "
+                           "the model preset's default is used)")
+    if not model.is_moe and ep != 1:
+        raise ProfileError(f"model {model.name} has no experts: use --ep 1")
+    if model.is_moe and model.routed_experts % ep:
+        raise ProfileError(f"--ep {ep} must divide the {model.routed_experts} routed experts")
+
+
+def _weight(u: Unit) -> float:
+    """Balancing weight of a unit: FLOPs, BF16 ones counted double (half the peak)."""
+    return sum(g.flops * (2 if g.dtype == "bf16" else 1) for p in u.pieces for g in p.fwd)
+
+
+def assign_layers(units: Sequence[Unit], layers: int, holders: Sequence[Sequence[int]],
+                  ranks: int, weight: Callable[[Unit], float] = _weight) -> list[int]:
+    """Layers per chain position, balancing the load of the ranks (which hold positions).
+
+    The first position carries the embedding, the last the head and MTP modules, so those get
+    fewer layers. Greedy water-filling with the mean layer weight; ties go to the emptier slice.
+    """
+    n = len(holders)
+    per_layer = sum(weight(u) for u in units if u.name.startswith("layer")) / max(1, layers)
+    extra = [0.0] * n
+    extra[0] += sum(weight(u) for u in units if u.name == "embed")
+    extra[-1] += sum(weight(u) for u in units if not u.name.startswith(("layer", "embed")))
+    load = [0.0] * ranks
+    for p, hs in enumerate(holders):
+        for r in hs:
+            load[r] += extra[p]
+    counts = [0] * n
+    for _ in range(layers):
+        best = min(range(n), key=lambda p: (max(load[r] + per_layer for r in holders[p]),
+                                            counts[p], p))
+        counts[best] += 1
+        for r in holders[best]:
+            load[r] += per_layer
+    return counts
+
+
+def build_layout(model: Model, ranks: int, microbatches: int, holders: Sequence[Sequence[int]],
+                 *, ep: int, gpus: int, microbatch_tokens: int, sequence: int | None = None,
+                 layers_per_stage: Sequence[int] | None = None,
+                 weight: Callable[[Unit], float] = _weight) -> Layout:
+    """Place ``model`` on a pipeline whose chain position p is held by ranks ``holders[p]``.
+
+    ``weight`` (a unit's cost, e.g. its F+I+W seconds on a profile) balances the layers.
+    """
+    check_parallel(model, ranks, ep, gpus, microbatch_tokens)
+    seq = min(sequence or model.layout["sequence"], microbatch_tokens)
+    units = model_units(model, seq)
+    n = len(holders)
+    if layers_per_stage is None:
+        counts = assign_layers(units, model.layers, holders, ranks, weight)
+    else:
+        counts = list(layers_per_stage)
+        if len(counts) != n or sum(counts) != model.layers or min(counts) < 0:
+            raise ProfileError(f"layers per stage {counts} must be {n} non-negative numbers "
+                               f"summing to the model's {model.layers} layers")
+    layer_units = [u for u in units if u.name.startswith("layer")]
+    tail = tuple(u for u in units if not u.name.startswith(("layer", "embed")))
+    slices, at = [], 0
+    for p, c in enumerate(counts):
+        us = tuple(layer_units[at:at + c])
+        at += c
+        if p == 0:
+            us = (units[0],) + us
+        if p == n - 1:
+            us = us + tail
+        slices.append(LayerSlice(p, us))
+    return Layout(model, ranks, microbatches, ep, gpus, microbatch_tokens, seq, tuple(slices),
+                  tuple(tuple(h) for h in holders))
