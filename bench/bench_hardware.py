@@ -16,7 +16,7 @@ import time
 import simpy
 
 from dualsim.generators import generate
-from dualsim.sim.hardware import simulate_hardware
+from dualsim.sim.hardware_mode import simulate_hardware
 
 _steps = 0
 _orig_step = simpy.Environment.step

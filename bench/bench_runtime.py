@@ -25,13 +25,13 @@ from dualsim.lower import lower
 from dualsim.runtime import wgrad
 from dualsim.runtime.launcher import RunOptions, launch_local
 from dualsim.runtime.measure import measured_steps
-from dualsim.runtime.model import ModelConfig, Slice
+from dualsim.runtime.net import NetConfig, StageNet
 
 
-def bench_split(cfg: ModelConfig, repeats: int = 30) -> dict[str, float]:
+def bench_split(cfg: NetConfig, repeats: int = 30) -> dict[str, float]:
     """Median seconds of B, I and W on one middle slice."""
     torch.set_num_threads(1)
-    s = Slice(cfg, 1, 3)
+    s = StageNet(cfg, 1, 3)
     x0 = torch.randn(cfg.microbatch_size, cfg.seq, cfg.hidden, dtype=cfg.torch_dtype)
     grad = torch.randn_like(x0)
     times: dict[str, list[float]] = {"B": [], "I": [], "W": []}
@@ -72,7 +72,7 @@ def main() -> None:
     ap.add_argument("--microbatches", type=int, default=8)
     ap.add_argument("--rounds", type=int, default=2, help="alternating launches per engine")
     args = ap.parse_args()
-    cfg = ModelConfig(hidden=args.hidden, expert_hidden=args.hidden, heads=4, seq=args.seq,
+    cfg = NetConfig(hidden=args.hidden, expert_hidden=args.hidden, heads=4, seq=args.seq,
                       microbatch_size=4, vocab=128, dtype="float32")
 
     t = bench_split(cfg)

@@ -34,7 +34,7 @@ from functools import partial
 
 from dualsim.errors import ValidationError
 from dualsim.ir import Action, Op, Schedule
-from dualsim.validate import (Transfer, checked_index, cross_rank_transfers, node_of_key,
+from dualsim.validate import (Handoff, checked_index, cross_rank_handoffs, node_of_key,
                               validate)
 
 
@@ -50,19 +50,19 @@ def lower(schedule: Schedule) -> Schedule:
         return 1 if key[0] is not Op.F and ix.action[node].op is Op.FB else 0
 
     # 1. the SENDs after each producing action, in a fixed order
-    sends_after: dict[int, list[tuple[tuple[int, int, int], Transfer]]] = defaultdict(list)
-    for t in cross_rank_transfers(schedule):
+    sends_after: dict[int, list[tuple[tuple[int, int, int], Handoff]]] = defaultdict(list)
+    for t in cross_rank_handoffs(schedule):
         prod, cons = node_of(t.producer), node_of(t.consumer)
         sends_after[prod].append(((t.dst, ix.pos[cons], half(prod, t.producer)), t))
     for items in sends_after.values():
         items.sort(key=lambda item: item[0])
 
     # 2. per pair of ranks: messages in send order, RECV before the suffix-minimum consumer
-    messages: dict[tuple[int, int], list[Transfer]] = defaultdict(list)
+    messages: dict[tuple[int, int], list[Handoff]] = defaultdict(list)
     for node in sorted(sends_after):
         for _, t in sends_after[node]:
             messages[(t.src, t.dst)].append(t)
-    recvs_before: dict[int, list[tuple[tuple[int, int], Transfer]]] = defaultdict(list)
+    recvs_before: dict[int, list[tuple[tuple[int, int], Handoff]]] = defaultdict(list)
     for (src, _dst), seq in messages.items():
         anchor = None
         for k in range(len(seq) - 1, -1, -1):

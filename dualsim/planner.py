@@ -78,7 +78,7 @@ class Outcome:
 
 
 @dataclass
-class PlanResult:
+class SweepResult:
     """A finished sweep: survivors ranked best first, and the dropped ones with reasons."""
 
     setting: Setting
@@ -129,7 +129,7 @@ def candidates(schedules: Sequence[str], ranks: Sequence[int],
 def evaluate(candidate: Candidate, setting: Setting) -> Outcome:
     """Check the family's rules, simulate, apply the memory cap. Never raises a DualsimError."""
     from dualsim.generators import check, generate
-    from dualsim.sim.hardware import simulate_hardware
+    from dualsim.sim.hardware_mode import simulate_hardware
 
     c = candidate
     try:
@@ -185,7 +185,7 @@ def rank_outcomes(outcomes: Iterable[Outcome]) -> tuple[list[Outcome], list[Outc
 
 
 def sweep(cands: Sequence[Candidate], setting: Setting, *, workers: int | None = None,
-          on_done: Callable[[Outcome], None] | None = None) -> PlanResult:
+          on_done: Callable[[Outcome], None] | None = None) -> SweepResult:
     """Evaluate every candidate (in ``workers`` processes; default all cores) and rank them."""
     n = workers if workers is not None else (os.cpu_count() or 1)
     jobs = [(i, c, setting) for i, c in enumerate(cands)]
@@ -196,7 +196,7 @@ def sweep(cands: Sequence[Candidate], setting: Setting, *, workers: int | None =
         if on_done:
             on_done(o)
     kept, dropped = rank_outcomes(outcomes)
-    return PlanResult(setting, kept, dropped)
+    return SweepResult(setting, kept, dropped)
 
 
 CSV_COLUMNS = ("rank", "status", "schedule", "ranks", "microbatches", "comm_sms", "ib_gbps",
@@ -204,7 +204,7 @@ CSV_COLUMNS = ("rank", "status", "schedule", "ranks", "microbatches", "comm_sms"
                "bubble_rate", "ep", "gpus", "comm_sms_used", "reason")
 
 
-def to_csv(result: PlanResult) -> str:
+def to_csv(result: SweepResult) -> str:
     """Every configuration, survivors first in rank order, then the dropped with reasons."""
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=list(CSV_COLUMNS), lineterminator="\n",
@@ -239,7 +239,7 @@ def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
     return front
 
 
-def render_pareto(result: PlanResult, path: str | Path, *, title: str = "") -> None:
+def render_pareto(result: SweepResult, path: str | Path, *, title: str = "") -> None:
     """Throughput against peak memory: survivors by schedule, the Pareto front, the memory cap,
     and configurations dropped for memory as grey crosses."""
     from dualsim.render.figure import check_path, new_figure, save_figure, style
@@ -298,7 +298,7 @@ def render_pareto(result: PlanResult, path: str | Path, *, title: str = "") -> N
         save_figure(fig, path)
 
 
-def write_outputs(result: PlanResult, out_dir: str | Path) -> list[str]:
+def write_outputs(result: SweepResult, out_dir: str | Path) -> list[str]:
     """plan.csv, pareto.png and pareto.svg in ``out_dir``; returns their paths."""
     out = Path(out_dir)
     write_atomic(out / "plan.csv", to_csv(result))
@@ -309,7 +309,7 @@ def write_outputs(result: PlanResult, out_dir: str | Path) -> list[str]:
     return [str(p) for p in paths]
 
 
-def best_schedule(result: PlanResult) -> Any:
+def best_schedule(result: SweepResult) -> Any:
     """The best configuration's Schedule (for --emit)."""
     from dualsim.generators import generate
 

@@ -273,7 +273,7 @@ def _fail_incomplete(ix: Index, r: int, st: int, m: int, f: int | None, b: int |
 
 # ---- 5: transfers ---------------------------------------------------------------------------
 
-class Transfer(NamedTuple):
+class Handoff(NamedTuple):
     """One cross-rank dependency and the SEND/RECV pair that must carry it.
 
     ``producer``/``consumer`` use op F for forwards and B for either backward (B or I)."""
@@ -286,7 +286,7 @@ class Transfer(NamedTuple):
     dst: int
 
 
-def cross_rank_transfers(schedule: Schedule) -> Iterator[Transfer]:
+def cross_rank_handoffs(schedule: Schedule) -> Iterator[Handoff]:
     """Every cross-rank dependency of the schedule's chains, in (chain, stage, mb) order."""
     s = schedule
     for c, mbs in enumerate(s.chains):
@@ -297,8 +297,8 @@ def cross_rank_transfers(schedule: Schedule) -> Iterator[Transfer]:
             if ra == rb:
                 continue
             for m in mbs:
-                yield Transfer((F_, a, m), (F_, b, m), (SEND_F, a, m), (RECV_F, b, m), ra, rb)
-                yield Transfer((B_, b, m), (B_, a, m), (SEND_B, b, m), (RECV_B, a, m), rb, ra)
+                yield Handoff((F_, a, m), (F_, b, m), (SEND_F, a, m), (RECV_F, b, m), ra, rb)
+                yield Handoff((B_, b, m), (B_, a, m), (SEND_B, b, m), (RECV_B, a, m), rb, ra)
 
 
 def _peer(ix: Index, a: Action) -> int:
@@ -332,7 +332,7 @@ def check_transfers(ix: Index) -> None:
         _fail(s, r, ix.pos[node], f"{a} {verb} {data} between stages {a.stage} and {peer}, "
                                   f"both on rank {r}: a same-rank dependency takes no transfer; "
                                   f"{FIX}")
-    for t in cross_rank_transfers(s):
+    for t in cross_rank_handoffs(s):
         if t.send not in ix.at:
             prod = node_of_key(ix, t.producer)
             part = ix.part_of(prod, t.producer[1], t.producer[2])

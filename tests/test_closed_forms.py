@@ -9,7 +9,7 @@ import pytest
 
 from dualsim.generators import generate
 from dualsim.sim.abstract import simulate
-from dualsim.sim.costs_abstract import Costs
+from dualsim.sim.abstract_costs import Costs
 
 UNIT = {"F": 1, "I": 1, "W": 1}
 FIGURE = {"F": 1, "I": 1, "W": 1, "B": 2, "FB": 3}  # DualPipe README figure's costs

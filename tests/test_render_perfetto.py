@@ -175,7 +175,7 @@ def test_overlapping_comm_goes_to_extra_threads_so_slices_nest():
 
 
 def test_real_hardware_trace_slices_nest_and_flows_bind():
-    from dualsim.sim.hardware import simulate_hardware
+    from dualsim.sim.hardware_mode import simulate_hardware
 
     s = generate("dualpipe", 4, 8)
     r = simulate_hardware(s, "h800", "small-moe")

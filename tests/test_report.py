@@ -126,7 +126,7 @@ def test_hardware_style_results_get_memory_plots(tmp_path):
 
 
 def test_real_hardware_report_has_memory_flows_and_counters(tmp_path):
-    from dualsim.sim.hardware import simulate_hardware
+    from dualsim.sim.hardware_mode import simulate_hardware
 
     s = generate("1f1b", 4, 8)
     r = simulate_hardware(s, "h800", "small-moe")

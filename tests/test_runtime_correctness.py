@@ -14,9 +14,9 @@ torch = pytest.importorskip("torch")
 
 from dualsim.generators import generate  # noqa: E402
 from dualsim.lower import lower  # noqa: E402
-from dualsim.runtime.comm import directions  # noqa: E402
+from dualsim.runtime.p2p import directions  # noqa: E402
 from dualsim.runtime.launcher import RunOptions, launch_local  # noqa: E402
-from dualsim.runtime.model import ModelConfig  # noqa: E402
+from dualsim.runtime.net import NetConfig  # noqa: E402
 from dualsim.runtime.verify import check_against_reference  # noqa: E402
 
 pytestmark = pytest.mark.runtime
@@ -40,24 +40,24 @@ def _run(ranks: int, families: list[tuple[str, int]], options: RunOptions) -> di
 
 @pytest.fixture(scope="module")
 def r2_fp64() -> dict[str, dict]:
-    return _run(2, FAMILIES_R2, RunOptions(ModelConfig(dtype="float64"), steps=3))
+    return _run(2, FAMILIES_R2, RunOptions(NetConfig(dtype="float64"), steps=3))
 
 
 @pytest.fixture(scope="module")
 def r4_fp64() -> dict[str, dict]:
-    return _run(4, FAMILIES_R4, RunOptions(ModelConfig(dtype="float64", layers_per_slice=1),
+    return _run(4, FAMILIES_R4, RunOptions(NetConfig(dtype="float64", layers_per_slice=1),
                                            steps=3))
 
 
 @pytest.fixture(scope="module")
 def r2_directions() -> dict[str, dict]:
-    return _run(2, DIRECTION_R2, RunOptions(ModelConfig(dtype="float64"), steps=2,
+    return _run(2, DIRECTION_R2, RunOptions(NetConfig(dtype="float64"), steps=2,
                                             direction_groups=True))
 
 
 @pytest.fixture(scope="module")
 def r4_directions() -> dict[str, dict]:
-    return _run(4, DIRECTION_R4, RunOptions(ModelConfig(dtype="float64", layers_per_slice=1),
+    return _run(4, DIRECTION_R4, RunOptions(NetConfig(dtype="float64", layers_per_slice=1),
                                             steps=2, direction_groups=True))
 
 
@@ -122,7 +122,7 @@ def test_weights_moved_and_still_match(r2_fp64: dict[str, dict]) -> None:
 
 def test_fp32_matches_to_relative_1e5() -> None:
     families = [("dualpipev", 4), ("zb-h1", 2)]
-    res = _run(2, families, RunOptions(ModelConfig(dtype="float32", hidden=64, expert_hidden=64),
+    res = _run(2, families, RunOptions(NetConfig(dtype="float32", hidden=64, expert_hidden=64),
                                        steps=3))
     for name, _ in families:
         assert res[name]["max_rel_grad_diff"] <= 1e-5, name

@@ -7,22 +7,22 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from dualsim.runtime import wgrad  # noqa: E402
-from dualsim.runtime.model import ModelConfig, Slice, loss_fn, make_batch  # noqa: E402
+from dualsim.runtime.net import NetConfig, StageNet, loss_fn, make_batch  # noqa: E402
 
-CFG = ModelConfig(layers_per_slice=2)
+CFG = NetConfig(layers_per_slice=2)
 
 
-def _slices(split: bool, positions: int = 3) -> list[Slice]:
-    return [Slice(CFG, k, positions, split=split) for k in range(positions)]
+def _slices(split: bool, positions: int = 3) -> list[StageNet]:
+    return [StageNet(CFG, k, positions, split=split) for k in range(positions)]
 
 
 def test_copies_of_a_slice_start_identical_and_slices_differ() -> None:
-    a, b = Slice(CFG, 1, 3), Slice(CFG, 1, 3, split=False)
+    a, b = StageNet(CFG, 1, 3), StageNet(CFG, 1, 3, split=False)
     for (n, p), (_, q) in zip(a.named_parameters(), b.named_parameters()):
         assert torch.equal(p, q), n
-    c = Slice(CFG, 2, 3)
+    c = StageNet(CFG, 2, 3)
     assert not torch.equal(a.blocks[0].qkv, c.blocks[0].qkv)
-    other_seed = Slice(ModelConfig(layers_per_slice=2, seed=1), 1, 3)
+    other_seed = StageNet(NetConfig(layers_per_slice=2, seed=1), 1, 3)
     assert not torch.equal(a.blocks[0].qkv, other_seed.blocks[0].qkv)
 
 
@@ -39,19 +39,19 @@ def test_slices_hold_embedding_blocks_and_head() -> None:
 
 
 def test_moe_routes_tokens_to_several_experts() -> None:
-    block = Slice(CFG, 1, 3).blocks[0]
+    block = StageNet(CFG, 1, 3).blocks[0]
     x = torch.randn(4, CFG.seq, CFG.hidden, dtype=torch.float64)
     scores = torch.nn.functional.linear(x.reshape(-1, CFG.hidden), block.router).softmax(-1)
     used = scores.topk(CFG.top_k, -1).indices.unique()
     assert len(used) > 1  # the router really spreads tokens
 
 
-def _grads(slices: list[Slice]) -> list[torch.Tensor]:
+def _grads(slices: list[StageNet]) -> list[torch.Tensor]:
     return [p.grad.clone() if p.grad is not None else torch.zeros_like(p)
             for s in slices for p in s.parameters()]
 
 
-def _step(slices: list[Slice], defer: bool) -> tuple[list[torch.Tensor], list[object]]:
+def _step(slices: list[StageNet], defer: bool) -> tuple[list[torch.Tensor], list[object]]:
     """Forward + backward of one micro-batch; with defer, I then W on each slice."""
     tokens, targets = make_batch(CFG, 1, 0)
     stashes, outs = [], []
@@ -90,7 +90,7 @@ def test_i_then_w_equals_full_backward_equals_plain_autograd() -> None:
 
 
 def test_w_runs_only_weight_closures() -> None:
-    s = Slice(CFG, 1, 3)
+    s = StageNet(CFG, 1, 3)
     x = torch.randn(2, CFG.seq, CFG.hidden, dtype=torch.float64, requires_grad=True)
     st = wgrad.WeightGradStash()
     with wgrad.recording(st):
@@ -110,6 +110,6 @@ def test_w_runs_only_weight_closures() -> None:
 
 def test_bad_model_options_are_refused() -> None:
     with pytest.raises(ValueError, match="multiple of heads"):
-        ModelConfig(hidden=30, heads=4)
+        NetConfig(hidden=30, heads=4)
     with pytest.raises(ValueError, match="top_k"):
-        ModelConfig(experts=2, top_k=3)
+        NetConfig(experts=2, top_k=3)

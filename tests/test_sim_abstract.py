@@ -14,7 +14,7 @@ from dualsim.errors import CostError, ValidationError
 from dualsim.generators import generate, placement
 from dualsim.ir import Action, B, F, I, Op, Schedule, W
 from dualsim.sim.abstract import simulate
-from dualsim.sim.costs_abstract import Costs, parse_costs
+from dualsim.sim.abstract_costs import Costs, parse_costs
 from dualsim.timeline import COLUMNS, action_fields, from_rows
 
 UNIT = {"F": 1, "I": 1, "W": 1}

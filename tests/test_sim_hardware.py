@@ -11,7 +11,7 @@ from hypothesis import given, settings, strategies as st
 from dualsim.errors import ProfileError, ScheduleError, ValidationError
 from dualsim.generators import check, generate
 from dualsim.sim.abstract import simulate
-from dualsim.sim.hardware import simulate_hardware, simulate_simpy
+from dualsim.sim.hardware_mode import simulate_hardware, simulate_simpy
 from dualsim.sim.links import Gpu, Link
 
 FAMILIES = ["gpipe", "1f1b", "interleaved", "zb-h1", "zb-h2", "zb-v", "dualpipe", "dualpipev"]

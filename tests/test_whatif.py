@@ -13,7 +13,7 @@ from dualsim.cluster.layer_times import moe_layer_times
 from dualsim.generators import generate
 from dualsim.cluster.profile import load_profile
 from dualsim.sim.abstract import simulate
-from dualsim.sim.hardware import simulate_hardware
+from dualsim.sim.hardware_mode import simulate_hardware
 from dualsim.workload.layout import build_layout
 from dualsim.workload.model import load_model
 

@@ -4,7 +4,7 @@ Per step (phases named in the code):
   1. sync: a barrier aligns the ranks; its exit is the step's time zero on every rank.
   2. actions: F / I / W / B / FB compute on the rank's stage slices; SEND / RECV move
      activations and input gradients (consecutive transfers are posted together, on NCCL
-     on one process group per direction of each pair of ranks: see ``comm.py``).
+     on one process group per direction of each pair of ranks: see ``p2p.py``).
   3. copies: a layer slice held by several stages (DualPipe's two chains) gets the sum of
      its copies' gradients on every copy.
   4. optimizer: SGD with momentum, identical on every copy and in the reference.
@@ -28,8 +28,8 @@ import torch.distributed as dist
 
 from dualsim.ir import Action, Op, Schedule
 from dualsim.runtime import wgrad
-from dualsim.runtime.comm import PeerComm, Transfer
-from dualsim.runtime.model import (ModelConfig, Slice, grad_or_zeros, loss_fn, make_batch,
+from dualsim.runtime.p2p import PeerComm, Message
+from dualsim.runtime.net import (NetConfig, StageNet, grad_or_zeros, loss_fn, make_batch,
                                    named_tensors)
 from dualsim.runtime.reference import make_optimizer
 from dualsim.timeline import action_fields
@@ -107,7 +107,7 @@ class StepRecord:
 class RankRunner:
     """The stage slices, optimizer and action loop of one rank."""
 
-    def __init__(self, plan: Schedule, rank: int, cfg: ModelConfig, device: torch.device,
+    def __init__(self, plan: Schedule, rank: int, cfg: NetConfig, device: torch.device,
                  backend: str, progress: Progress | None = None, fault: Fault | None = None,
                  direction_groups: bool = False) -> None:
         """``direction_groups``: one process group per direction of each pair of ranks also on
@@ -115,7 +115,7 @@ class RankRunner:
         self.plan, self.rank, self.cfg, self.device = plan, rank, cfg, device
         self.actions = plan.actions[rank]
         self.positions = plan.chain_length
-        self.modules = {s: Slice(cfg, plan.placement(s).position, self.positions).to(device)
+        self.modules = {s: StageNet(cfg, plan.placement(s).position, self.positions).to(device)
                         for s in plan.stages_of_rank(rank)}
         self.optimizer = make_optimizer([p for m in self.modules.values() for p in m.parameters()])
         self.comm = PeerComm.for_plan(plan, rank, device,
@@ -196,21 +196,21 @@ class RankRunner:
         """
         self._enter(lo, COMPUTING)
         start = clock()
-        batch: list[Transfer] = []
+        batch: list[Message] = []
         for a in self.actions[lo:hi]:
             key = (a.stage, a.microbatch)
             if a.op is Op.SEND_F:
-                batch.append(Transfer(True, self._rank_of(self.plan.next_stage(a.stage)),
+                batch.append(Message(True, self._rank_of(self.plan.next_stage(a.stage)),
                                       state.to_send_f.pop(key)))
             elif a.op is Op.SEND_B:
-                batch.append(Transfer(True, self._rank_of(self.plan.prev_stage(a.stage)),
+                batch.append(Message(True, self._rank_of(self.plan.prev_stage(a.stage)),
                                       state.to_send_b.pop(key)))
             else:
                 buf = torch.empty(self.act_shape, dtype=self.cfg.torch_dtype, device=self.device)
                 forward = a.op is Op.RECV_F
                 peer = self.plan.prev_stage(a.stage) if forward else self.plan.next_stage(a.stage)
                 (state.recv_f if forward else state.recv_b)[key] = buf
-                batch.append(Transfer(False, self._rank_of(peer), buf))
+                batch.append(Message(False, self._rank_of(peer), buf))
         works = self.comm.post(batch)
         posted = clock()
         for k, (a, w) in enumerate(zip(self.actions[lo:hi], works)):
@@ -327,9 +327,9 @@ class RankRunner:
         flat = {stage: self._flat_grad(stage) for stage, others in copies.items() if others}
         if not flat:
             return
-        sends = [Transfer(True, self.plan.rank_of(other), flat[stage])
+        sends = [Message(True, self.plan.rank_of(other), flat[stage])
                  for stage in flat for other in copies[stage]]
-        recvs = [(stage, Transfer(False, peer, torch.empty_like(flat[stage])))
+        recvs = [(stage, Message(False, peer, torch.empty_like(flat[stage])))
                  for peer in range(self.plan.ranks) if peer != self.rank
                  for other in self.plan.stages_of_rank(peer)
                  for stage in flat if other in copies[stage]]

@@ -35,7 +35,7 @@ import torch.distributed as dist
 from dualsim.errors import RuntimeRunError
 from dualsim.ir import Schedule
 from dualsim.runtime.interpreter import DONE, SYNCING, WAITING, Fault, Progress, RankRunner, StepRecord
-from dualsim.runtime.model import ModelConfig
+from dualsim.runtime.net import NetConfig
 
 STARTUP_GRACE_S = 120.0  # importing torch and meeting the other ranks, on a loaded machine
 _FIELDS = 5  # plan, step, action index, state, last update (monotonic seconds)
@@ -43,7 +43,7 @@ _FIELDS = 5  # plan, step, action index, state, last update (monotonic seconds)
 
 @dataclass(frozen=True)
 class RunOptions:
-    model: ModelConfig = field(default_factory=ModelConfig)
+    model: NetConfig = field(default_factory=NetConfig)
     steps: int = 3
     backend: str = "gloo"
     timeout: float = 60.0

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import torch
 
-from dualsim.runtime.model import ModelConfig, Slice, grad_or_zeros, loss_fn, make_batch
+from dualsim.runtime.net import NetConfig, StageNet, grad_or_zeros, loss_fn, make_batch
 
 LR = 0.05
 MOMENTUM = 0.9
@@ -29,9 +29,9 @@ class ReferenceResult:
     weights: dict[tuple[int, str], torch.Tensor]  # (position, name) -> after the last step
 
 
-def run_reference(cfg: ModelConfig, positions: int, microbatches: int, steps: int) -> ReferenceResult:
+def run_reference(cfg: NetConfig, positions: int, microbatches: int, steps: int) -> ReferenceResult:
     """Train ``steps`` steps of the whole model in one process."""
-    slices = [Slice(cfg, k, positions, split=False) for k in range(positions)]
+    slices = [StageNet(cfg, k, positions, split=False) for k in range(positions)]
     params = [p for s in slices for p in s.parameters()]
     opt = make_optimizer(params)
     losses: list[float] = []

@@ -17,7 +17,7 @@ from dualsim.ir import Schedule
 from dualsim.runtime.launcher import RankReport, RunOptions, launch_local, run_torchrun, \
     under_torchrun
 from dualsim.runtime.measure import compare_sim, step_time_s, step_timeline
-from dualsim.runtime.model import ModelConfig
+from dualsim.runtime.net import NetConfig
 from dualsim.runtime.verify import check_against_reference, passed
 
 
@@ -30,7 +30,7 @@ class RunOutcome:
     ok: bool
 
 
-def model_config(plan: Schedule, layers: int | None, **sizes: Any) -> ModelConfig:
+def model_config(plan: Schedule, layers: int | None, **sizes: Any) -> NetConfig:
     """The model for ``plan``: ``layers`` (default one per layer slice) cut evenly."""
     slices = plan.chain_length
     layers = slices if layers is None else layers
@@ -39,7 +39,7 @@ def model_config(plan: Schedule, layers: int | None, **sizes: Any) -> ModelConfi
             f"the plan cuts the model into {slices} layer slices (stages per chain) but the "
             f"model has {layers} layers: use --layers as a multiple of {slices}")
     try:
-        return ModelConfig(layers_per_slice=layers // slices, **sizes)
+        return NetConfig(layers_per_slice=layers // slices, **sizes)
     except ValueError as e:
         raise RuntimeRunError(f"bad model options: {e}") from None
 

@@ -20,7 +20,7 @@ from torch.distributed.pipelining.schedules import _PipelineScheduleRuntime
 from dualsim.ir import Schedule
 from dualsim.runtime.interpreter import SYNCING, Progress, StepRecord
 from dualsim.runtime.launcher import RankReport, RunOptions
-from dualsim.runtime.model import Slice, loss_fn, make_batch, named_tensors
+from dualsim.runtime.net import StageNet, loss_fn, make_batch, named_tensors
 from dualsim.runtime.reference import make_optimizer
 from dualsim.torch_csv import to_torch_csv
 
@@ -28,7 +28,7 @@ from dualsim.torch_csv import to_torch_csv
 def run_rank_torch(plan: Schedule, rank: int, options: RunOptions, device: torch.device,
                    progress: Progress | None = None) -> RankReport:
     cfg, progress = options.model, progress or Progress()
-    slices = {s: Slice(cfg, plan.placement(s).position, plan.chain_length, split=False).to(device)
+    slices = {s: StageNet(cfg, plan.placement(s).position, plan.chain_length, split=False).to(device)
               for s in plan.stages_of_rank(rank)}
     stages = [PipelineStage(m, s, plan.num_stages, device) for s, m in slices.items()]
     schedule = _PipelineScheduleRuntime(stages, plan.microbatches, loss_fn=loss_fn)

@@ -43,7 +43,7 @@ import pandas as pd
 from dualsim.ir import Schedule
 from dualsim.sim import abstract_engine as engine
 from dualsim.sim.abstract_engine import EngineRun
-from dualsim.sim.costs_abstract import Costs, TimeBase, check_number, parse_costs
+from dualsim.sim.abstract_costs import Costs, TimeBase, check_number, parse_costs
 from dualsim.sim.result import RankStats, SimResult
 from dualsim.timeline import COLUMNS
 

@@ -15,8 +15,8 @@ from typing import Any, Generator, Mapping
 import simpy
 
 from dualsim.ir import Action, Op, Schedule
-from dualsim.sim.costs_abstract import Costs, TimeBase, check_number
-from dualsim.sim.engine import Engine, peak_live
+from dualsim.sim.abstract_costs import Costs, TimeBase, check_number
+from dualsim.sim.simpy_engine import Engine, peak_live
 from dualsim.sim.result import RankStats, SimResult
 from dualsim.timeline import action_fields, from_rows
 

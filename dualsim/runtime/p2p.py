@@ -37,13 +37,13 @@ import torch
 import torch.distributed as dist
 
 from dualsim.ir import Schedule
-from dualsim.validate import cross_rank_transfers
+from dualsim.validate import cross_rank_handoffs
 
 Direction = tuple[int, int]  # (sending rank, receiving rank)
 
 
 @dataclass
-class Transfer:
+class Message:
     """One message: send ``tensor`` to ``peer``, or receive into ``tensor`` from ``peer``."""
 
     send: bool
@@ -57,7 +57,7 @@ def directions(plan: Schedule) -> list[Direction]:
     The plan's cross-rank activations and input gradients, and both directions between ranks
     holding copies of one layer slice (the end-of-step gradient sum of DualPipe).
     """
-    pairs = {(t.src, t.dst) for t in cross_rank_transfers(plan)}
+    pairs = {(t.src, t.dst) for t in cross_rank_handoffs(plan)}
     for a in plan.stages:
         for b in plan.stages:
             if a.position == b.position and a.rank != b.rank:
@@ -112,7 +112,7 @@ class PeerComm:
         groups = direction_groups(directions(plan), device) if per_direction else None
         return PeerComm(rank, groups)
 
-    def _group(self, t: Transfer) -> dist.ProcessGroup:
+    def _group(self, t: Message) -> dist.ProcessGroup:
         assert self.groups is not None
         direction = (self.rank, t.peer) if t.send else (t.peer, self.rank)
         if direction not in self.groups:
@@ -120,7 +120,7 @@ class PeerComm:
                                f"{direction[0]} -> {direction[1]} (not in the plan)")
         return self.groups[direction]
 
-    def post(self, transfers: list[Transfer]) -> list[dist.Work | None]:
+    def post(self, transfers: list[Message]) -> list[dist.Work | None]:
         """Post every transfer; return one handle per transfer (receives must be waited on).
 
         A batch's transfers share its handle (NCCL returns one for the whole batch).
@@ -153,7 +153,7 @@ class PeerComm:
             work.wait()
         self.pending_sends.clear()
 
-    def exchange(self, sends: list[Transfer], recvs: list[Transfer]) -> None:
+    def exchange(self, sends: list[Message], recvs: list[Message]) -> None:
         """Post sends and receives together and wait for all of them (gradient sums).
 
         On the default group this relies on gloo's sends not holding up receives; on

@@ -1,7 +1,7 @@
 """Hardware mode: simulate one pipeline of a modelled cluster with SimPy, in seconds.
 
 Every GPU (pipeline rank) has a compute stream and a communication stream; units expand into
-per-layer pieces (sim/pieces.py). Each GPU's IB NIC and NVLink are fluid links shared by the
+per-layer pieces (sim/unit_pieces.py). Each GPU's IB NIC and NVLink are fluid links shared by the
 all-to-all, the PP transfers and the data-parallel sync (sim/links.py). One pipeline's ranks are
 simulated explicitly; their EP peers (the same stage in other pipelines) run the same schedule at
 the same time, so by symmetry each GPU receives as much all-to-all traffic as it sends, on the
@@ -23,12 +23,13 @@ from dualsim.cluster.comm import a2a_saturation, pp_flow
 
 from dualsim.cluster.compute import unit_weight
 from dualsim.cluster.profile import Profile, load_profile
+from dualsim.defaults import DEFAULT_MODEL, DEFAULT_PROFILE
 from dualsim.ir import Action, Op, Schedule
-from dualsim.sim.engine import Engine, peak_live
+from dualsim.sim.simpy_engine import Engine, peak_live
 from dualsim.sim.links import Gpu, Link
 from dualsim.sim.memory import (GB, activation_bytes, memory_timeline, replicas, slice_params,
                                 static_memory)
-from dualsim.sim.pieces import Plan, fb_plan, only_w, plain_plan, slice_chains, without_w
+from dualsim.sim.unit_pieces import UnitPieces, fb_pieces, only_w, plain_pieces, slice_chains, without_w
 from dualsim.sim.result import RankStats, SimResult
 from dualsim.sim.simpy_abstract import simulate_simpy
 from dualsim.timeline import action_fields, from_rows
@@ -54,7 +55,7 @@ class HardwareExecutor:
                       for g in self.gpus]
         self.position = {st.stage: st.position for st in schedule.stages}
         self.chains = {p: slice_chains(sl, layout, profile) for p, sl in enumerate(layout.slices)}
-        self.plans: dict[tuple, Plan] = {}
+        self.unit_pieces: dict[tuple, UnitPieces] = {}
         self.rows: list[tuple] = []
         self.busy = [0.0] * schedule.ranks
         self.act = [activation_bytes(layout, p) for p in range(len(layout.slices))]
@@ -69,27 +70,27 @@ class HardwareExecutor:
                     self.wleft[part.stage] = self.wleft.get(part.stage, 0) + 1
         self.slice_wait = {p: len(ranks) for p, ranks in enumerate(layout.holders)}
 
-    # ---- plans --------------------------------------------------------------------------------
-    def plan(self, a: Action) -> Plan:
+    # ---- pieces of a unit --------------------------------------------------------------------------------
+    def pieces(self, a: Action) -> UnitPieces:
         op = a.op
         if op is Op.FB:
             key: tuple = ("FB", self.position[a.forward.stage], self.position[a.backward.stage])
         else:
             key = (op.value, self.position[a.stage])
-        plan = self.plans.get(key)
+        plan = self.unit_pieces.get(key)
         if plan is None:
             if op is Op.FB:
-                plan = fb_plan(self.chains[key[1]][0], self.chains[key[2]][1])
+                plan = fb_pieces(self.chains[key[1]][0], self.chains[key[2]][1])
             else:
                 fwd, bwd = self.chains[key[1]]
                 nodes = {"F": fwd, "B": bwd, "I": without_w(bwd), "W": only_w(bwd)}[op.value]
-                plan = plain_plan(nodes)
-            self.plans[key] = plan
+                plan = plain_pieces(nodes)
+            self.unit_pieces[key] = plan
         return plan
 
     # ---- executor protocol --------------------------------------------------------------------
     def run(self, eng: Engine, rank: int, a: Action) -> Generator[Any, Any, None]:
-        env, gpu, plan = self.env, self.gpus[rank], self.plan(a)
+        env, gpu, plan = self.env, self.gpus[rank], self.pieces(a)
         row = action_fields(self.schedule, a)
         fields, label = row[:7], row[7]
         rows = self.rows
@@ -121,7 +122,7 @@ class HardwareExecutor:
             yield comm_done[-1]
         self._free(rank, a)
 
-    def _comm(self, rank: int, plan: Plan, signal: dict[int, simpy.Event],
+    def _comm(self, rank: int, plan: UnitPieces, signal: dict[int, simpy.Event],
               done: list[simpy.Event], fields: tuple, label: str) -> Generator[Any, Any, None]:
         env, links = self.env, self.links[rank]
         for j, (kind, tr, _, pred) in enumerate(plan.comm):
@@ -220,8 +221,8 @@ def _exposed(compute: list[tuple[float, float]],
     return total, total - covered
 
 
-def simulate_hardware(schedule: Schedule, profile: str | Profile = "h800",
-                      model: str | Model = "deepseek-v3", *, ep: int | None = None,
+def simulate_hardware(schedule: Schedule, profile: str | Profile = DEFAULT_PROFILE,
+                      model: str | Model = DEFAULT_MODEL, *, ep: int | None = None,
                       gpus: int | None = None, comm_sms: int | None = None,
                       microbatch_tokens: int | None = None, ib_gbps: float | None = None,
                       nvlink_gbps: float | None = None) -> SimResult:

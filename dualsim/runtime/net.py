@@ -29,7 +29,7 @@ DTYPES = {"float64": torch.float64, "float32": torch.float32, "bfloat16": torch.
 
 
 @dataclass(frozen=True)
-class ModelConfig:
+class NetConfig:
     """Size and numerics of the model and of one micro-batch."""
 
     vocab: int = 32
@@ -94,7 +94,7 @@ def _rms(x: torch.Tensor) -> torch.Tensor:
 class Block(torch.nn.Module):
     """Pre-norm causal attention, then a pre-norm MoE FFN with a shared expert."""
 
-    def __init__(self, cfg: ModelConfig, gen: torch.Generator, ops: type[Ops]) -> None:
+    def __init__(self, cfg: NetConfig, gen: torch.Generator, ops: type[Ops]) -> None:
         super().__init__()
         self.cfg, self.ops = cfg, ops
         d, e, h = cfg.hidden, cfg.experts, cfg.expert_hidden
@@ -146,10 +146,10 @@ class Block(torch.nn.Module):
         return x + self.moe(self.ops.scale(_rms(x), self.moe_norm))
 
 
-class Slice(torch.nn.Module):
+class StageNet(torch.nn.Module):
     """Layer slice ``position`` of ``positions``: what one stage runs."""
 
-    def __init__(self, cfg: ModelConfig, position: int, positions: int, split: bool = True) -> None:
+    def __init__(self, cfg: NetConfig, position: int, positions: int, split: bool = True) -> None:
         super().__init__()
         if not 0 <= position < positions:
             raise ValueError(f"position {position} outside 0..{positions - 1}")
@@ -190,7 +190,7 @@ def grad_or_zeros(p: torch.nn.Parameter) -> torch.Tensor:
     return p.grad if p.grad is not None else torch.zeros_like(p)
 
 
-def named_tensors(slices: dict[int, Slice], grads: bool) -> dict[tuple[int, int, str], torch.Tensor]:
+def named_tensors(slices: dict[int, StageNet], grads: bool) -> dict[tuple[int, int, str], torch.Tensor]:
     """(stage, position, name) -> gradient (``grads``) or weight of each stage's slice, on the CPU."""
     return {(stage, m.position, name): (grad_or_zeros(p) if grads else p).detach().cpu().clone()
             for stage, m in slices.items() for name, p in m.named_parameters()}
@@ -201,7 +201,7 @@ def loss_fn(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     return tf.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1))
 
 
-def make_batch(cfg: ModelConfig, microbatches: int, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+def make_batch(cfg: NetConfig, microbatches: int, step: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Tokens and next-token targets of one step: [M, microbatch_size, seq] each, seeded."""
     gen = torch.Generator().manual_seed(cfg.seed * 7919 + 104_729 * (step + 1))
     data = torch.randint(0, cfg.vocab, (microbatches, cfg.microbatch_size, cfg.seq + 1),

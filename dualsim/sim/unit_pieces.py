@@ -8,7 +8,7 @@ DeepSeek-V3: the compute stream alternates forward pieces and backward pieces (e
 followed by its W), while the communication stream carries the other micro-batch's all-to-all;
 inside an FB a W piece does not hold back the all-to-all that follows its I piece.
 
-A Plan lists the compute pieces in stream order, each with the index of the comm piece it waits
+A UnitPieces lists the compute pieces in stream order, each with the index of the comm piece it waits
 for, and the comm pieces in stream order (sorted by the compute piece that produces their data),
 each with the index of that compute piece. This order cannot deadlock: every piece waits only on
 pieces produced earlier in compute order.
@@ -30,7 +30,7 @@ Node = Union[tuple[str, str, float, bool], tuple[str, str, Flow]]
 
 
 @dataclass(frozen=True)
-class Plan:
+class UnitPieces:
     """Pieces of one unit. comp: (piece, seconds, half, comm dep or -1); comm: (kind, transfer,
     half, producing compute piece or -1); ``signals``: compute pieces some comm piece waits on."""
 
@@ -86,7 +86,7 @@ def _split(nodes: list[Node], overlapped: bool) -> tuple[list, list]:
     return comp, comm
 
 
-def _assemble(halves: list[tuple[list, list]], order: list[tuple[int, int]]) -> Plan:
+def _assemble(halves: list[tuple[list, list]], order: list[tuple[int, int]]) -> UnitPieces:
     gidx = {hj: g for g, hj in enumerate(order)}
     comm_keys = []
     for h, (_, comm) in enumerate(halves):
@@ -102,17 +102,17 @@ def _assemble(halves: list[tuple[list, list]], order: list[tuple[int, int]]) -> 
     for pred, h, j in comm_keys:
         kind, tr, _ = halves[h][1][j]
         comm.append((kind, tr, h, pred))
-    return Plan(tuple(comp), tuple(comm), frozenset(p for p, _, _ in comm_keys if p >= 0),
+    return UnitPieces(tuple(comp), tuple(comm), frozenset(p for p, _, _ in comm_keys if p >= 0),
                 sum(c[1] for c in comp))
 
 
-def plain_plan(nodes: list[Node]) -> Plan:
+def plain_pieces(nodes: list[Node]) -> UnitPieces:
     """A unit that runs its chain in sequence (F, I, W or B)."""
     half = _split(nodes, overlapped=False)
     return _assemble([half], [(0, j) for j in range(len(half[0]))])
 
 
-def fb_plan(fwd: list[Node], bwd: list[Node]) -> Plan:
+def fb_pieces(fwd: list[Node], bwd: list[Node]) -> UnitPieces:
     """An FB: forward pieces alternate with backward groups (an I piece and its W pieces)."""
     f, b = _split(fwd, overlapped=True), _split(bwd, overlapped=True)
     groups: list[list[int]] = []
