@@ -15,11 +15,12 @@ from typing import TYPE_CHECKING, Callable, Optional, TypeVar
 import typer
 
 from dualsim.cli.common import err_console, print_json, progress, user_errors
+from dualsim.defaults import DEFAULT_MODEL, DEFAULT_PROFILE
 from dualsim.errors import DualsimError
 from dualsim.io import check_writable_file
 
 if TYPE_CHECKING:
-    from dualsim.planner import PlanResult
+    from dualsim.planner import SweepResult
 
 T = TypeVar("T")
 
@@ -41,8 +42,8 @@ def parse_list(values: Optional[list[str]], convert: Callable[[str], T], flag: s
 
 
 def plan_command(
-    profile: str = typer.Option("h800", "--profile", help="Hardware profile name or TOML file."),
-    model: str = typer.Option("deepseek-v3", "--model", help="Workload preset name or TOML file."),
+    profile: str = typer.Option(DEFAULT_PROFILE, "--profile", help="Hardware profile name or TOML file."),
+    model: str = typer.Option(DEFAULT_MODEL, "--model", help="Workload preset name or TOML file."),
     gpus: Optional[int] = typer.Option(None, "--gpus", help="Total GPUs (default: the model's layout)."),
     schedules: Optional[list[str]] = typer.Option(None, "--schedules", help="Families to sweep (default: all)."),
     ranks: Optional[list[str]] = typer.Option(None, "--ranks", help="Pipeline ranks to sweep, e.g. 8,16."),
@@ -131,7 +132,7 @@ def plan_command(
                                "or raise --memory-gb / change the sweep")
 
 
-def _print(result: PlanResult, top: int) -> None:
+def _print(result: SweepResult, top: int) -> None:
     from rich.table import Table
 
     from dualsim.cli.common import out_console

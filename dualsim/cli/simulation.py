@@ -10,12 +10,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from dualsim.defaults import (ABSTRACT_MICROBATCHES, ABSTRACT_RANKS, DEFAULT_MODEL,
+                              DEFAULT_PROFILE)
 from dualsim.errors import DualsimError, ScheduleError
 from dualsim.ir import Schedule
 from dualsim.sim.result import SimResult
 
-ABSTRACT_RANKS = 8
-ABSTRACT_MICROBATCHES = 24
 MAX_WARNINGS = 3  # per schedule on stderr; --json carries them all
 
 
@@ -56,9 +56,9 @@ class Config:
                                    "--profile/--model and the hardware overrides")
             from dualsim.workload.model import default_layout, load_model
 
-            m = load_model(model or "deepseek-v3")
+            m = load_model(model or DEFAULT_MODEL)
             layout = default_layout(m)
-            hw = {"profile": profile or "h800", "model": model or "deepseek-v3"}
+            hw = {"profile": profile or DEFAULT_PROFILE, "model": model or DEFAULT_MODEL}
             hw.update({k: v for k, v in overrides.items() if v is not None})
             return Config(_given(ranks, layout["ranks"]),
                           _given(microbatches, layout["microbatches"]), chunks, {}, comm, hw)
@@ -135,7 +135,7 @@ def run(s: Schedule, cfg: Config) -> SimResult:
         from dualsim.sim.abstract import simulate
 
         return simulate(s, costs=cfg.costs, comm=cfg.comm)
-    from dualsim.sim.hardware import simulate_hardware
+    from dualsim.sim.hardware_mode import simulate_hardware
 
     hw = dict(cfg.hardware)
     return simulate_hardware(s, hw.pop("profile"), hw.pop("model"), **hw)

@@ -20,6 +20,7 @@ from typing import Any, Mapping
 
 import pandas as pd
 
+from dualsim.defaults import DEFAULT_MODEL, DEFAULT_PROFILE
 from dualsim.io import dumps_json, write_atomic
 from dualsim.ir import Schedule
 from dualsim.render.table import (comparison_rows, fmt, markdown_table, per_rank_text,
@@ -83,7 +84,7 @@ def _load(config: Mapping[str, Any]) -> tuple[Any, Any]:
     try:
         from dualsim.cluster.profile import load_profile
 
-        prof = load_profile(str(config.get("profile", "h800"))).with_overrides(
+        prof = load_profile(str(config.get("profile", DEFAULT_PROFILE))).with_overrides(
             comm_sms=config.get("comm_sms"), ib_gbps=config.get("ib_gbps"),
             nvlink_gbps=config.get("nvlink_gbps"))
     except Exception:  # noqa: BLE001 - a report still renders without the profile's details
@@ -91,7 +92,7 @@ def _load(config: Mapping[str, Any]) -> tuple[Any, Any]:
     try:
         from dualsim.workload.model import load_model
 
-        mdl = load_model(str(config.get("model", "deepseek-v3")))
+        mdl = load_model(str(config.get("model", DEFAULT_MODEL)))
     except Exception:  # noqa: BLE001
         mdl = None
     return prof, mdl
