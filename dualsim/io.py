@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
+import secrets
 from pathlib import Path
 from typing import Any
 
@@ -12,21 +12,35 @@ from dualsim.errors import DualsimError, PlanError
 
 
 def write_atomic(path: str | os.PathLike[str], data: bytes | str) -> None:
-    """Write ``data`` to ``path`` via a temporary file in the same folder and a rename."""
+    """Write ``data`` to ``path`` via a temporary file in the same folder and a rename.
+
+    The temporary file is created with mode 0666, so the process umask applies as for any new
+    file (no global umask is read or changed).
+    """
     p = Path(path)
     check_writable_file(p)
     p.parent.mkdir(parents=True, exist_ok=True)
     raw = data.encode() if isinstance(data, str) else data
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
+    fd, tmp = _create_temp(p)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(raw)
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual permissions
         os.replace(tmp, p)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def _create_temp(p: Path) -> tuple[int, str]:
+    """A new, exclusive temporary file beside ``p``: (descriptor, path)."""
+    for _ in range(100):
+        tmp = str(p.parent / f".{p.name}.{secrets.token_hex(6)}.tmp")
+        try:
+            return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), tmp
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"no free temporary name beside {str(p)!r}")
 
 
 def check_writable_file(path: Path) -> None:
@@ -39,12 +53,6 @@ def check_writable_file(path: Path) -> None:
                 raise DualsimError(f"cannot write {str(path)!r}: {str(parent)!r} is a file, "
                                    "not a folder")
             break
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def dumps_json(obj: Any) -> str:

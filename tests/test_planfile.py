@@ -208,3 +208,18 @@ def test_compute_only_plan_that_deadlocks(tmp_path: Path) -> None:
 def test_schedule_from_read_plan_is_lowered_schedule(tmp_path: Path) -> None:
     s = read_plan(write(tmp_path, PLAN_1F1B_R2_M2))
     assert isinstance(s, Schedule) and s.is_lowered and s.name == "1f1b"
+
+
+def test_write_atomic_files_follow_the_umask_and_leave_no_temporary(tmp_path):
+    import os
+
+    from dualsim.io import write_atomic
+
+    old = os.umask(0o027)
+    try:
+        write_atomic(tmp_path / "out.json", "{}\n")
+        assert os.umask(0o027) == 0o027  # writing did not change the process umask
+    finally:
+        os.umask(old)
+    assert (tmp_path / "out.json").stat().st_mode & 0o777 == 0o640
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.json"]
