@@ -3,6 +3,6 @@
 # with the installed dualsim. tests/test_golden_schedules.py checks them byte for byte.
 set -euo pipefail
 cd "$(dirname "$0")"
-for s in gpipe 1f1b interleaved zb-h1 zb-h2 zb-v dualpipe dualpipev; do
+for s in gpipe 1f1b 1f1b-overlap interleaved interleaved-overlap zb-h1 zb-h2 zb-v dualpipe dualpipev; do
   dualsim emit "$s" --ranks 4 --microbatches 8 -o "$s.json"
 done

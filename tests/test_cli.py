@@ -85,9 +85,10 @@ def test_emit_is_byte_identical_twice(tmp_path: Path) -> None:
 def test_schedules_lists_every_family_with_rules() -> None:
     res = invoke("schedules", "--json")
     rows = json.loads(res.stdout)
-    assert [r["name"] for r in rows] == ["gpipe", "1f1b", "interleaved", "zb-h1", "zb-h2",
-                                         "zb-v", "dualpipe", "dualpipev"]
-    assert rows[2]["parameters"] == ["ranks", "microbatches", "chunks"]
+    assert [r["name"] for r in rows] == ["gpipe", "1f1b", "1f1b-overlap", "interleaved",
+                                         "interleaved-overlap", "zb-h1", "zb-h2", "zb-v",
+                                         "dualpipe", "dualpipev"]
+    assert rows[3]["parameters"] == rows[4]["parameters"] == ["ranks", "microbatches", "chunks"]
 
 
 def test_compare_table_charts_and_skips(tmp_path: Path) -> None:
@@ -96,10 +97,9 @@ def test_compare_table_charts_and_skips(tmp_path: Path) -> None:
     assert res.exit_code == 0, res.stderr
     d = json.loads(res.stdout)
     names = [r["schedule"] for r in d["results"]]
-    assert names == ["gpipe", "1f1b", "zb-h1", "zb-h2", "zb-v", "dualpipe", "dualpipev"]
-    assert d["skipped"] == [{"schedule": "interleaved",
-                             "reason": "interleaved needs M to be a multiple of R micro-batches "
-                                       "(R=8), got 20: use --microbatches 16 or 24"}]
+    assert names == ["gpipe", "1f1b", "1f1b-overlap", "interleaved", "interleaved-overlap",
+                     "zb-h1", "zb-h2", "zb-v", "dualpipe", "dualpipev"]
+    assert d["skipped"] == []
     pngs = sorted(p.name for p in out.rglob("*.png"))
     assert len(pngs) >= len(names) + 1
     for p in out.rglob("*.png"):
@@ -109,10 +109,10 @@ def test_compare_table_charts_and_skips(tmp_path: Path) -> None:
 
 
 def test_compare_prints_table_with_skip_line(tmp_path: Path) -> None:
-    res = invoke("compare", "1f1b", "interleaved", "-r", "4", "-m", "6", "--out", str(tmp_path))
+    res = invoke("compare", "1f1b", "dualpipe", "-r", "3", "-m", "6", "--out", str(tmp_path))
     assert res.exit_code == 0, res.stderr
     assert "1f1b" in res.stdout
-    assert "skipped interleaved:" in res.stdout
+    assert "skipped dualpipe: dualpipe needs an even number of ranks" in res.stdout
 
 
 def test_simulate_writes_trace_and_gantt(tmp_path: Path) -> None:

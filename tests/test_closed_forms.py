@@ -35,7 +35,7 @@ def test_gpipe_and_1f1b(name: str, costs: dict, ranks: int, mbs: int) -> None:
 @pytest.mark.parametrize("chunks", [2, 3, 4])
 @pytest.mark.parametrize("costs", COSTS)
 @pytest.mark.parametrize("ranks, mbs", [(1, 3), (2, 2), (2, 6), (3, 6), (4, 4), (4, 8),
-                                        (4, 12), (5, 10)])
+                                        (4, 12), (5, 10), (2, 3), (4, 7), (4, 9), (5, 13)])
 def test_interleaved(chunks: int, costs: dict, ranks: int, mbs: int) -> None:
     c = Costs.of(costs)
     r = run("interleaved", ranks, mbs, costs, chunks)
@@ -100,12 +100,87 @@ def test_dualpipev_is_half_of_dualpipe_at_twice_the_size(ranks: int, mbs: int) -
     assert [p.idle for p in r.per_rank] == [Fraction((ranks - 1) * 2, 2)] * ranks
 
 
+# ---- batch-level overlap: 1f1b-overlap (v = 1) and interleaved-overlap -----------------------
+# With N = group_size(R, M) (R when R divides M; always R for v = 1, where N plays no part)
+# rank r runs w_r = min(2(R-r-1) + (v-1)N + 1, vM) plain F and plain B slots and vM - w_r FB
+# units. Whenever FB >= max(F, B) the last rank, once started, never waits, so
+# makespan = span = its busy time + (R-1)(F+B)/v = ((v-1)N + R)(F+B)/v + (vM-(v-1)N-1) FB/v,
+# idle_r = makespan - [w_r(F+B) + (vM-w_r) FB]/v, and peak activations are min(w_r + 1, vM).
+
+OVERLAP_COSTS = [  # FB below, at and above F + B, and at its lower bound max(F, B)
+    UNIT,
+    {"F": 1, "I": 1, "W": 1, "B": 2, "FB": 2},
+    {"F": 2, "I": 3, "W": 1, "FB": 4},
+    {"F": 3, "I": 1, "W": 1, "B": 2, "FB": 4},
+    {"F": Fraction(3, 2), "I": 2, "W": Fraction(1, 2), "FB": Fraction(13, 5)},
+    {"F": 1, "I": 2, "W": 2, "B": 4, "FB": Fraction(9, 2)},
+    {"F": 1, "I": 1, "W": 1, "B": 2, "FB": 5},
+]
+
+
+def overlap_expected(c: Costs, ranks: int, mbs: int, v: int, group: int) -> tuple:
+    plain, fb = c.F + c.B, c.FB
+    makespan = (Fraction((v - 1) * group + ranks) * plain
+                + Fraction(v * mbs - (v - 1) * group - 1) * fb) / v
+    warmups = [min(2 * (ranks - r - 1) + (v - 1) * group + 1, v * mbs) for r in range(ranks)]
+    idle = [makespan - Fraction(w * plain + (v * mbs - w) * fb, v) for w in warmups]
+    return makespan, idle, [min(w + 1, v * mbs) for w in warmups]
+
+
+@pytest.mark.parametrize("costs", OVERLAP_COSTS)
+@pytest.mark.parametrize("ranks, mbs", SIZES + [(4, 2), (6, 3), (3, 4), (8, 9)])
+def test_1f1b_overlap(costs: dict, ranks: int, mbs: int) -> None:
+    c = Costs.of(costs)
+    r = run("1f1b-overlap", ranks, mbs, costs)
+    makespan, idle, peaks = overlap_expected(c, ranks, mbs, 1, ranks)
+    assert r.makespan == r.span == makespan == ranks * (c.F + c.B) + (mbs - 1) * c.FB
+    assert [p.idle for p in r.per_rank] == idle
+    assert [p.peak_activations for p in r.per_rank] == peaks
+
+
+@pytest.mark.parametrize("chunks", [2, 3, 4])
+@pytest.mark.parametrize("costs", OVERLAP_COSTS)
+@pytest.mark.parametrize("ranks, mbs, group", [(1, 3, 1), (2, 2, 2), (2, 6, 2), (3, 6, 3),
+                                               (4, 4, 4), (4, 8, 4), (4, 12, 4), (5, 10, 5),
+                                               (6, 12, 6), (2, 3, 3), (4, 7, 7), (4, 9, 5),
+                                               (4, 11, 6), (5, 13, 7), (6, 20, 7)])
+def test_interleaved_overlap(chunks: int, costs: dict, ranks: int, mbs: int,
+                             group: int) -> None:
+    c = Costs.of(costs)
+    r = run("interleaved-overlap", ranks, mbs, costs, chunks)
+    makespan, idle, peaks = overlap_expected(c, ranks, mbs, chunks, group)
+    if group == ranks:
+        assert makespan == ranks * (c.F + c.B) + Fraction(chunks * mbs - (chunks - 1) * ranks
+                                                          - 1) * c.FB / chunks
+    assert r.makespan == r.span == makespan
+    assert [p.idle for p in r.per_rank] == idle
+    assert [p.peak_activations for p in r.per_rank] == peaks
+
+
+@pytest.mark.parametrize("name, chunks", [("1f1b", None), ("interleaved", 2),
+                                          ("interleaved", 3)])
+@pytest.mark.parametrize("ranks, mbs", [(2, 6), (4, 8), (6, 12)])
+def test_overlap_families_save_what_each_fb_saves(name: str, chunks: int | None, ranks: int,
+                                                  mbs: int) -> None:
+    """Against the plain family: equal when FB = F + B; otherwise the last rank's FB count
+    vM - (v-1)R - 1 times (F + B - FB) / v earlier."""
+    v = chunks or 1
+    for fb in (3, 2, Fraction(5, 2)):
+        costs = {"F": 1, "I": 1, "W": 1, "FB": fb}
+        plain, over = run(name, ranks, mbs, costs, chunks), run(f"{name}-overlap", ranks, mbs,
+                                                                costs, chunks)
+        assert plain.makespan - over.makespan == Fraction((v * mbs - (v - 1) * ranks - 1)
+                                                          * (3 - fb), v)
+
+
 # ---- DESIGN.md §5 worked example: R=4, M=8 --------------------------------------------------
 
 @pytest.mark.parametrize("name, chunks, makespan, span", [
     ("gpipe", None, 33, 33),
     ("1f1b", None, 33, 33),
+    ("1f1b-overlap", None, 33, 33),  # FB = F + B: no gain, no loss
     ("interleaved", 2, Fraction(57, 2), Fraction(57, 2)),
+    ("interleaved-overlap", 2, Fraction(57, 2), Fraction(57, 2)),
     ("zb-h1", None, 27, 27),
     ("zb-h2", None, 27, 24),
     ("zb-v", None, Fraction(51, 2), 24),

@@ -21,11 +21,12 @@ from dualsim.ir import Action, Op, Schedule
 def legal_grid() -> list[tuple[str, int, int, int | None]]:
     """A grid of legal (family, R, M, chunks), including the edges of every rule."""
     grid: list[tuple[str, int, int, int | None]] = []
-    for name in ("gpipe", "1f1b", "zb-h1"):
+    for name in ("gpipe", "1f1b", "zb-h1", "1f1b-overlap"):
         grid += [(name, r, m, None) for r in range(1, 6) for m in range(1, 11)]
     for name in ("zb-h2", "zb-v"):
         grid += [(name, r, m, None) for r in range(1, 6) for m in range(2 * r - 1, 2 * r + 5)]
-    grid += [("interleaved", r, k * r, v) for r in range(1, 5) for k in (1, 2, 3) for v in (2, 3)]
+    grid += [(name, r, m, v) for name in ("interleaved", "interleaved-overlap")
+             for r in range(1, 5) for m in range(r, 3 * r + 2) for v in (2, 3)]
     grid += [("dualpipe", r, m, None) for r in (2, 4, 6) for m in range(2 * r, 2 * r + 8, 2)]
     grid += [("dualpipev", r, m, None) for r in range(1, 6) for m in range(2 * r, 2 * r + 5)]
     return grid
@@ -85,10 +86,12 @@ def row(s: Schedule, rank: int) -> str:
 
 
 def test_family_names_in_order() -> None:
-    assert list(FAMILIES) == ["gpipe", "1f1b", "interleaved", "zb-h1", "zb-h2", "zb-v",
-                              "dualpipe", "dualpipev"]
+    assert list(FAMILIES) == ["gpipe", "1f1b", "1f1b-overlap", "interleaved",
+                              "interleaved-overlap", "zb-h1", "zb-h2", "zb-v", "dualpipe",
+                              "dualpipev"]
     assert all(isinstance(f, Family) and f.name == n for n, f in FAMILIES.items())
-    assert [n for n, f in FAMILIES.items() if f.takes_chunks] == ["interleaved"]
+    assert [n for n, f in FAMILIES.items() if f.takes_chunks] == ["interleaved",
+                                                                  "interleaved-overlap"]
     assert FAMILIES["dualpipe"].rules == "R even, M even, M >= 2R"
 
 
@@ -100,7 +103,7 @@ def test_generate_sets_name_and_chunks() -> None:
         r, m = (2, 4)
         s = generate(name, r, m)
         assert s.name == name and s.ranks == r and s.microbatches == m
-        if name != "interleaved":
+        if not FAMILIES[name].takes_chunks:
             assert s.chunks is None
 
 
@@ -117,8 +120,8 @@ def test_placement_and_chains() -> None:
 
 
 @pytest.mark.parametrize(("args", "message"), [
-    (("foo", 4, 8), "unknown schedule 'foo': choose one of gpipe, 1f1b, interleaved, zb-h1, "
-                    "zb-h2, zb-v, dualpipe, dualpipev"),
+    (("foo", 4, 8), "unknown schedule 'foo': choose one of gpipe, 1f1b, 1f1b-overlap, "
+                    "interleaved, interleaved-overlap, zb-h1, zb-h2, zb-v, dualpipe, dualpipev"),
     (("dualpipe", 5, 10), "dualpipe needs an even number of ranks, got 5: use --ranks 4 or 6"),
     (("dualpipe", 4, 9), "dualpipe needs an even number of micro-batches, got 9: "
                          "use --microbatches 8 or 10"),
@@ -129,13 +132,19 @@ def test_placement_and_chains() -> None:
     (("dualpipev", 3, 5), "dualpipev needs M >= 2R micro-batches (R=3 needs at least 6), got 5"),
     (("zb-h2", 4, 5), "zb-h2 needs M >= 2R-1 micro-batches (R=4 needs at least 7), got 5"),
     (("zb-v", 3, 4), "zb-v needs M >= 2R-1 micro-batches (R=3 needs at least 5), got 4"),
-    (("interleaved", 4, 6), "interleaved needs M to be a multiple of R micro-batches (R=4), "
-                            "got 6: use --microbatches 4 or 8"),
-    (("interleaved", 4, 3), "interleaved needs M to be a multiple of R micro-batches (R=4), "
-                            "got 3: use --microbatches 4"),
+    (("interleaved", 4, 3), "interleaved needs M >= R micro-batches (R=4 needs at least 4), "
+                            "got 3: use --microbatches 4 or more"),
     (("interleaved", 2, 4, 1), "interleaved needs --chunks >= 2 (stages per rank), got 1: "
                                "use --chunks 2 or more"),
-    (("1f1b", 4, 8, 2), "1f1b does not take --chunks, got 2: only interleaved takes --chunks"),
+    (("1f1b", 4, 8, 2), "1f1b does not take --chunks, got 2: only interleaved and "
+                        "interleaved-overlap take --chunks"),
+    (("1f1b-overlap", 4, 8, 2), "1f1b-overlap does not take --chunks, got 2: only interleaved "
+                                "and interleaved-overlap take --chunks"),
+    (("interleaved-overlap", 2, 1), "interleaved-overlap needs M >= R micro-batches (R=2 needs "
+                                    "at least 2), got 1: use --microbatches 2 or more"),
+    (("interleaved-overlap", 2, 4, 1), "interleaved-overlap needs --chunks >= 2 (stages per "
+                                       "rank), got 1: use --chunks 2 or more"),
+    (("1f1b-overlap", 0, 8), "1f1b-overlap needs R >= 1 ranks, got 0: use --ranks 1 or more"),
     (("gpipe", 0, 8), "gpipe needs R >= 1 ranks, got 0: "
                       "use --ranks 1 or more"),
     (("zb-h1", 2, -3), "zb-h1 needs M >= 1 micro-batches, got -3: "
@@ -154,7 +163,8 @@ def test_illegal_inputs_name_the_rule(args: tuple, message: str) -> None:
 
 @pytest.mark.parametrize(("name", "r", "m"), [("dualpipe", 2, 4), ("dualpipev", 3, 6),
                                               ("zb-h2", 4, 7), ("zb-v", 1, 1), ("gpipe", 1, 1),
-                                              ("interleaved", 3, 3)])
+                                              ("interleaved", 3, 3), ("1f1b-overlap", 1, 1),
+                                              ("interleaved-overlap", 1, 1)])
 def test_minimum_legal_sizes_pass(name: str, r: int, m: int) -> None:
     check(name, r, m)
     replay(generate(name, r, m))
@@ -194,9 +204,13 @@ def test_structure(name: str, r: int, m: int, v: int | None) -> None:
                     seen_i.add((p.stage, p.microbatch))
                 if p.op is Op.W:
                     assert (p.stage, p.microbatch) in seen_i
-    # FB pairs only in the DualPipe family, and it runs without deadlock
+    # FB pairs only in the DualPipe and overlap families (the latter: one per steady-state step
+    # on every rank, vM - w of them, see test_overlap_fb_counts), and it runs without deadlock
     has_fb = any(a.op is Op.FB for row_ in s.actions for a in row_)
-    assert has_fb == (name in ("dualpipe", "dualpipev"))
+    if name in ("dualpipe", "dualpipev"):
+        assert has_fb
+    elif not name.endswith("-overlap"):
+        assert not has_fb
     assert replay(s) == sum(len(row_) for row_ in s.actions)
 
 
@@ -216,6 +230,130 @@ def test_1f1b_r4_m8() -> None:
 
 def test_1f1b_warmup_capped_by_m() -> None:
     assert row(generate("1f1b", 4, 2), 0) == "0F0 0F1 0B0 0B1"
+
+
+# ---- batch-level overlap: 1f1b-overlap and interleaved-overlap --------------------------------
+
+
+def test_1f1b_overlap_r4_m8() -> None:
+    """Warm-up 2(R-r-1)+1 = 7, 5, 3, 1 forwards; (F(w+k);B(k)) units; then the last w B."""
+    s = generate("1f1b-overlap", 4, 8)
+    assert row(s, 0) == "0F0 0F1 0F2 0F3 0F4 0F5 0F6 (0F7;0B0) 0B1 0B2 0B3 0B4 0B5 0B6 0B7"
+    assert row(s, 1) == ("1F0 1F1 1F2 1F3 1F4 (1F5;1B0) (1F6;1B1) (1F7;1B2) "
+                         "1B3 1B4 1B5 1B6 1B7")
+    assert row(s, 2) == ("2F0 2F1 2F2 (2F3;2B0) (2F4;2B1) (2F5;2B2) (2F6;2B3) (2F7;2B4) "
+                         "2B5 2B6 2B7")
+    # the last rank: one extra forward, so F(m+1) runs with B(m), never F(m) with B(m)
+    assert row(s, 3) == ("3F0 (3F1;3B0) (3F2;3B1) (3F3;3B2) (3F4;3B3) (3F5;3B4) (3F6;3B5) "
+                         "(3F7;3B6) 3B7")
+
+
+def test_1f1b_overlap_one_rank_is_megatrons_no_pipelining_order() -> None:
+    """Megatron-Core's combined 1F1B without pipelining: F0, then F(m+1) with B(m), then B."""
+    assert row(generate("1f1b-overlap", 1, 4), 0) == "0F0 (0F1;0B0) (0F2;0B1) (0F3;0B2) 0B3"
+    assert row(generate("1f1b-overlap", 1, 1), 0) == "0F0 0B0"
+
+
+def test_1f1b_overlap_warmup_capped_by_m() -> None:
+    s = generate("1f1b-overlap", 4, 4)
+    assert row(s, 0) == "0F0 0F1 0F2 0F3 0B0 0B1 0B2 0B3"
+    assert row(s, 2) == "2F0 2F1 2F2 (2F3;2B0) 2B1 2B2 2B3"
+
+
+def test_interleaved_overlap_r2_v2_m4() -> None:
+    """One more warm-up slot than interleaved (5 and 3 of 8), then one FB per step."""
+    s = generate("interleaved-overlap", 2, 4, 2)
+    assert row(s, 0) == ("0F0 0F1 2F0 2F1 0F2 (0F3;2B0) (2F2;2B1) (2F3;0B0) "
+                         "0B1 2B2 2B3 0B2 0B3")
+    assert row(s, 1) == ("1F0 1F1 3F0 (3F1;3B0) (1F2;3B1) (1F3;1B0) (3F2;1B1) (3F3;3B2) "
+                         "3B3 1B2 1B3")
+
+
+def megatron_order(rank: int, ranks: int, mbs: int, chunks: int, group: int) -> list[str]:
+    """Megatron-Core v0.14's combined-1F1B order, restated from its schedule table: groups of
+    ``group`` micro-batches (the last one takes the rest) run chunk by chunk; the backward
+    table is the forward one with chunk c -> v-1-c; warm-up 2(R-r-1) + (v-1)N + 1 slots (capped
+    at vM); then forward slot w+k with backward slot k as one unit; then the other backwards."""
+    starts = list(range(0, mbs, group))
+    table = [(m, c) for g in starts for c in range(chunks)
+             for m in range(g, mbs if g == starts[-1] else g + group)]
+    fwd = [f"{c * ranks + rank}F{m}" for m, c in table]
+    bwd = [f"{(chunks - 1 - c) * ranks + rank}B{m}" for m, c in table]
+    w = min(2 * (ranks - rank - 1) + (chunks - 1) * group + 1, len(table))
+    steady = [f"({f};{b})" for f, b in zip(fwd[w:], bwd)]
+    return fwd[:w] + steady + bwd[len(table) - w:]
+
+
+@pytest.mark.parametrize(("r", "m", "v", "group"), [
+    (2, 2, 2, 2), (2, 4, 2, 2), (3, 6, 3, 3), (4, 4, 2, 4), (4, 8, 2, 4), (4, 12, 4, 4),
+    (5, 10, 2, 5),
+    # R does not divide M: the smallest N >= R whose last group is whole or >= R
+    (4, 7, 2, 7), (4, 9, 2, 5), (4, 10, 2, 5), (4, 11, 3, 6), (3, 7, 2, 4), (16, 120, 2, 20),
+])
+def test_interleaved_overlap_is_megatrons_table_order(r: int, m: int, v: int,
+                                                      group: int) -> None:
+    from dualsim.generators.interleaved import group_size
+
+    assert group_size(r, m) == group
+    s = generate("interleaved-overlap", r, m, v)
+    assert s.action_strings() == [megatron_order(rank, r, m, v, group) for rank in range(r)]
+
+
+def test_interleaved_r2_v2_m3_one_group() -> None:
+    """R does not divide M = 3: one group of 3 (a last group of 1 < R is refused by Megatron),
+    warm-up 2(R-r-1) + (v-1)N = 5 and 3 of 6 slots."""
+    s = generate("interleaved", 2, 3, 2)
+    assert row(s, 0) == "0F0 0F1 0F2 2F0 2F1 2F2 2B0 2B1 2B2 0B0 0B1 0B2"
+    assert row(s, 1) == "1F0 1F1 1F2 3F0 3B0 3F1 3B1 3F2 3B2 1B0 1B1 1B2"
+
+
+@pytest.mark.parametrize(("r", "m"), [(1, 1), (1, 5), (2, 3), (3, 4), (4, 8), (5, 13), (6, 7)])
+def test_1f1b_overlap_is_interleaved_overlap_with_one_chunk(r: int, m: int) -> None:
+    """Megatron's warm-up 2(R-r-1) + (v-1)R + 1 at v = 1, with v = 1's slot order (any M)."""
+    from dualsim.generators.interleaved import build_overlap
+
+    assert generate("1f1b-overlap", r, m).actions == build_overlap(r, m, 1).actions
+
+
+@pytest.mark.parametrize(("name", "r", "m", "v"), [("1f1b-overlap", 4, 8, 1),
+                                                   ("1f1b-overlap", 5, 6, 1),
+                                                   ("interleaved-overlap", 4, 8, 2),
+                                                   ("interleaved-overlap", 3, 3, 3)])
+def test_overlap_fb_counts(name: str, r: int, m: int, v: int) -> None:
+    """Rank r runs w = min(2(R-r-1) + (v-1)R + 1, vM) plain F, vM - w FB units, w plain B."""
+    s = generate(name, r, m, v if v > 1 else None)
+    for rank, actions in enumerate(s.actions):
+        w = min(2 * (r - rank - 1) + (v - 1) * r + 1, v * m)
+        assert Counter(a.op for a in actions) == Counter({Op.F: w, Op.FB: v * m - w, Op.B: w})
+        assert all(a.forward.microbatch != a.backward.microbatch or
+                   a.forward.stage != a.backward.stage for a in actions if a.op is Op.FB)
+
+
+def test_one_extra_forward_on_the_last_rank_alone_deadlocks() -> None:
+    """Why every rank gets the extra forward: on the last rank alone, rank R-2's first unit
+    (F(1);B(0)) and the last rank's (F(1);B(0)) wait for each other."""
+    from dualsim.generators.one_f_one_b import one_forward_one_backward
+    from dualsim.ir import B as B_, F as F_
+
+    s = generate("1f1b", 2, 4)
+    rows = [one_forward_one_backward([F_(k, m) for m in range(4)], [B_(k, m) for m in range(4)],
+                                     max(2 - k - 1, 1), overlap=True) for k in range(2)]
+    with pytest.raises(AssertionError, match="deadlocks"):
+        replay(s.with_actions(rows))
+
+
+def test_plain_1f1b_spacing_plus_one_is_twice_as_slow() -> None:
+    """Why the warm-up spacing doubles: with w = R-r (valid) a rank's unit waits for its
+    neighbour's unit of the same step, so the steady state runs one unit per two FB times."""
+    from dualsim.generators.one_f_one_b import one_forward_one_backward
+    from dualsim.ir import B as B_, F as F_
+    from dualsim.sim.abstract import simulate
+
+    s = generate("1f1b", 4, 8)
+    rows = [one_forward_one_backward([F_(k, m) for m in range(8)], [B_(k, m) for m in range(8)],
+                                     4 - k, overlap=True) for k in range(4)]
+    assert simulate(s.with_actions(rows)).makespan == 51
+    assert simulate(generate("1f1b-overlap", 4, 8)).makespan == 33 == simulate(s).makespan
 
 
 def test_zb_h1_r3_m4() -> None:

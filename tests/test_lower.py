@@ -17,7 +17,9 @@ from dualsim.validate import validate
 SIZES = {
     "gpipe": [(1, 1), (2, 3), (4, 8), (5, 7)],
     "1f1b": [(1, 3), (2, 3), (4, 8), (5, 3)],
+    "1f1b-overlap": [(1, 3), (2, 4), (4, 8), (5, 3), (5, 12)],
     "interleaved": [(2, 2), (3, 6), (4, 8)],
+    "interleaved-overlap": [(2, 2), (3, 6), (4, 8), (4, 4)],
     "zb-h1": [(2, 3), (4, 8), (5, 7)],
     "zb-h2": [(2, 3), (4, 8), (5, 9)],
     "zb-v": [(1, 1), (2, 3), (4, 8), (5, 9)],
@@ -111,8 +113,9 @@ def test_v_turn_takes_no_transfer(name: str, ranks: int) -> None:
 
 def test_counts_at_r4_m8() -> None:
     sends = {name: count(lower(generate(name, 4, 8)), Op.SEND_F, Op.SEND_B) for name in FAMILIES}
-    assert sends == {"gpipe": 48, "1f1b": 48, "interleaved": 112, "zb-h1": 48, "zb-h2": 48,
-                     "zb-v": 96, "dualpipe": 48, "dualpipev": 96}
+    assert sends == {"gpipe": 48, "1f1b": 48, "1f1b-overlap": 48, "interleaved": 112,
+                     "interleaved-overlap": 112, "zb-h1": 48, "zb-h2": 48, "zb-v": 96,
+                     "dualpipe": 48, "dualpipev": 96}
 
 
 def test_exact_lowered_1f1b() -> None:
@@ -122,6 +125,17 @@ def test_exact_lowered_1f1b() -> None:
         "1RECV_F0 1F0 1SEND_F0 1RECV_F1 1F1 1SEND_F1 1RECV_B0 1B0 1SEND_B0 1RECV_F2 1F2 "
         "1SEND_F2 1RECV_B1 1B1 1SEND_B1 1RECV_B2 1B2 1SEND_B2",
         "2RECV_F0 2F0 2B0 2SEND_B0 2RECV_F1 2F1 2B1 2SEND_B1 2RECV_F2 2F2 2B2 2SEND_B2",
+    ]
+
+
+def test_exact_lowered_1f1b_overlap() -> None:
+    # an FB's forward output leaves after the whole unit; its backward needs its RECV_B first
+    s = lower(generate("1f1b-overlap", 2, 4))
+    assert [" ".join(r) for r in s.action_strings()] == [
+        "0F0 0SEND_F0 0F1 0SEND_F1 0F2 0SEND_F2 0RECV_B0 (0F3;0B0) 0SEND_F3 0RECV_B1 0B1 "
+        "0RECV_B2 0B2 0RECV_B3 0B3",
+        "1RECV_F0 1F0 1RECV_F1 (1F1;1B0) 1SEND_B0 1RECV_F2 (1F2;1B1) 1SEND_B1 1RECV_F3 "
+        "(1F3;1B2) 1SEND_B2 1B3 1SEND_B3",
     ]
 
 

@@ -1,7 +1,7 @@
 """The runtime reproduces the single-process reference: loss, every gradient, weights after 3 steps.
 
 Spawning ranks is the slow part, so each launch runs several plans in one process group:
-all eight families at R = 2 (fp64), a mix at R = 4 (fp64), and one fp32 run. The transfer path
+all ten families at R = 2 (fp64), a mix at R = 4 (fp64), and one fp32 run. The transfer path
 NCCL takes (one process group per direction of each pair of ranks) runs on gloo too, at R = 2
 and R = 4, for the families whose messages cross.
 """
@@ -21,9 +21,11 @@ from dualsim.runtime.verify import check_against_reference  # noqa: E402
 
 pytestmark = pytest.mark.runtime
 
-FAMILIES_R2 = [("gpipe", 3), ("1f1b", 4), ("interleaved", 4), ("zb-h1", 3), ("zb-h2", 4),
-               ("zb-v", 4), ("dualpipe", 4), ("dualpipev", 4)]
-FAMILIES_R4 = [("dualpipe", 8), ("dualpipev", 8), ("zb-v", 7), ("interleaved", 4), ("1f1b", 5)]
+FAMILIES_R2 = [("gpipe", 3), ("1f1b", 4), ("1f1b-overlap", 4), ("interleaved", 4),
+               ("interleaved-overlap", 4), ("zb-h1", 3), ("zb-h2", 4), ("zb-v", 4),
+               ("dualpipe", 4), ("dualpipev", 4)]
+FAMILIES_R4 = [("dualpipe", 8), ("dualpipev", 8), ("zb-v", 7), ("interleaved", 4), ("1f1b", 5),
+               ("1f1b-overlap", 8), ("interleaved-overlap", 8)]
 # families whose messages cross on a shared NCCL stream (tests/test_nccl_model.py), and 1F1B
 DIRECTION_R2 = [("zb-h2", 4), ("interleaved", 4), ("zb-v", 4), ("dualpipe", 4), ("dualpipev", 4),
                 ("1f1b", 4)]

@@ -14,7 +14,7 @@ from dualsim.lower import lower
 from dualsim.torch_csv import to_torch_csv
 
 SINGLE_CHAIN = [("1f1b", 4), ("zb-h1", 4), ("zb-h2", 4), ("interleaved", 4), ("zb-v", 4),
-                ("dualpipev", 4)]
+                ("dualpipev", 4), ("1f1b-overlap", 4), ("interleaved-overlap", 4)]
 
 
 def test_rows_cells_and_overlapped_pairs() -> None:
@@ -59,7 +59,8 @@ def test_torch_trains_the_csv_to_the_reference_gradients() -> None:
     from dualsim.runtime.launcher import RunOptions, launch_local
     from dualsim.runtime.verify import check_against_reference
 
-    families = [("1f1b", 4), ("zb-v", 4), ("dualpipev", 4), ("interleaved", 4)]
+    families = [("1f1b", 4), ("zb-v", 4), ("dualpipev", 4), ("interleaved", 4),
+                ("1f1b-overlap", 4), ("interleaved-overlap", 4)]
     plans = [lower(generate(f, 2, m)) for f, m in families]
     options = RunOptions(steps=2, engine="torch")
     for (name, _), plan, reports in zip(families, plans, launch_local(plans, options)):

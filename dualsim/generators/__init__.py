@@ -38,9 +38,15 @@ FAMILIES: dict[str, Family] = {
                "R >= 1, M >= 1", False, gpipe.build),
         Family("1f1b", "1F1B (PipeDream-flush): warm-up, one forward one backward, cool-down",
                "R >= 1, M >= 1", False, one_f_one_b.build),
+        Family("1f1b-overlap", "1F1B, each steady F with another micro-batch's B as one FB unit",
+               "R >= 1, M >= 1", False, one_f_one_b.build_overlap),
         Family("interleaved", "interleaved 1F1B (Megatron virtual pipeline), v chunks per rank",
-               "R >= 1, M >= 1, M a multiple of R, chunks v >= 2 (default 2)", True,
+               "R >= 1, M >= R, chunks v >= 2 (default 2)", True,
                interleaved.build),
+        Family("interleaved-overlap", "interleaved 1F1B with F&B overlap (Megatron-Core v0.14 "
+               "EP overlap)",
+               "R >= 1, M >= R, chunks v >= 2 (default 2)", True,
+               interleaved.build_overlap),
         Family("zb-h1", "Zero Bubble H1: 1F1B with backward split into I and deferred W",
                "R >= 1, M >= 1", False, zero_bubble.build_h1),
         Family("zb-h2", "Zero Bubble H2: deeper warm-up, W fills the bubbles",
@@ -72,16 +78,14 @@ def _even_choices(flag: str, value: int, minimum: int) -> str:
 
 
 def _check_family_rules(name: str, ranks: int, mbs: int, chunks: int | None) -> None:
-    if name == "interleaved":
+    if FAMILIES[name].takes_chunks:
         v = DEFAULT_CHUNKS if chunks is None else chunks
         if not isinstance(v, int) or isinstance(v, bool) or v < 2:
-            raise ScheduleError(f"interleaved needs --chunks >= 2 (stages per rank), got {v!r}: "
+            raise ScheduleError(f"{name} needs --chunks >= 2 (stages per rank), got {v!r}: "
                                 f"use --chunks 2 or more")
-        if mbs % ranks:
-            low, high = mbs // ranks * ranks, (mbs // ranks + 1) * ranks
-            fix = f"{low} or {high}" if low else f"{high}"
-            raise ScheduleError(f"interleaved needs M to be a multiple of R micro-batches "
-                                f"(R={ranks}), got {mbs}: use --microbatches {fix}")
+        if mbs < ranks:
+            raise ScheduleError(f"{name} needs M >= R micro-batches (R={ranks} needs at least "
+                                f"{ranks}), got {mbs}: use --microbatches {ranks} or more")
     elif name in ("zb-h2", "zb-v"):
         need = 2 * ranks - 1
         if mbs < need:
@@ -111,11 +115,14 @@ def check(name: str, ranks: int, microbatches: int, chunks: int | None = None) -
     _positive_int(name, "R", "ranks", "--ranks", ranks)
     _positive_int(name, "M", "micro-batches", "--microbatches", microbatches)
     if chunks is not None and not family.takes_chunks:
+        takers = [n for n, f in FAMILIES.items() if f.takes_chunks]
         raise ScheduleError(f"{name} does not take --chunks, got {chunks!r}: "
-                            "only interleaved takes --chunks")
+                            f"only {' and '.join(takers)} take --chunks")
     _check_family_rules(name, ranks, microbatches, chunks)
-    per_rank = {"interleaved": DEFAULT_CHUNKS if chunks is None else chunks, "zb-v": 2,
-                "dualpipev": 2}.get(name, 1)
+    if family.takes_chunks:
+        per_rank = DEFAULT_CHUNKS if chunks is None else chunks
+    else:
+        per_rank = {"zb-v": 2, "dualpipev": 2}.get(name, 1)
     pairs = ranks * microbatches * per_rank
     if pairs > MAX_PAIRS:
         raise ScheduleError(f"{name} at R={ranks}, M={microbatches} has {pairs:,} (stage, "
