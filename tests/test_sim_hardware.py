@@ -14,7 +14,8 @@ from dualsim.sim.abstract import simulate
 from dualsim.sim.hardware_mode import simulate_hardware, simulate_simpy
 from dualsim.sim.links import Gpu, Link
 
-FAMILIES = ["gpipe", "1f1b", "interleaved", "zb-h1", "zb-h2", "zb-v", "dualpipe", "dualpipev"]
+FAMILIES = ["gpipe", "1f1b", "1f1b-overlap", "interleaved", "interleaved-overlap", "zb-h1",
+            "zb-h2", "zb-v", "dualpipe", "dualpipev"]
 COSTS = [
     ({"F": 1, "I": 1, "W": 1}, 0),
     ({"F": 1, "I": 1, "W": 1, "B": 2, "FB": 3}, 0),

@@ -21,7 +21,7 @@ from dualsim.cli.simulate import compare_cmd, simulate_cmd
 app = typer.Typer(
     name="dualsim",
     help="Generate, simulate, compare and run pipeline-parallel schedules "
-    "(GPipe, 1F1B, interleaved, ZB-H1/H2/V, DualPipe, DualPipeV).",
+    "(GPipe, 1F1B, interleaved, their F&B-overlap variants, ZB-H1/H2/V, DualPipe, DualPipeV).",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,

@@ -6,7 +6,7 @@ import typer
 
 RanksOpt = typer.Option(None, "--ranks", "-r", help="Pipeline ranks R (hardware mode: default from the model's layout).")
 MbsOpt = typer.Option(None, "--microbatches", "-m", help="Micro-batches M per step.")
-ChunksOpt = typer.Option(None, "--chunks", "-v", help="Stages per rank for interleaved (default 2).")
+ChunksOpt = typer.Option(None, "--chunks", "-v", help="Stages per rank for interleaved and interleaved-overlap (default 2).")
 CostsOpt = typer.Option(None, "--costs", help="Abstract costs per rank-worth of layers, e.g. F=1,I=1,W=1[,B=2][,FB=3].")
 CommOpt = typer.Option(0.0, "--comm", help="Abstract transfer latency added to every cross-rank dependency.")
 JsonOpt = typer.Option(False, "--json", help="Print one JSON object on stdout instead of a table.")

@@ -104,7 +104,7 @@ def load_schedule(name_or_plan: str, cfg: Config, *, strict_chunks: bool = True)
     """A family name generates a schedule; a path to a plan file reads (and validates) it.
 
     With ``strict_chunks`` a --chunks given to a family that takes none is an error (simulate);
-    without, it only applies to interleaved (compare).
+    without, it only applies to the families that take chunks (compare).
     """
     if is_plan_path(name_or_plan):
         from dualsim.planfile import read_plan
@@ -112,10 +112,11 @@ def load_schedule(name_or_plan: str, cfg: Config, *, strict_chunks: bool = True)
         s = read_plan(name_or_plan)
         cfg.ranks, cfg.microbatches = s.ranks, s.microbatches
         return s
-    from dualsim.generators import generate
+    from dualsim.generators import FAMILIES, generate
 
     assert cfg.ranks is not None and cfg.microbatches is not None
-    chunks = cfg.chunks if strict_chunks or name_or_plan == "interleaved" else None
+    family = FAMILIES.get(name_or_plan)
+    chunks = cfg.chunks if strict_chunks or (family and family.takes_chunks) else None
     return generate(name_or_plan, cfg.ranks, cfg.microbatches, chunks)
 
 
