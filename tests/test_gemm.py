@@ -32,7 +32,7 @@ def test_table_and_split() -> None:
                     "4 x 8192 x 7168 x 2048"]
     # the table's memory column is (M K + groups N K + 2 M N) bytes at its TFLOPS: our byte count
     r = rows[0]
-    assert (r.shape.operand_bytes("fp8") + r.shape.output_bytes) / r.seconds / 1e9 == \
+    assert (r.shape.operand_bytes("fp8") + r.shape.output_bytes()) / r.seconds / 1e9 == \
         pytest.approx(1688, rel=0.005)
 
 
@@ -106,3 +106,14 @@ def test_fewer_sms_take_more_waves() -> None:
 
 def test_empty_gemm_costs_nothing() -> None:
     assert t(GemmShape(1, 0, 4096, 7168)) == 0.0
+
+
+def test_h800_profile_carries_this_fit(report) -> None:
+    """The held-out rows above test the numbers the simulator uses: h800's [gemm] is this fit."""
+    from dualsim.cluster.profile import load_profile
+
+    g, p = load_profile("h800").gemm, report.params
+    assert g.mainloop_fraction["fp8"] == pytest.approx(p.mainloop_fraction["fp8"], abs=6e-4)
+    assert g.hbm_fraction == pytest.approx(p.hbm_fraction, abs=6e-4)
+    assert g.sm_load_bandwidth == pytest.approx(p.sm_load_bandwidth, abs=0.06e9)
+    assert g.launch == pytest.approx(p.launch, abs=0.06e-6)

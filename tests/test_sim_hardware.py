@@ -85,10 +85,14 @@ def test_hardware_result_shape(small) -> None:
     pieces = set(res.timeline["piece"])
     assert {"attn", "mlp", "attn_bwd", "mlp_bwd", "attn_w", "mlp_w", "head"} <= pieces
     for r in res.per_rank:
-        assert set(r.memory_breakdown_gb) == {"params", "grads", "optimizer", "activations"}
+        assert set(r.memory_breakdown_gb) == {
+            "params", "grads", "optimizer", "a2a_buffers", "logits_grad", "activations",
+            "attention_output", "logits", "workspace"}
         assert r.peak_memory_gb == pytest.approx(sum(r.memory_breakdown_gb.values()), abs=1e-4)
-    assert list(res.memory.columns) == ["rank", "time", "params_gb", "grads_gb", "optimizer_gb",
-                                        "activations_gb", "total_gb"]
+    assert list(res.memory.columns) == [
+        "rank", "time", "params_gb", "grads_gb", "optimizer_gb", "a2a_buffers_gb",
+        "logits_grad_gb", "activations_gb", "attention_output_gb", "logits_gb", "workspace_gb",
+        "total_gb"]
     assert x["peak_memory_gb"] == max(r.peak_memory_gb for r in res.per_rank)
 
 
@@ -137,7 +141,8 @@ def test_incomplete_schedule_is_refused_before_simulating() -> None:
 def test_hbm_warning_and_a100_fp8_fallback() -> None:
     res = simulate_hardware(generate("gpipe", 4, 16), "a100", gpus=256)
     w = " ".join(res.extra["warnings"])
-    assert "no FP8" in w and "more than the 80 GB" in w
+    assert "no FP8" in w and "runs in BF16" in w and "more than the 80 GB" in w
+    assert res.extra["precision"] == "bf16"
 
 
 @settings(max_examples=40, deadline=None)

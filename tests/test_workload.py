@@ -13,6 +13,7 @@ from dualsim.cluster.profile import load_profile
 from dualsim.datafiles import data_dir
 from dualsim.workload.layout import build_layout
 from dualsim.workload.model import default_layout, list_models, load_model
+from dualsim.workload.units import AttentionCore, Elementwise, Gemm
 
 R = 16
 DUALPIPE_HOLDERS = [[k, R - 1 - k] for k in range(R)]
@@ -31,10 +32,13 @@ def test_deepseek_per_token_flops_match_sanity_arithmetic() -> None:
     lay = build_layout(m, R, 120, DUALPIPE_HOLDERS, ep=64, gpus=2048, microbatch_tokens=4096)
     moe = next(u for s in lay.slices for u in s.units if u.moe)
     attn, mlp = moe.pieces
-    proj, core = attn.fwd[0].flops, attn.fwd[1].flops
+    proj = sum(g.flops for g in attn.gemms if g.name != "router")
+    core = sum(k.flops for k in attn.fwd if isinstance(k, AttentionCore))
     assert proj / 1e9 == pytest.approx(0.37, abs=0.01)
     assert core / 1e9 == pytest.approx(0.17, abs=0.01)
-    assert mlp.fwd[0].flops / 1e9 == pytest.approx(0.79, abs=0.01)
+    # 8 routed + 1 shared expert, 3 GEMMs each (the router runs before the dispatch, in attn)
+    assert sum(g.flops for g in mlp.gemms) / 1e9 == pytest.approx(0.79, abs=0.01)
+    assert [g.name for g in attn.gemms][-1] == "router"
     assert moe.model_flops / 1e9 == pytest.approx(1.34, abs=0.01)
     # routed experts: 256 x 3 x 7168 x 2048 parameters per MoE layer
     assert moe.expert_params == 256 * 3 * 7168 * 2048
@@ -104,9 +108,13 @@ def test_full_recompute_keeps_only_block_inputs() -> None:
     block = lay.slices[1].units[0]
     assert block.activation_bytes == 8192 * 2
     attn = block.pieces[0]
-    proj, core = (g.flops for g in attn.fwd)
+    proj = sum(g.flops for g in attn.gemms)
+    core = sum(k.flops for k in attn.fwd if isinstance(k, AttentionCore))
+    flops = [k.flops for k in attn.bwd_input if not isinstance(k, Elementwise)]
     # forward rerun, then projections' input gradient and 2.5x the attention core
-    assert sum(g.flops for g in attn.bwd_input) == pytest.approx(2 * proj + 3.5 * core)
+    assert sum(flops) == pytest.approx(2 * proj + 3.5 * core)
+    assert [g.role for g in attn.bwd_input if isinstance(g, Gemm)] == [
+        "fprop", "fprop", "dgrad", "dgrad"]
     assert not m.is_moe and block.expert_params == 0
 
 
@@ -114,9 +122,15 @@ def test_deepseek_activation_bytes_per_layer() -> None:
     m = load_model("deepseek-v3")
     lay = build_layout(m, R, 120, DUALPIPE_HOLDERS, ep=64, gpus=2048, microbatch_tokens=4096)
     moe = next(u for s in lay.slices for u in s.units if u.moe)
-    # residuals 2x7168x2, MLA latents (1536+512+64)x2, attention output FP8 + LSE, router,
+    # residuals 2x7168x2, MLA latents (1536+512+64)x2, attention output E5M6 + LSE, router,
     # 8 routed + 1 shared FP8 inputs, SwiGLU inputs FP8 (outputs recomputed)
-    assert moe.activation_bytes / 1e3 == pytest.approx(155.9, abs=0.5)
+    assert moe.activation_bytes / 1e3 == pytest.approx(163.6, abs=0.5)
+    # the attention output, kept once in E5M6 (1.5 B) for the output projection's weight
+    # gradient and FlashAttention's backward, plus the FP32 log-sum-exp per head
+    assert moe.attn_output_bytes == 128 * 128 * 1.5 + 128 * 4
+    assert moe.logits_bytes == 0
+    head = next(u for s in lay.slices for u in s.units if u.name == "head")
+    assert head.logits_bytes == 129280 * 2 and head.activation_bytes == 7168 * 2 + 129280 * 2
 
 
 def test_ep_larger_than_gpus_says_how_to_fix() -> None:

@@ -18,3 +18,5 @@ CommSmsOpt = typer.Option(None, "--comm-sms", help="SMs reserved for communicati
 TokensOpt = typer.Option(None, "--microbatch-tokens", help="Tokens per micro-batch.")
 IbOpt = typer.Option(None, "--ib-gbps", help="Usable InfiniBand bandwidth per GPU, GB/s.")
 NvOpt = typer.Option(None, "--nvlink-gbps", help="Usable NVLink bandwidth per GPU, GB/s.")
+PrecisionOpt = typer.Option(None, "--precision", help="GEMM precision fp8 or bf16 (default: the model preset's; a profile without FP8 runs bf16).")
+GlobalBatchOpt = typer.Option(None, "--global-batch", help="Sequences per step; micro-batches per pipeline = N x sequence / (microbatch tokens x gpus / ranks). Default: the preset's M.")

@@ -14,9 +14,15 @@ from dualsim.workload.model import Model, default_layout, load_model
 
 
 def profiles_command(as_json: Annotated[bool, typer.Option(
-        "--json", help="Print one JSON object on stdout instead of tables.")] = False) -> None:
+        "--json", help="Print one JSON object on stdout instead of tables.")] = False,
+        gemm_fit: Annotated[bool, typer.Option(
+            "--gemm-fit", help="Fit the GEMM model to DeepGEMM's H800 FP8 table and print "
+            "every row's error (held-out rows marked).")] = False) -> None:
     """List hardware profiles and workload presets (a file path works wherever a name does)."""
     with user_errors():
+        if gemm_fit:
+            _print_gemm_fit(as_json)
+            return
         if as_json:
             print_json(_as_json())
             return
@@ -66,3 +72,37 @@ def _as_json() -> dict[str, Any]:
         models.append({"name": name, "description": m.description, "layers": m.layers,
                        "hidden": m.hidden, "moe": m.is_moe, "default_layout": default_layout(m)})
     return {"profiles": profiles, "models": models}
+
+
+def _print_gemm_fit(as_json: bool) -> None:
+    """The GEMM model's fit (dualsim/cluster/gemm_fit.py): parameters and per-row errors."""
+    from dualsim.cluster.gemm_fit import fit_report
+
+    rep = fit_report()
+    p = rep.params
+    params = {"fp8_mainloop": p.mainloop_fraction["fp8"], "hbm_fraction": p.hbm_fraction,
+              "sm_load_bandwidth_gbps": p.sm_load_bandwidth / 1e9, "launch_us": p.launch * 1e6}
+    rows = [{"layout": r.row.layout, "groups": r.row.shape.groups, "m": r.row.shape.m,
+             "n": r.row.shape.n, "k": r.row.shape.k, "held_out": r.row.held_out,
+             "measured_tflops": r.row.tflops, "model_tflops": round(r.model_tflops, 1),
+             "error": round(r.error, 4), "leave_one_out_error": round(r.loo_error or 0.0, 4)}
+            for r in rep.rows]
+    summary = {"fitted_rms": rep.rms(False), "fitted_max": rep.max_abs(False),
+               "held_out_rms": rep.rms(True), "held_out_max": rep.max_abs(True)}
+    if as_json:
+        print_json({"params": params, "rows": rows, "summary": summary})
+        return
+    t = Table(title="GEMM model vs DeepGEMM H800 FP8 (fitted on the rows not held out)")
+    for col in ("GEMM (groups x) M x N x K", "held out", "measured TFLOPS", "model TFLOPS",
+                "error", "left-out error"):
+        t.add_column(col, justify="left" if col.startswith("GEMM") else "right")
+    for r in rep.rows:
+        t.add_row(r.row.label(), "yes" if r.row.held_out else "", f"{r.row.tflops:.0f}",
+                  f"{r.model_tflops:.0f}", f"{r.error:+.1%}", f"{r.loo_error or 0.0:+.1%}")
+    console = out_console()
+    console.print(t)
+    console.print(f"fit: fp8_mainloop {params['fp8_mainloop']:.3f}, hbm_fraction "
+                  f"{params['hbm_fraction']:.3f}, sm_load_bandwidth "
+                  f"{params['sm_load_bandwidth_gbps']:.1f} GB/s, launch {params['launch_us']:.2f} us; "
+                  f"error rms {summary['fitted_rms']:.1%} fitted, {summary['held_out_rms']:.1%} "
+                  f"held out (max {summary['held_out_max']:.1%})", markup=False)

@@ -13,8 +13,8 @@ import typer
 from dualsim.cli import simulation as simcmd
 from dualsim.cli.common import print_json, user_errors
 from dualsim.cli.options import (ChunksOpt, CommOpt, CommSmsOpt, CostsOpt, EpOpt, GpusOpt, IbOpt,
-                                 JsonOpt, MbsOpt, ModelOpt, NvOpt, ProfileOpt, RanksOpt,
-                                 TokensOpt)
+                                 GlobalBatchOpt, JsonOpt, MbsOpt, ModelOpt, NvOpt,
+                                 PrecisionOpt, ProfileOpt, RanksOpt, TokensOpt)
 
 
 def simulate_cmd(
@@ -32,6 +32,8 @@ def simulate_cmd(
     microbatch_tokens: Optional[int] = TokensOpt,
     ib_gbps: Optional[float] = IbOpt,
     nvlink_gbps: Optional[float] = NvOpt,
+    precision: Optional[str] = PrecisionOpt,
+    global_batch: Optional[int] = GlobalBatchOpt,
     as_json: bool = JsonOpt,
     trace: Optional[Path] = typer.Option(None, "--trace", help="Write a Perfetto/Chrome trace (JSON)."),
     gantt: Optional[Path] = typer.Option(None, "--gantt", help="Write a Gantt chart (.png or .svg)."),
@@ -43,7 +45,8 @@ def simulate_cmd(
 
             raise DualsimError(f"--gantt {str(gantt)!r}: the file name must end in .png or .svg")
         cfg = simcmd.Config.make(ranks, microbatches, chunks, costs, comm, profile, model, ep,
-                                 gpus, comm_sms, microbatch_tokens, ib_gbps, nvlink_gbps)
+                                 gpus, comm_sms, microbatch_tokens, ib_gbps, nvlink_gbps,
+                                 precision=precision, global_batch=global_batch)
         s = simcmd.load_schedule(schedule, cfg)
         if simcmd.is_plan_path(schedule):
             simcmd.check_plan_options(s, ranks, microbatches, chunks)
@@ -79,6 +82,8 @@ def compare_cmd(
     microbatch_tokens: Optional[int] = TokensOpt,
     ib_gbps: Optional[float] = IbOpt,
     nvlink_gbps: Optional[float] = NvOpt,
+    precision: Optional[str] = PrecisionOpt,
+    global_batch: Optional[int] = GlobalBatchOpt,
     out: Path = typer.Option(Path("dualsim-compare"), "--out", "-o", help="Folder for the charts and report."),
     as_json: bool = JsonOpt,
 ) -> None:
@@ -90,7 +95,8 @@ def compare_cmd(
             raise DualsimError(f"--out {str(out)!r} is a file; give a folder for the charts "
                                "and report")
         cfg = simcmd.Config.make(ranks, microbatches, chunks, costs, comm, profile, model, ep,
-                                 gpus, comm_sms, microbatch_tokens, ib_gbps, nvlink_gbps)
+                                 gpus, comm_sms, microbatch_tokens, ib_gbps, nvlink_gbps,
+                                 precision=precision, global_batch=global_batch)
         results, built, skipped = simcmd.compare(schedules or [], cfg)
         simcmd.print_warnings(results)
         written = simcmd.write_outputs(out, results, built, skipped, cfg)

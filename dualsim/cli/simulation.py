@@ -29,18 +29,37 @@ class Config:
     costs: dict[str, Any] = field(default_factory=dict)
     comm: float = 0.0
     hardware: dict[str, Any] | None = None  # profile, model and overrides; None = abstract
+    global_batch: int | None = None  # --global-batch (sequences per step): it sets M
+
+    def global_batch_microbatches(self, ranks: int) -> int:
+        """M for --global-batch at ``ranks`` pipeline ranks, on this config's model and GPUs."""
+        from dualsim.workload.layout import microbatches_for_global_batch
+        from dualsim.workload.model import default_layout, load_model
+
+        assert self.hardware is not None and self.global_batch is not None
+        d = default_layout(load_model(self.hardware["model"]))
+        return microbatches_for_global_batch(
+            self.global_batch, sequence=d["sequence"],
+            microbatch_tokens=self.hardware.get("microbatch_tokens", d["microbatch_tokens"]),
+            ranks=ranks, gpus=self.hardware.get("gpus", d["gpus"]))
 
     @staticmethod
     def make(ranks: int | None, microbatches: int | None, chunks: int | None,
              costs: str | None, comm: float, profile: str | None, model: str | None,
              ep: int | None, gpus: int | None, comm_sms: int | None,
              microbatch_tokens: int | None, ib_gbps: float | None,
-             nvlink_gbps: float | None) -> "Config":
+             nvlink_gbps: float | None, *, precision: str | None = None,
+             global_batch: int | None = None) -> "Config":
         overrides = {"ep": ep, "gpus": gpus, "comm_sms": comm_sms,
                      "microbatch_tokens": microbatch_tokens, "ib_gbps": ib_gbps,
-                     "nvlink_gbps": nvlink_gbps}
-        hw_asked = profile is not None or model is not None or any(
+                     "nvlink_gbps": nvlink_gbps, "precision": precision}
+        hw_asked = profile is not None or model is not None or global_batch is not None or any(
             v is not None for v in overrides.values())
+        if precision is not None and precision not in ("fp8", "bf16"):
+            raise DualsimError(f"--precision must be fp8 or bf16, got {precision!r}")
+        if global_batch is not None and microbatches is not None:
+            raise DualsimError("--global-batch and --microbatches both set the micro-batches; "
+                               "give one of them")
         if comm < 0:
             raise DualsimError(f"--comm must be >= 0, got {comm:g}")
         for flag, value in (("--ranks", ranks), ("--microbatches", microbatches)):
@@ -60,8 +79,13 @@ class Config:
             layout = default_layout(m)
             hw = {"profile": profile or DEFAULT_PROFILE, "model": model or DEFAULT_MODEL}
             hw.update({k: v for k, v in overrides.items() if v is not None})
-            return Config(_given(ranks, layout["ranks"]),
-                          _given(microbatches, layout["microbatches"]), chunks, {}, comm, hw)
+            cfg = Config(_given(ranks, layout["ranks"]),
+                         _given(microbatches, layout["microbatches"]), chunks, {}, comm, hw,
+                         global_batch)
+            if global_batch is not None:
+                assert cfg.ranks is not None
+                cfg.microbatches = cfg.global_batch_microbatches(cfg.ranks)
+            return cfg
         from dualsim.sim.abstract import parse_costs
 
         parsed = parse_costs(costs) if costs is not None else {"F": 1, "I": 1, "W": 1}
@@ -82,6 +106,8 @@ class Config:
             d["comm"] = self.comm
         else:
             d.update(self.hardware)
+            if self.global_batch is not None:
+                d["global_batch"] = self.global_batch
         return d
 
 
@@ -110,6 +136,13 @@ def load_schedule(name_or_plan: str, cfg: Config, *, strict_chunks: bool = True)
         from dualsim.planfile import read_plan
 
         s = read_plan(name_or_plan)
+        if cfg.global_batch is not None:
+            want = cfg.global_batch_microbatches(s.ranks)
+            if want != s.microbatches:
+                raise DualsimError(
+                    f"--global-batch {cfg.global_batch} gives M={want} micro-batches per "
+                    f"pipeline at R={s.ranks}, but the plan file has M={s.microbatches}; drop "
+                    "--global-batch (a plan fixes M)")
         cfg.ranks, cfg.microbatches = s.ranks, s.microbatches
         return s
     from dualsim.generators import FAMILIES, generate

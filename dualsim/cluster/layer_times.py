@@ -39,10 +39,15 @@ class LayerTimes:
 
 
 def moe_layer_times(layout: Layout, profile: Profile) -> LayerTimes:
-    """The model's numbers for one MoE layer, all-to-all overlapped with compute (as in an FB)."""
+    """The model's numbers for one MoE layer, all-to-all overlapped with compute (as in an FB).
+
+    Compute runs on the SMs the communication kernels leave (as in DeepSeek's trace, where the
+    GEMMs were launched on 132 - 20 = 112 SMs).
+    """
     unit = next(u for s in layout.slices for u in s.units if u.moe and u.name.startswith("layer"))
     tokens = layout.microbatch_tokens
-    attn, mlp = (piece_times(p, tokens, profile) for p in unit.pieces)
+    sms = profile.sms - profile.comm_sms
+    attn, mlp = (piece_times(p, tokens, profile, sms=sms) for p in unit.pieces)
     t = {k: a2a_flow(layout.model, profile, layout.ep, tokens, k).standalone_time(profile, True)
          for k in A2A_KINDS}
     return LayerTimes(attn[0], mlp[0], attn[1], mlp[1], attn[2] + mlp[2], t["dispatch"],

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from dualsim.cluster.gemm import GemmParams
 from dualsim.datafiles import builtin_files, read_toml, resolve
 from dualsim.errors import ProfileError
 
@@ -28,6 +29,8 @@ PROFILE_SCHEMA: dict[str, dict[str, tuple[str, str, bool]]] = {
         "hbm_bandwidth": ("TB/s", "pos", True),
         "bf16_peak": ("TFLOPS", "pos", True),
         "fp8_peak": ("TFLOPS", "pos", False),  # absent: no FP8 (A100)
+        "workspace": ("GB", "nonneg", True),
+        "fragmentation": ("fraction", "nonneg", True),
     },
     "node": {
         "gpus_per_node": ("GPU", "int", True),
@@ -40,12 +43,19 @@ PROFILE_SCHEMA: dict[str, dict[str, tuple[str, str, bool]]] = {
         "overlap_rate": ("fraction", "frac", True),
         "a2a_latency": ("ms", "nonneg", True),
     },
+    "gemm": {  # the shape-aware GEMM model (dualsim/cluster/gemm.py)
+        "fp8_mainloop": ("fraction", "frac", False),  # required with gpu.fp8_peak
+        "fp8_wgrad_mainloop": ("fraction", "frac", False),
+        "bf16_mainloop": ("fraction", "frac", True),
+        "bf16_wgrad_mainloop": ("fraction", "frac", True),
+        "hbm_fraction": ("fraction", "frac", True),
+        "sm_load_bandwidth": ("GB/s", "pos", True),
+        "launch": ("us", "nonneg", True),
+    },
     "efficiency": {
-        "expert_gemm": ("fraction", "frac", True),
-        "dense_gemm": ("fraction", "frac", True),
-        "bf16_gemm": ("fraction", "frac", True),
         "attention_fwd": ("fraction", "frac", True),
         "attention_bwd": ("fraction", "frac", True),
+        "elementwise": ("fraction", "frac", True),
     },
 }
 
@@ -72,7 +82,10 @@ class Profile:
     a2a_sm_scale: float
     overlap_rate: float
     a2a_latency: float
-    efficiency: dict[str, float]
+    efficiency: dict[str, float]  # attention_fwd, attention_bwd, elementwise (of HBM bandwidth)
+    gemm: GemmParams
+    workspace_bytes: float  # CUDA context, library workspaces, communicator buffers
+    fragmentation: float  # allocator overhead, as a share of the other memory
 
     def peak_flops(self, dtype: str) -> float:
         """Dense peak for ``dtype`` ("fp8" or "bf16"); FP8 falls back to BF16 where absent."""
@@ -166,6 +179,16 @@ def parse_profile(raw: dict[str, Any], file: str) -> Profile:
     if comm_sms >= sms:
         raise ProfileError(f"{file}: field comm.sms ({comm_sms}) must be below gpu.sms ({sms})")
     fp8 = vals["gpu.fp8_peak"]
+    mainloop = {"bf16": float(vals["gemm.bf16_mainloop"] or 0)}
+    wgrad = {"bf16": float(vals["gemm.bf16_wgrad_mainloop"] or 0)}
+    if fp8 is not None:
+        for key, into in (("fp8_mainloop", mainloop), ("fp8_wgrad_mainloop", wgrad)):
+            if vals[f"gemm.{key}"] is None:
+                raise ProfileError(f"{file}: missing field gemm.{key} (needed with gpu.fp8_peak)")
+            into["fp8"] = float(vals[f"gemm.{key}"] or 0)
+    gemm = GemmParams(mainloop, float(vals["gemm.hbm_fraction"] or 0),
+                      float(vals["gemm.sm_load_bandwidth"] or 0) * 1e9,
+                      float(vals["gemm.launch"] or 0) * 1e-6, wgrad)
     return Profile(
         name=name, description=str(raw.get("description", "")), source=file,
         sms=sms, hbm_bytes=float(vals["gpu.hbm"] or 0) * 1e9,
@@ -179,6 +202,8 @@ def parse_profile(raw: dict[str, Any], file: str) -> Profile:
         overlap_rate=float(vals["comm.overlap_rate"] or 0),
         a2a_latency=float(vals["comm.a2a_latency"] or 0) * 1e-3,
         efficiency={k: float(vals[f"efficiency.{k}"] or 0) for k in PROFILE_SCHEMA["efficiency"]},
+        gemm=gemm, workspace_bytes=float(vals["gpu.workspace"] or 0) * 1e9,
+        fragmentation=float(vals["gpu.fragmentation"] or 0),
     )
 
 

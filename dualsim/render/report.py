@@ -122,10 +122,18 @@ def _hardware_lines(config: Mapping[str, Any], results: list[tuple[str, SimResul
             f"- **calibration**: all-to-all runs at {prof.overlap_rate:.0%} of its standalone "
             f"rate while overlapped with compute; all-to-all SM scaling {prof.a2a_sm_scale:g}; "
             f"latency {prof.a2a_latency * 1e6:.0f} us; kernel efficiencies: {eff}")
+        g = prof.gemm
+        loops = ", ".join(f"{k} {v:g}" for k, v in sorted(g.mainloop_fraction.items()))
+        wgrad = ", ".join(f"{k} {v:g}" for k, v in sorted(g.wgrad_fraction.items()))
+        lines.append(
+            f"- **GEMM model** (tile/wave roofline): main loop {loops} of peak (weight gradients "
+            f"{wgrad}), HBM {g.hbm_fraction:g}, per-SM operand loads "
+            f"{g.sm_load_bandwidth / 1e9:g} GB/s, {g.launch * 1e6:g} us per kernel")
     else:
         lines.append(f"- **profile**: {config.get('profile')}")
     if mdl is not None:
-        lines.append(f"- **model**: {mdl.name} ({mdl.description}); GEMMs {mdl.gemm_dtype}, "
+        gemm = results[0][1].extra.get("precision", mdl.gemm_dtype) if results else mdl.gemm_dtype
+        lines.append(f"- **model**: {mdl.name} ({mdl.description}); GEMMs {gemm}, "
                      f"attention {mdl.attention_dtype}; recomputed in backward: "
                      f"{', '.join(mdl.recompute) or 'nothing'}")
     else:

@@ -21,14 +21,13 @@ import simpy
 
 from dualsim.cluster.comm import a2a_saturation, pp_flow
 
-from dualsim.cluster.compute import unit_weight
+from dualsim.cluster.compute import precision_for, unit_weight
 from dualsim.cluster.profile import Profile, load_profile
 from dualsim.defaults import DEFAULT_MODEL, DEFAULT_PROFILE
 from dualsim.ir import Action, Op, Schedule
 from dualsim.sim.simpy_engine import Engine, peak_live
 from dualsim.sim.links import Gpu, Link
-from dualsim.sim.memory import (GB, activation_bytes, memory_timeline, replicas, slice_params,
-                                static_memory)
+from dualsim.sim.memory import GB, ActivationLedger, memory_timeline, replicas, slice_params
 from dualsim.sim.unit_pieces import UnitPieces, fb_pieces, only_w, plain_pieces, slice_chains, without_w
 from dualsim.sim.result import RankStats, SimResult
 from dualsim.sim.simpy_abstract import simulate_simpy
@@ -58,9 +57,7 @@ class HardwareExecutor:
         self.unit_pieces: dict[tuple, UnitPieces] = {}
         self.rows: list[tuple] = []
         self.busy = [0.0] * schedule.ranks
-        self.act = [activation_bytes(layout, p) for p in range(len(layout.slices))]
-        self.wfrac = layout.model.memory["weight_grad_activation_fraction"]
-        self.deltas: list[list[tuple[float, float]]] = [[] for _ in range(schedule.ranks)]
+        self.memory = ActivationLedger(layout, schedule)
         self.dp_end = [0.0] * schedule.ranks
         # weight-gradient units left per (rank, stage), and per slice the holders still busy
         self.wleft: dict[int, int] = {}
@@ -96,7 +93,7 @@ class HardwareExecutor:
         rows = self.rows
         fwd = a.forward if a.op is Op.FB else a
         if fwd.op is Op.F:
-            self.deltas[rank].append((env.now, self.act[self.position[fwd.stage]]))
+            self.memory.forward(rank, env.now, fwd.stage)
         comm_done: list[simpy.Event] = []
         signal: dict[int, simpy.Event] = {}
         if plan.comm:
@@ -120,7 +117,7 @@ class HardwareExecutor:
         if comm_done and not comm_done[-1].triggered:
             gpu.set_active(False)
             yield comm_done[-1]
-        self._free(rank, a)
+        self.memory.backward(rank, env.now, a)
 
     def _comm(self, rank: int, plan: UnitPieces, signal: dict[int, simpy.Event],
               done: list[simpy.Event], fields: tuple, label: str) -> Generator[Any, Any, None]:
@@ -134,17 +131,6 @@ class HardwareExecutor:
             yield links[tr.link].transfer(tr.nbytes, tr.a2a)
             self.rows.append((rank, "comm", kind, *fields[1:], "", t0, env.now, label))
             done[j].succeed()
-
-    def _free(self, rank: int, a: Action) -> None:
-        now = self.env.now
-        for part in a.parts:
-            size = self.act[self.position[part.stage]]
-            if part.op is Op.B:
-                self.deltas[rank].append((now, -size))
-            elif part.op is Op.I:
-                self.deltas[rank].append((now, -size * (1 - self.wfrac)))
-            elif part.op is Op.W:
-                self.deltas[rank].append((now, -size * self.wfrac))
 
     def send(self, eng: Engine, src: int, dst: int, kind: str, action: Action,
              arrival: simpy.Event) -> None:
@@ -225,11 +211,15 @@ def simulate_hardware(schedule: Schedule, profile: str | Profile = DEFAULT_PROFI
                       model: str | Model = DEFAULT_MODEL, *, ep: int | None = None,
                       gpus: int | None = None, comm_sms: int | None = None,
                       microbatch_tokens: int | None = None, ib_gbps: float | None = None,
-                      nvlink_gbps: float | None = None) -> SimResult:
-    """One training step of ``schedule`` on a modelled cluster; times in seconds."""
+                      nvlink_gbps: float | None = None, precision: str | None = None) -> SimResult:
+    """One training step of ``schedule`` on a modelled cluster; times in seconds.
+
+    ``precision`` ("fp8" / "bf16") overrides the model preset's GEMM precision.
+    """
     prof = load_profile(profile) if isinstance(profile, str) else profile
     prof = prof.with_overrides(comm_sms=comm_sms, ib_gbps=ib_gbps, nvlink_gbps=nvlink_gbps)
     mdl = load_model(model) if isinstance(model, str) else model
+    mdl, warnings = precision_for(mdl, prof, precision)
     d = default_layout(mdl)
     tokens = microbatch_tokens if microbatch_tokens is not None else d["microbatch_tokens"]
     holders = [[st.rank for st in schedule.stages if st.position == p]
@@ -238,11 +228,8 @@ def simulate_hardware(schedule: Schedule, profile: str | Profile = DEFAULT_PROFI
                           ep=ep if ep is not None else d["ep"],
                           gpus=gpus if gpus is not None else d["gpus"],
                           microbatch_tokens=tokens, sequence=d["sequence"],
-                          weight=unit_weight(prof, tokens))
+                          weight=unit_weight(prof, tokens, sms=prof.sms - prof.comm_sms))
     validate(schedule)  # ValidationError with the grid for a bad or incomplete schedule
-    warnings: list[str] = []
-    if mdl.gemm_dtype == "fp8" and prof.fp8_flops is None:
-        warnings.append(f"profile {prof.name} has no FP8: FP8 GEMMs run at the BF16 peak")
     # a slice with no layer but the embedding, head or MTP still works; one with nothing at all
     # only passes activations on
     empty = sum(1 for sl in layout.slices if not sl.units)
@@ -257,14 +244,18 @@ def simulate_hardware(schedule: Schedule, profile: str | Profile = DEFAULT_PROFI
     return _result(schedule, layout, prof, eng, ex, warnings)
 
 
+def _sequences(tokens: int, sequence: int) -> int | float:
+    """Sequences per step (the global batch), an int when whole."""
+    return tokens // sequence if tokens % sequence == 0 else tokens / sequence
+
+
 def _result(schedule: Schedule, layout: Layout, prof: Profile, eng: Engine,
             ex: HardwareExecutor, warnings: list[str]) -> SimResult:
     R = schedule.ranks
     last = [e[-1] if e else 0.0 for e in eng.ends]
     step = max(max(last), max(ex.dp_end))
     span = max(e[-1] - s[0] for s, e in zip(eng.starts, eng.ends) if e)
-    static = [static_memory(layout, schedule, r) for r in range(R)]
-    memory, peaks = memory_timeline(R, static, ex.deltas)
+    memory, peaks = memory_timeline(layout, schedule, prof, ex.memory)
     timeline = from_rows(ex.rows)
     comm = []
     for r, rows in timeline.groupby("rank", sort=True):
@@ -294,6 +285,8 @@ def _result(schedule: Schedule, layout: Layout, prof: Profile, eng: Engine,
         "profile": prof.name, "model": layout.model.name, "ep": layout.ep, "gpus": layout.gpus,
         "comm_sms": prof.comm_sms, "microbatch_tokens": layout.microbatch_tokens,
         "tokens_per_step": tokens,
+        "global_batch": _sequences(tokens, layout.model.layout["sequence"]),
+        "precision": layout.model.gemm_dtype,
         "layers_per_stage": [s.layers for s in layout.slices],
         "per_rank_comm_exposed_s": [c[1] for c in comm],
         "warnings": warnings,

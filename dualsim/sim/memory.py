@@ -1,12 +1,25 @@
 """Memory per rank in hardware mode: static state plus activations that follow the timeline.
 
-Static (DESIGN.md §6): every stage a rank holds brings its parameters (DualPipe: two stages, so
-2x), their gradients, and its share of the optimizer state (ZeRO-1: sharded over the replicas of
-that stage: all pipelines x stage copies for replicated weights, pipelines / EP x copies for
-routed experts, of which each GPU holds routed_experts / EP per MoE layer).
-Activations: a (stage, micro-batch) pair allocates its slice's bytes when its forward starts;
-a full B frees them at its end; an I frees all but the share kept for the weight gradient, which
-the W frees. The peak is taken over the simulated timeline (frees first at equal times).
+Every entry of the per-rank breakdown, with where it comes from (docs/hardware-mode.md):
+
+* ``params``, ``grads``, ``optimizer``: every stage a rank holds brings its parameters
+  (DualPipe: two stages, so 2x), their gradients, and its share of the optimizer state (ZeRO-1:
+  sharded over the replicas of that stage: all pipelines x stage copies for replicated weights,
+  pipelines / EP x copies for routed experts, of which each GPU holds routed_experts / EP per
+  MoE layer); bytes per parameter from the model preset.
+* ``a2a_buffers``: DeepEP's communication buffers, allocated once per GPU of an EP > 1 MoE
+  model: its NVLink and RDMA buffer size hints for the comm kernels' SM count and the EP size.
+* ``logits_grad``: on a rank holding the head (or an MTP head), the FP32 gradient of the logits
+  the loss backward materialises (tokens x vocab x 4 B), one head at a time.
+* ``activations``, ``attention_output``, ``logits``: what a (stage, micro-batch) pair keeps from
+  its forward to its backward: the attention output (+ LSE) kept for FlashAttention's backward,
+  the BF16 logits kept for the loss, and everything else. A pair allocates when its forward
+  starts; a full B frees it at its end; an I frees the logits and all but the share of the rest
+  kept for the weight gradient, which the W frees.
+* ``workspace``: the profile's fixed allowance (CUDA context, cuBLAS and NCCL buffers) plus its
+  fragmentation share of everything above.
+
+The peak is taken over the simulated timeline (frees first at equal times).
 """
 
 from __future__ import annotations
@@ -15,10 +28,23 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from dualsim.ir import Schedule
+from dualsim.cluster.profile import Profile
+from dualsim.ir import Action, Op, Schedule
 from dualsim.workload.layout import Layout
 
 GB = 1e9
+STATIC = ("params", "grads", "optimizer", "a2a_buffers", "logits_grad")
+LIVE = ("activations", "attention_output", "logits")
+COMPONENTS = STATIC + LIVE + ("workspace",)
+
+#: DeepEP (deep_ep/buffer.py, csrc/config.hpp, 2025-04): a channel per 2 comm SMs; tokens each
+#: channel's receive ring holds per peer, by EP size, for the NVLink and the RDMA buffer; per
+#: token besides its hidden bytes: source meta (8 B), top-k indices (128 x 8 B) and weights
+#: (128 x 4 B), FP8 scales (128 x 4 B)
+_NVL_RECV_TOKENS = ((8, 256), (64, 288), (128, 560))
+_NVL_RECV_TOKENS_MAX = 720
+_RDMA_RECV_TOKENS = 128
+_META = 8 + 128 * 8 + 128 * 4 + 128 * 4
 
 
 @dataclass(frozen=True)
@@ -56,29 +82,110 @@ def static_memory(layout: Layout, schedule: Schedule, rank: int) -> StaticMemory
     return StaticMemory(params * mem["param_bytes"], params * mem["grad_bytes"], opt)
 
 
+def a2a_buffer_bytes(layout: Layout, profile: Profile) -> float:
+    """DeepEP's NVLink + RDMA buffers on one GPU (0 without expert parallelism).
+
+    Sized for BF16 tokens (the combine), with ``profile.comm_sms`` / 2 channels; the RDMA
+    buffer exists only when EP spans nodes.
+    """
+    m = layout.model
+    if not m.is_moe or layout.ep <= 1:
+        return 0.0
+    per_node = profile.gpus_per_node
+    channels = max(1, profile.comm_sms // 2)
+    nvl_ranks, rdma_ranks = min(layout.ep, per_node), max(1, layout.ep // per_node)
+    recv = next((n for limit, n in _NVL_RECV_TOKENS if layout.ep <= limit), _NVL_RECV_TOKENS_MAX)
+    hidden = 2.0 * m.hidden
+    nvl = channels * nvl_ranks * ((2 * rdma_ranks + 3) * 4 + recv * (hidden + _META))
+    if layout.ep <= per_node:
+        return nvl
+    rdma = channels * rdma_ranks * ((2 * per_node + 2) * 2 * 4
+                                    + _RDMA_RECV_TOKENS * 2 * (hidden + _META + 16))
+    return nvl + rdma
+
+
+def pair_bytes(layout: Layout, position: int) -> tuple[float, float, float]:
+    """(activations, attention output, logits) bytes one micro-batch keeps on a slice."""
+    units = layout.slices[position].units
+    att = sum(u.attn_output_bytes for u in units)
+    logits = sum(u.logits_bytes for u in units)
+    rest = sum(u.activation_bytes for u in units) - att - logits
+    t = layout.microbatch_tokens
+    return rest * t, att * t, logits * t
+
+
 def activation_bytes(layout: Layout, position: int) -> float:
-    """Bytes one micro-batch leaves live on a slice between its forward and backward."""
-    return layout.microbatch_tokens * sum(u.activation_bytes
-                                          for u in layout.slices[position].units)
+    """All bytes one micro-batch leaves live on a slice between its forward and backward."""
+    return sum(pair_bytes(layout, position))
 
 
-def memory_timeline(ranks: int, static: list[StaticMemory],
-                    deltas: list[list[tuple[float, float]]]) -> tuple[pd.DataFrame, list[dict]]:
-    """The memory DataFrame and, per rank, the breakdown (GB) at its peak."""
+class ActivationLedger:
+    """What each rank's (stage, micro-batch) pairs hold over time, by component (LIVE)."""
+
+    def __init__(self, layout: Layout, schedule: Schedule) -> None:
+        self.position = {st.stage: st.position for st in schedule.stages}
+        self.pair = [pair_bytes(layout, p) for p in range(len(layout.slices))]
+        self.wfrac = layout.model.memory["weight_grad_activation_fraction"]
+        self.deltas: list[list[tuple[float, tuple[float, float, float]]]] = [
+            [] for _ in range(schedule.ranks)]
+
+    def forward(self, rank: int, now: float, stage: int) -> None:
+        """A forward starts: its pair allocates."""
+        self.deltas[rank].append((now, self.pair[self.position[stage]]))
+
+    def backward(self, rank: int, now: float, action: Action) -> None:
+        """A unit ended: its B frees the pair, its I all but the W's share, its W the rest."""
+        w = self.wfrac
+        for part in action.parts:
+            act, att, logits = self.pair[self.position[part.stage]]
+            if part.op is Op.B:
+                self.deltas[rank].append((now, (-act, -att, -logits)))
+            elif part.op is Op.I:
+                self.deltas[rank].append((now, (-act * (1 - w), -att * (1 - w), -logits)))
+            elif part.op is Op.W:
+                self.deltas[rank].append((now, (-act * w, -att * w, 0.0)))
+
+
+def static_components(layout: Layout, schedule: Schedule, profile: Profile,
+                      rank: int) -> dict[str, float]:
+    """Bytes of the STATIC entries on one rank."""
+    s = static_memory(layout, schedule, rank)
+    heads = any(u.logits_bytes for st in schedule.stages if st.rank == rank
+                for u in layout.slices[st.position].units)
+    logits_grad = layout.microbatch_tokens * layout.model.vocab * 4.0 if heads else 0.0
+    return {"params": s.params, "grads": s.grads, "optimizer": s.optimizer,
+            "a2a_buffers": a2a_buffer_bytes(layout, profile), "logits_grad": logits_grad}
+
+
+def memory_timeline(layout: Layout, schedule: Schedule, profile: Profile,
+                    ledger: ActivationLedger) -> tuple[pd.DataFrame, list[dict[str, float]]]:
+    """The memory DataFrame (one ``<component>_gb`` column per entry) and, per rank, the
+    breakdown (GB) at its peak."""
     rows = []
     peaks = []
-    for r in range(ranks):
-        s = static[r]
-        base = (s.params + s.grads + s.optimizer) / GB
-        live = peak = 0.0
-        rows.append((r, 0.0, s.params / GB, s.grads / GB, s.optimizer / GB, 0.0, base))
-        for t, d in sorted(deltas[r], key=lambda x: (x[0], x[1] > 0)):
-            live = max(0.0, live + d)
-            peak = max(peak, live)
-            rows.append((r, t, s.params / GB, s.grads / GB, s.optimizer / GB, live / GB,
-                         base + live / GB))
-        peaks.append({"params": s.params / GB, "grads": s.grads / GB,
-                      "optimizer": s.optimizer / GB, "activations": peak / GB})
-    df = pd.DataFrame(rows, columns=["rank", "time", "params_gb", "grads_gb", "optimizer_gb",
-                                     "activations_gb", "total_gb"])
+    frag, fixed = profile.fragmentation, profile.workspace_bytes
+    for r in range(schedule.ranks):
+        static = static_components(layout, schedule, profile, r)
+        base = sum(static.values())
+        live = [0.0, 0.0, 0.0]
+
+        def row(t: float) -> tuple:
+            work = fixed + frag * (base + sum(live))
+            parts = [static[k] for k in STATIC] + live + [work]
+            return (r, t, *(p / GB for p in parts), sum(parts) / GB)
+
+        rows.append(row(0.0))
+        best, best_live = -1.0, list(live)
+        for t, d in sorted(ledger.deltas[r], key=lambda x: (x[0], sum(x[1]) > 0)):
+            live = [max(0.0, a + b) for a, b in zip(live, d)]
+            rows.append(row(t))
+            if sum(live) > best:
+                best, best_live = sum(live), list(live)
+        total = base + sum(best_live)
+        peak = {k: static[k] / GB for k in STATIC}
+        peak.update({k: v / GB for k, v in zip(LIVE, best_live)})
+        peak["workspace"] = (fixed + frag * total) / GB
+        peaks.append(peak)
+    df = pd.DataFrame(rows, columns=["rank", "time", *(f"{c}_gb" for c in COMPONENTS),
+                                     "total_gb"])
     return df, peaks

@@ -43,6 +43,9 @@ class UnitPieces:
 def slice_chains(sl: LayerSlice, layout: Layout, profile: Profile) -> tuple[list[Node], list[Node]]:
     """(forward nodes, backward nodes) of one layer slice for a micro-batch."""
     tokens = layout.microbatch_tokens
+    # static SM split until the engine shares SMs dynamically: compute on the SMs the
+    # communication kernels leave (piece_times defaults to all SMs)
+    sms = profile.sms - profile.comm_sms
     a2a = layout.model.is_moe and layout.ep > 1
     tr = {k: a2a_flow(layout.model, profile, layout.ep, tokens, k) for k in
           ("dispatch", "combine", "combine_bwd", "dispatch_bwd")} if a2a else {}
@@ -51,7 +54,7 @@ def slice_chains(sl: LayerSlice, layout: Layout, profile: Profile) -> tuple[list
     for unit in sl.units:
         moe = a2a and unit.moe
         for piece in unit.pieces:
-            f, _, _ = piece_times(piece, tokens, profile)
+            f, _, _ = piece_times(piece, tokens, profile, sms=sms)
             fwd.append(("c", piece.name, f, False))
             if moe:
                 fwd.append(("m", "dispatch" if piece.name == "attn" else "combine",
@@ -59,7 +62,7 @@ def slice_chains(sl: LayerSlice, layout: Layout, profile: Profile) -> tuple[list
     for unit in reversed(sl.units):
         moe = a2a and unit.moe
         for piece in reversed(unit.pieces):
-            _, i, w = piece_times(piece, tokens, profile)
+            _, i, w = piece_times(piece, tokens, profile, sms=sms)
             if moe:
                 kind = "combine_bwd" if piece.name == "mlp" else "dispatch_bwd"
                 bwd.append(("m", kind, tr[kind]))

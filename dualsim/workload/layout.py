@@ -8,12 +8,13 @@ holds the embedding, the last the head and MTP modules.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
 from dualsim.errors import ProfileError
 from dualsim.workload.model import Model
-from dualsim.workload.units import Unit, model_units
+from dualsim.workload.units import Elementwise, Unit, model_units
 
 
 @dataclass(frozen=True)
@@ -80,9 +81,14 @@ def check_parallel(model: Model, ranks: int, ep: int, gpus: int, microbatch_toke
         raise ProfileError(f"--ep {ep} must divide the {model.routed_experts} routed experts")
 
 
+#: loads within this fraction of the best count as a tie when placing a layer
+LOAD_TIE = 0.02
+
+
 def _weight(u: Unit) -> float:
-    """Balancing weight of a unit: FLOPs, BF16 ones counted double (half the peak)."""
-    return sum(g.flops * (2 if g.dtype == "bf16" else 1) for p in u.pieces for g in p.fwd)
+    """Balancing weight of a unit: forward FLOPs, BF16 ones counted double (half the peak)."""
+    return sum(g.flops * (2 if g.dtype == "bf16" else 1) for p in u.pieces for g in p.fwd
+               if not isinstance(g, Elementwise))
 
 
 def assign_layers(units: Sequence[Unit], layers: int, holders: Sequence[Sequence[int]],
@@ -90,7 +96,10 @@ def assign_layers(units: Sequence[Unit], layers: int, holders: Sequence[Sequence
     """Layers per chain position, balancing the load of the ranks (which hold positions).
 
     The first position carries the embedding, the last the head and MTP modules, so those get
-    fewer layers. Greedy water-filling with the mean layer weight; ties go to the emptier slice.
+    fewer layers. Greedy water-filling with the mean layer weight: each layer goes to the slice
+    whose ranks' highest load grows least; loads within LOAD_TIE of that count as a tie, and
+    ties go to the slice whose ranks hold the fewest layers (less activation memory), then to
+    the emptier slice.
     """
     n = len(holders)
     per_layer = sum(weight(u) for u in units if u.name.startswith("layer")) / max(1, layers)
@@ -102,12 +111,16 @@ def assign_layers(units: Sequence[Unit], layers: int, holders: Sequence[Sequence
         for r in hs:
             load[r] += extra[p]
     counts = [0] * n
+    held = [0] * ranks  # layers per rank
     for _ in range(layers):
-        best = min(range(n), key=lambda p: (max(load[r] + per_layer for r in holders[p]),
-                                            counts[p], p))
+        grown = [max(load[r] + per_layer for r in holders[p]) for p in range(n)]
+        limit = min(grown) * (1 + LOAD_TIE)
+        best = min((p for p in range(n) if grown[p] <= limit),
+                   key=lambda p: (max(held[r] for r in holders[p]), counts[p], p))
         counts[best] += 1
         for r in holders[best]:
             load[r] += per_layer
+            held[r] += 1
     return counts
 
 
@@ -121,7 +134,7 @@ def build_layout(model: Model, ranks: int, microbatches: int, holders: Sequence[
     """
     check_parallel(model, ranks, ep, gpus, microbatch_tokens)
     seq = min(sequence or model.layout["sequence"], microbatch_tokens)
-    units = model_units(model, seq)
+    units = model_units(model, seq, ep)
     n = len(holders)
     if layers_per_stage is None:
         counts = assign_layers(units, model.layers, holders, ranks, weight)
@@ -143,3 +156,31 @@ def build_layout(model: Model, ranks: int, microbatches: int, holders: Sequence[
         slices.append(LayerSlice(p, us))
     return Layout(model, ranks, microbatches, ep, gpus, microbatch_tokens, seq, tuple(slices),
                   tuple(tuple(h) for h in holders))
+
+
+def microbatches_for_global_batch(global_batch: int, *, sequence: int, microbatch_tokens: int,
+                                  ranks: int, gpus: int) -> int:
+    """Micro-batches per pipeline for a fixed global batch (``--global-batch``, sequences/step).
+
+    M = global_batch x sequence / (microbatch_tokens x pipelines), pipelines = gpus / ranks; one
+    ProfileError line naming the nearest global batches that divide when it is not whole.
+    """
+    if global_batch <= 0:
+        raise ProfileError(f"--global-batch must be a positive number of sequences, "
+                           f"got {global_batch}")
+    if ranks <= 0 or gpus <= 0 or gpus % ranks:
+        raise ProfileError(f"--gpus {gpus} is not divisible by the {ranks} pipeline ranks; "
+                           "use a multiple of --ranks")
+    pipelines = gpus // ranks
+    per_step = microbatch_tokens * pipelines  # tokens of one micro-batch on every pipeline
+    tokens = global_batch * sequence
+    if tokens % per_step:
+        unit = per_step // math.gcd(per_step, sequence)  # sequences that make whole micro-batches
+        lower, upper = global_batch // unit * unit, (global_batch // unit + 1) * unit
+        near = f"{lower} or {upper}" if lower else f"{upper}"
+        raise ProfileError(
+            f"--global-batch {global_batch} ({global_batch} x {sequence} tokens) does not split "
+            f"into whole micro-batches of {microbatch_tokens} tokens on each of the {pipelines} "
+            f"pipelines ({gpus} GPUs / {ranks} ranks): use a multiple of {unit} sequences, "
+            f"e.g. {near}")
+    return tokens // per_step

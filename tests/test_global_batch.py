@@ -1,0 +1,85 @@
+"""--global-batch N (sequences per step) fixes the tokens per step: M follows from the GPUs."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from dualsim.cli import app
+from dualsim.errors import ProfileError
+from dualsim.workload.layout import microbatches_for_global_batch
+
+runner = CliRunner()
+
+
+def test_microbatches_per_pipeline() -> None:
+    kw = dict(sequence=4096, microbatch_tokens=4096, ranks=16)
+    assert microbatches_for_global_batch(15360, gpus=2048, **kw) == 120  # DeepSeek-V3
+    assert microbatches_for_global_batch(15360, gpus=1024, **kw) == 240
+    # two sequences per micro-batch halve M
+    assert microbatches_for_global_batch(15360, sequence=4096, microbatch_tokens=8192,
+                                         ranks=16, gpus=2048) == 60
+
+
+def test_not_dividing_names_the_values_that_would() -> None:
+    with pytest.raises(ProfileError) as e:
+        microbatches_for_global_batch(1000, sequence=4096, microbatch_tokens=4096, ranks=16,
+                                      gpus=2048)
+    assert e.value.message == (
+        "--global-batch 1000 (1000 x 4096 tokens) does not split into whole micro-batches of "
+        "4096 tokens on each of the 128 pipelines (2048 GPUs / 16 ranks): use a multiple of 128 "
+        "sequences, e.g. 896 or 1024")
+    with pytest.raises(ProfileError, match="multiple of 64 sequences, e.g. 64$"):
+        microbatches_for_global_batch(10, sequence=4096, microbatch_tokens=4096, ranks=16,
+                                      gpus=1024)
+
+
+def test_fixed_batch_scaling_keeps_the_tokens_per_step() -> None:
+    """Done-when check of issue #8: half the GPUs, the same 62,914,560 tokens, M doubles."""
+    out = runner.invoke(app, ["simulate", "dualpipe", "--profile", "h800", "--model",
+                              "deepseek-v3", "--global-batch", "15360", "--gpus", "1024",
+                              "--json"])
+    assert out.exit_code == 0, out.stderr
+    d = json.loads(out.stdout)
+    assert d["tokens_per_step"] == 62_914_560 == 15360 * 4096
+    assert d["microbatches"] == 240 and d["global_batch"] == 15360
+
+
+def test_without_it_m_stays_the_presets() -> None:
+    out = runner.invoke(app, ["simulate", "1f1b", "--profile", "h800", "--model", "small-moe",
+                              "--gpus", "32", "--ep", "8", "--json"])
+    d = json.loads(out.stdout)
+    assert d["microbatches"] == 32  # the preset's 512 / (64 / 4), not re-derived for 32 GPUs
+    assert d["global_batch"] == 256
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--global-batch", "1000"], "use a multiple of 16 sequences, e.g. 992 or 1008"),
+    (["--global-batch", "512", "-m", "8"], "give one of them"),
+    (["--global-batch", "0"], "must be a positive number of sequences"),
+])
+def test_cli_errors(args: list[str], needle: str) -> None:
+    out = runner.invoke(app, ["simulate", "1f1b", "--model", "small-moe", *args])
+    assert out.exit_code == 1 and out.stdout == ""
+    first = out.stderr.splitlines()[0]
+    assert first.startswith("error: ") and needle in first, first
+
+
+def test_compare_takes_it_and_a_plan_must_agree(tmp_path) -> None:
+    out = runner.invoke(app, ["compare", "1f1b", "gpipe", "--model", "small-moe",
+                              "--global-batch", "256", "-o", str(tmp_path / "c"), "--json"])
+    assert out.exit_code == 0, out.stderr
+    d = json.loads(out.stdout)
+    assert d["config"]["global_batch"] == 256 and d["config"]["microbatches"] == 16
+    plan = tmp_path / "p.json"
+    assert runner.invoke(app, ["emit", "1f1b", "-r", "4", "-m", "8", "-o", str(plan)]).exit_code == 0
+    bad = runner.invoke(app, ["simulate", str(plan), "--model", "small-moe",
+                              "--global-batch", "256"])
+    assert bad.exit_code == 1
+    assert "gives M=16 micro-batches per pipeline at R=4, but the plan file has M=8" in bad.stderr
+    ok = runner.invoke(app, ["simulate", str(plan), "--model", "small-moe",
+                             "--global-batch", "128", "--json"])
+    assert ok.exit_code == 0, ok.stderr
+    assert json.loads(ok.stdout)["global_batch"] == 128
