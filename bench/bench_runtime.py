@@ -4,10 +4,17 @@
    the runtime runs it) against an input backward I followed by the deferred weight backward W
    (same forward before each). I + W should cost about what B costs: W only runs the weight
    GEMMs that B would have run.
-2. Runtime vs torch: the same plan (1F1B and DualPipeV, 2 ranks, gloo), the same model and
-   data, run by dualsim's interpreter and by torch's ``_PipelineScheduleRuntime`` loading the
-   plan's CSV export. Prints the median step times and their ratio (dualsim / torch; <= 1.0
-   means dualsim is at least as fast).
+2. Runtime vs torch: the same plan (1F1B, ZB-V and DualPipeV, 2 ranks, gloo), the same model
+   and data, run by dualsim's interpreter and by torch's ``_PipelineScheduleRuntime`` loading
+   the plan's CSV export. Prints the median step times and their ratio (dualsim / torch; <= 1.0
+   means dualsim is at least as fast). torch's schedules cannot express expert parallelism
+   (their stage modules see one process's tokens, with no all-to-all between processes), so
+   the EP runs are compared with dualsim without EP instead.
+3. Expert parallelism: the same plans (1F1B, DualPipe) with 2 expert-parallel processes per
+   rank (4 processes) against 1: the step-time ratio, all-to-all bytes and time per step, and
+   the measured hidden fraction of the all-to-all (DualPipe's FB units overlap it; 1F1B's plain
+   units cannot). On a machine with fewer cores than processes the processes time-share the
+   cores, which the figures include.
 
     python bench/bench_runtime.py [--hidden 128] [--steps 12] [--microbatches 8] [--rounds 2]
 """
@@ -23,8 +30,9 @@ import torch
 from dualsim.generators import generate
 from dualsim.lower import lower
 from dualsim.runtime import wgrad
-from dualsim.runtime.launcher import RunOptions, launch_local
-from dualsim.runtime.measure import measured_steps
+from dualsim.runtime.measure import a2a_figures, measured_steps
+from dualsim.runtime.options import RunOptions
+from dualsim.runtime.supervisor import launch_local
 from dualsim.runtime.net import NetConfig, StageNet
 
 
@@ -41,7 +49,7 @@ def bench_split(cfg: NetConfig, repeats: int = 30) -> dict[str, float]:
             st = wgrad.WeightGradStash()
             if mode == "IW":  # recorded: I defers the weight gradients to W
                 st.defer = True
-                with wgrad.recording(st):
+                with s.ops.recording(st):
                     y = s(x)
             else:  # the runtime's B: plain autograd
                 y = s(x)
@@ -82,7 +90,7 @@ def main() -> None:
 
     print(f"runtime vs torch.distributed.pipelining, 2 ranks, gloo, M={args.microbatches}, "
           f"median of {args.rounds} x {args.steps - 1} steps:")
-    for family in ("1f1b", "dualpipev"):
+    for family in ("1f1b", "zb-v", "dualpipev"):
         plan = lower(generate(family, 2, args.microbatches))
         times: dict[str, list[float]] = {"dualsim": [], "torch": []}
         for _ in range(args.rounds):  # alternate, so that changing load hits both alike
@@ -92,6 +100,24 @@ def main() -> None:
         ours, theirs = (statistics.median(times[e]) for e in ("dualsim", "torch"))
         print(f"  {family:10s} dualsim {ours * 1e3:8.2f} ms   torch {theirs * 1e3:8.2f} ms   "
               f"ratio {ours / theirs:.3f}")
+
+    print(f"expert parallelism: 2 ranks x ep 2 (4 processes) vs ep 1, gloo, "
+          f"M={args.microbatches}, median of {args.rounds} x {args.steps - 1} steps:")
+    for family in ("1f1b", "dualpipe"):
+        plan = lower(generate(family, 2, args.microbatches))
+        runs: dict[int, list] = {1: [], 2: []}
+        for _ in range(args.rounds):
+            for ep in runs:
+                runs[ep].append(launch_local([plan], RunOptions(cfg, steps=args.steps, ep=ep))[0])
+        t1, t2 = (statistics.median(t for reps in runs[ep] for t in step_times(reps))
+                  for ep in (1, 2))
+        figs = [a2a_figures(reps) for reps in runs[2]]
+        hidden = statistics.median(f["a2a_hidden_fraction"] for f in figs)
+        a2a_ms = statistics.median(f["a2a_time_s"] for f in figs) * 1e3
+        mb = statistics.median(f["a2a_bytes_per_step"] for f in figs) / 1e6
+        print(f"  {family:10s} ep 2 {t2 * 1e3:8.2f} ms   ep 1 {t1 * 1e3:8.2f} ms   "
+              f"ratio {t2 / t1:.3f}   all-to-all {mb:.2f} MB, {a2a_ms:.2f} ms in flight per "
+              f"process, {hidden * 100:.0f}% hidden")
 
 
 if __name__ == "__main__":

@@ -4,12 +4,14 @@ A Timeline is a pandas DataFrame with one row per interval on one stream of one 
 renderer (Gantt, Perfetto, memory plot, report) and the sim-vs-measured comparison read only
 this. Columns (always present, in this order):
 
-- ``rank`` (int), ``stream`` ("compute" or "comm")
+- ``rank`` (int), ``stream``: "compute", "comm" (pipeline transfers; in hardware mode also the
+  all-to-all), or "a2a" (the runtime's measured expert-parallel all-to-all, its own lane)
 - ``op``: F, I, W, B, FB for compute actions; for communication rows a lower-case kind such as
   ``dispatch``, ``combine``, ``pp_send``, ``dp_sync``
 - ``stage``, ``microbatch``, ``chain``: of the action (the forward half of an FB); -1 if none
 - ``stage2``, ``microbatch2``, ``chain2``: the backward half of an FB; -1 otherwise
-- ``piece``: sub-piece name in hardware mode (``attn``, ``mlp``, ...), "" for a whole action
+- ``piece``: sub-piece name in hardware mode and in the runtime with expert parallelism
+  (``attn``, ``mlp``, ``mlp_bwd``, ...), "" for a whole action
 - ``start``, ``end`` (float): in the time unit of the producer (abstract cost units, or seconds)
 - ``action``: the action's string form (``(0F7;7B3)`` for an FB)
 """
@@ -49,3 +51,31 @@ def from_rows(rows: Iterable[Sequence[Any]]) -> pd.DataFrame:
     df = df.sort_values(["rank", "stream", "start", "end"], kind="stable").reset_index(drop=True)
     return df
 
+
+
+def intervals_union(pairs: Iterable[tuple[float, float]]) -> list[tuple[float, float]]:
+    """Sorted, disjoint union of [start, end) intervals (empty ones dropped)."""
+    merged: list[list[float]] = []
+    for s, e in sorted(pairs):
+        if e <= s:
+            continue
+        if merged and s <= merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], e)
+        else:
+            merged.append([s, e])
+    return [(s, e) for s, e in merged]
+
+
+def exposed(busy: Sequence[tuple[float, float]],
+            comm: Sequence[tuple[float, float]]) -> tuple[float, float]:
+    """(length of ``comm``, its part outside ``busy``); both sorted disjoint unions."""
+    total = sum(e - s for s, e in comm)
+    covered, i = 0.0, 0
+    for s, e in comm:
+        while i < len(busy) and busy[i][1] <= s:
+            i += 1
+        j = i
+        while j < len(busy) and busy[j][0] < e:
+            covered += min(e, busy[j][1]) - max(s, busy[j][0])
+            j += 1
+    return total, total - covered

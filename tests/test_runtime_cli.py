@@ -1,8 +1,14 @@
-"""`dualsim run PLAN --json` end to end, and the calibration behind --compare-sim."""
+"""`dualsim run PLAN --json` end to end, and the calibration behind --compare-sim.
+
+One CLI run without expert parallelism (trace, Gantt, --compare-sim) and one with it
+(--ep 2: all-to-all figures, their lane in the Gantt and the trace, the simulated vs measured
+all-to-all, and a torch.profiler trace); the rest works on hand-made timelines.
+"""
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -14,7 +20,9 @@ pytest.importorskip("torch")
 from dualsim.generators import generate  # noqa: E402
 from dualsim.ir import Schedule  # noqa: E402
 from dualsim.lower import lower  # noqa: E402
-from dualsim.runtime.measure import calibrate, effective_durations  # noqa: E402
+from dualsim.overlap_order import backward_chain, fb_order, forward_chain, plain_order  # noqa: E402
+from dualsim.runtime.measure import (a2a_exposure, calibrate, effective_durations,  # noqa: E402
+                                     replay)
 from dualsim.timeline import from_rows  # noqa: E402
 
 
@@ -35,6 +43,11 @@ def test_run_json_trace_gantt_and_compare_sim(tmp_path: Path) -> None:
     assert r["predicted_step_time_s"] > 0
     assert r["prediction_error"] == pytest.approx(
         r["predicted_step_time_s"] / r["measured_step_time_s"] - 1)
+    # one measured step time: the one the run reports is the one the prediction is held to
+    assert r["measured_step_time_s"] == r["step_time_s"]
+    assert r["predicted_step_time_s"] == pytest.approx(
+        r["predicted_makespan_s"] + r["measured_end_of_step_s"])
+    assert ("caveat" in r) == (r["processes"] > len(os.sched_getaffinity(0)))
     assert [p["rank"] for p in r["per_rank_idle"]] == [0, 1]
     events = json.loads(trace.read_text())
     events = events["traceEvents"] if isinstance(events, dict) else events
@@ -85,3 +98,64 @@ def test_calibration_reads_costs_and_latency_from_a_timeline() -> None:
     assert costs["FB"] == pytest.approx(costs["F"] + costs["B"])
     # receivers already waiting: 1RECV_F0 (0.5 after 0SEND_F0), 0RECV_B0 (0.5), 0RECV_B1 (0.5)
     assert latency == pytest.approx(0.5)
+
+
+@pytest.mark.runtime
+def test_expert_parallel_run_reports_and_draws_the_all_to_all(tmp_path: Path) -> None:
+    plan = tmp_path / "p.json"
+    subprocess.run([sys.executable, "-m", "dualsim.cli", "emit", "dualpipe", "--ranks", "2",
+                    "--microbatches", "4", "-o", str(plan)], check=True)
+    trace, gantt, prof = tmp_path / "t.json", tmp_path / "g.png", tmp_path / "prof.json"
+    proc = subprocess.run([sys.executable, "-m", "dualsim.cli", "run", str(plan), "--ep", "2",
+                           "--json", "--steps", "2", "--dtype", "float32", "--compare-sim",
+                           "--trace", str(trace), "--gantt", str(gantt),
+                           "--profile-trace", str(prof)],
+                          capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stderr
+    r = json.loads(proc.stdout)
+    assert r["ep"] == 2 and r["processes"] == 4 and r["matches_reference"] is True
+    assert r["max_rel_grad_diff"] <= 1e-5
+    assert r["a2a_bytes_per_step"] > 0 and r["a2a_time_s"] > 0
+    assert 0 <= r["a2a_exposed_s"] <= r["a2a_time_s"] and 0 <= r["a2a_hidden_fraction"] <= 1
+    assert r["measured_a2a_hidden_fraction"] == r["a2a_hidden_fraction"]
+    assert 0 <= r["predicted_a2a_hidden_fraction"] <= 1
+    assert {"attn", "mlp", "attn_bwd", "mlp_w", "dispatch", "combine_bwd"} <= \
+        set(r["calibrated_piece_s"])
+    # the Perfetto trace: the all-to-all on its own thread, inside FB units too
+    events = json.loads(trace.read_text())["traceEvents"]
+    threads = {(e["pid"], e["args"]["name"]) for e in events if e.get("name") == "thread_name"}
+    assert {(0, "all-to-all"), (1, "all-to-all")} <= threads
+    a2a = [e for e in events if e.get("ph") == "X" and e["tid"] >= 101]
+    assert {e["args"]["op"] for e in a2a} == {"dispatch", "combine", "combine_bwd",
+                                               "dispatch_bwd"}
+    assert any(e["name"].startswith("dispatch (") for e in a2a)  # posted inside an FB
+    assert gantt.read_bytes()[:4] == b"\x89PNG"
+    # the profiler trace: valid Chrome trace JSON, every process, action and piece ranges
+    p = json.loads(prof.read_text())
+    assert p["dualsimEp"] == 2 and p["dualsimPlan"]["schedule"] == "dualpipe"
+    evs = p["traceEvents"]
+    assert all("ph" in e and "pid" in e for e in evs)
+    assert all(isinstance(e.get("ts"), (int, float)) for e in evs if e["ph"] == "X")
+    assert {e["pid"] for e in evs} == {0, 1, 2, 3}
+    names = {e["name"] for e in evs if e["ph"] == "X"}
+    assert {"step 1", "0F0", "attn(F)", "dispatch(F)", "mlp(B)", "attn(W)",
+            "combine(B)"} <= names
+    assert any(n.startswith("(") and ";" in n for n in names)  # an FB range
+
+
+def test_replay_of_an_fb_unit_hides_all_but_the_waits() -> None:
+    # one MoE layer and a post piece per half; compute pieces take 1, all-to-alls 2
+    units = [[("attn", "dispatch"), ("mlp", "combine")], [("post", None)]]
+    fwd, bwd = forward_chain(units), backward_chain(units)
+    durations = {"dispatch": 2.0, "combine": 2.0, "combine_bwd": 2.0, "dispatch_bwd": 2.0}
+    durations.update({n.name: 1.0 for n in fwd + bwd if n.stream == "compute"})
+    comp, comm = replay(plain_order(fwd), [fwd], durations)
+    assert comp == [(0, 1), (3, 4), (6, 7)] and comm == [(1, 3), (4, 6)]  # all exposed
+    # FB: attn(F) | post_bwd, post_w | mlp(F) | mlp_bwd, mlp_w | post(F) | attn_bwd, attn_w
+    comp, comm = replay(fb_order(fwd, bwd), [fwd, bwd], durations)
+    assert comp == [(0, 1), (1, 2), (2, 3), (3, 4), (5, 6), (6, 7), (7, 8), (9, 10), (10, 11)]
+    assert comm == [(1, 3), (3, 5), (5, 7), (7, 9)]
+    rows = [(0, "compute", "FB", 0, 0, 0, 1, 0, 0, "x", s, e, "u") for s, e in comp] + \
+        [(0, "a2a", "dispatch", 0, 0, 0, 1, 0, 0, "dispatch", s, e, "u") for s, e in comm]
+    total, out = a2a_exposure(rows)
+    assert (total, out) == (8, 2)  # exposed: [4, 5] and [8, 9]

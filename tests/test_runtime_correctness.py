@@ -3,7 +3,10 @@
 Spawning ranks is the slow part, so each launch runs several plans in one process group:
 all ten families at R = 2 (fp64), a mix at R = 4 (fp64), and one fp32 run. The transfer path
 NCCL takes (one process group per direction of each pair of ranks) runs on gloo too, at R = 2
-and R = 4, for the families whose messages cross.
+and R = 4, for the families whose messages cross. With expert parallelism (two processes per
+pipeline rank, experts split between them, tokens moved by all-to-all): all eight families at
+R = 2 and DualPipe and ZB-V at R = 4 (8 processes, with the capacity rule dropping copies), in
+fp32 to 1e-5 relative.
 """
 
 from __future__ import annotations
@@ -14,9 +17,11 @@ torch = pytest.importorskip("torch")
 
 from dualsim.generators import generate  # noqa: E402
 from dualsim.lower import lower  # noqa: E402
-from dualsim.runtime.p2p import directions  # noqa: E402
-from dualsim.runtime.launcher import RunOptions, launch_local  # noqa: E402
+from dualsim.runtime.measure import a2a_figures  # noqa: E402
 from dualsim.runtime.net import NetConfig  # noqa: E402
+from dualsim.runtime.options import RunOptions  # noqa: E402
+from dualsim.runtime.p2p import directions  # noqa: E402
+from dualsim.runtime.supervisor import launch_local  # noqa: E402
 from dualsim.runtime.verify import check_against_reference  # noqa: E402
 
 pytestmark = pytest.mark.runtime
@@ -31,12 +36,14 @@ DIRECTION_R2 = [("zb-h2", 4), ("interleaved", 4), ("zb-v", 4), ("dualpipe", 4), 
                 ("1f1b", 4)]
 # DualPipe sums copies' gradients between ranks 0 and 3; interleaved wraps from rank 3 to 0
 DIRECTION_R4 = [("dualpipe", 8), ("interleaved", 4)]
+EP_R2 = FAMILIES_R2
+EP_R4 = [("dualpipe", 8), ("zb-v", 7)]
 
 
 def _run(ranks: int, families: list[tuple[str, int]], options: RunOptions) -> dict[str, dict]:
     plans = [lower(generate(name, ranks, m)) for name, m in families]
     results = launch_local(plans, options)
-    return {name: check_against_reference(plan, options, reports)
+    return {name: {**check_against_reference(plan, options, reports), **a2a_figures(reports)}
             for (name, _), plan, reports in zip(families, plans, results)}
 
 
@@ -49,6 +56,17 @@ def r2_fp64() -> dict[str, dict]:
 def r4_fp64() -> dict[str, dict]:
     return _run(4, FAMILIES_R4, RunOptions(NetConfig(dtype="float64", layers_per_slice=1),
                                            steps=3))
+
+
+@pytest.fixture(scope="module")
+def r2_ep2() -> dict[str, dict]:
+    return _run(2, EP_R2, RunOptions(NetConfig(dtype="float32"), steps=2, ep=2))
+
+
+@pytest.fixture(scope="module")
+def r4_ep2() -> dict[str, dict]:
+    cfg = NetConfig(dtype="float32", capacity_factor=1.0)
+    return _run(4, EP_R4, RunOptions(cfg, steps=2, ep=2))
 
 
 @pytest.fixture(scope="module")
@@ -130,3 +148,32 @@ def test_fp32_matches_to_relative_1e5() -> None:
         assert res[name]["max_rel_grad_diff"] <= 1e-5, name
         assert res[name]["max_rel_weight_diff"] <= 1e-5, name
         assert abs(res[name]["loss"] - res[name]["reference_loss"]) <= 1e-5 * res[name]["loss"]
+
+
+def _assert_close_fp32(r: dict) -> None:
+    assert r["max_rel_grad_diff"] <= 1e-5 and r["max_rel_weight_diff"] <= 1e-5
+    for got, want in zip(r["losses"], r["reference_losses"]):
+        assert abs(got - want) <= 1e-5 * abs(want)
+    assert r["a2a_bytes_per_step"] > 0  # token rows really moved between processes
+
+
+@pytest.mark.parametrize("family", [f for f, _ in EP_R2])
+def test_expert_parallel_matches_reference_on_2x2_processes(r2_ep2: dict[str, dict],
+                                                           family: str) -> None:
+    _assert_close_fp32(r2_ep2[family])
+
+
+@pytest.mark.parametrize("family", [f for f, _ in EP_R4])
+def test_expert_parallel_with_capacity_matches_reference_on_4x2_processes(
+        r4_ep2: dict[str, dict], family: str) -> None:
+    _assert_close_fp32(r4_ep2[family])
+
+
+def test_expert_parallel_processes_hold_half_the_experts_and_all_dense_weights(
+        r2_ep2: dict[str, dict]) -> None:
+    # per block 7 dense tensors and 2 x 4 expert tensors; per slice 2 more (embeddings or head).
+    # 1F1B at R = 2 without EP: 2 x (7 + 8 + 2) = 34 tensors; with EP 2, each of the 4
+    # processes checks its slice's dense tensors and its 2 experts: 4 x (7 + 4 + 2) = 52
+    assert r2_ep2["1f1b"]["tensors_checked"] == 52
+    # DualPipe: every process holds two copies of a slice
+    assert r2_ep2["dualpipe"]["tensors_checked"] == 104

@@ -61,7 +61,7 @@ def _step(slices: list[StageNet], defer: bool) -> tuple[list[torch.Tensor], list
         x_in = x if s.first else x.detach().requires_grad_()
         inputs.append(x_in)
         st = wgrad.WeightGradStash()
-        with wgrad.recording(st):
+        with s.ops.recording(st):
             x = s(x_in)
         stashes.append(st)
         outs.append(x)
@@ -93,7 +93,7 @@ def test_w_runs_only_weight_closures() -> None:
     s = StageNet(CFG, 1, 3)
     x = torch.randn(2, CFG.seq, CFG.hidden, dtype=torch.float64, requires_grad=True)
     st = wgrad.WeightGradStash()
-    with wgrad.recording(st):
+    with s.ops.recording(st):
         y = s(x)
     st.defer = True
     y.sum().backward()

@@ -56,7 +56,8 @@ def test_torch_parses_every_cell_back(family: str, m: int) -> None:
 @pytest.mark.runtime
 def test_torch_trains_the_csv_to_the_reference_gradients() -> None:
     pytest.importorskip("torch")
-    from dualsim.runtime.launcher import RunOptions, launch_local
+    from dualsim.runtime.options import RunOptions
+    from dualsim.runtime.supervisor import launch_local
     from dualsim.runtime.verify import check_against_reference
 
     families = [("1f1b", 4), ("zb-v", 4), ("dualpipev", 4), ("interleaved", 4),

@@ -7,6 +7,7 @@ of DualPipe's reverse direction (chain 1) are drawn in a darker shade with hatch
 mode every rank gets a second, thinner lane for its communication stream; its boxes are coloured
 by kind (dispatch, combine, pp_send, dp_sync) and split into the parts that overlap compute on
 the same rank ("hidden", pale) and the parts that do not ("exposed": full colour over a red bar).
+The runtime's measured all-to-all (stream ``a2a``) gets a third lane, drawn the same way.
 Hatching is dropped on boxes too narrow to show it (their darker shade still tells them apart).
 
 ``gantt_layout`` computes every box (position, colour, label) without matplotlib, so tests can
@@ -20,11 +21,12 @@ import functools
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, NamedTuple, Sequence
+from typing import Any, NamedTuple, Sequence
 
 import pandas as pd
 
 from dualsim.render.frames import records
+from dualsim.timeline import intervals_union
 
 # --- palette ----------------------------------------------------------------------------------
 #: (colour of chain 0, colour of chain 1 = the reverse direction) per compute op
@@ -50,6 +52,9 @@ RASTERIZE_ABOVE = 4000  # boxes per panel above which an SVG embeds the boxes as
 OP_NAMES = {"F": "forward (F)", "B": "backward (B)", "I": "backward for input (I)",
             "W": "backward for weights (W)"}
 
+#: streams drawn as thinner lanes under a rank's compute lane, with their labels: "comm"
+#: (transfers; in hardware mode also the all-to-all) and "a2a" (the runtime's all-to-all)
+EXTRA_LANES = {"comm": "comm", "a2a": "all-to-all"}
 COMPUTE_HEIGHT = 1.0  # row heights in layout units (one unit ~ 0.3 inch)
 COMM_HEIGHT = 0.6
 RANK_GAP = 0.22
@@ -61,7 +66,7 @@ class Box(NamedTuple):
     A NamedTuple: a hardware chart has ~10^5 boxes and tuples are the cheapest to build."""
 
     rank: int
-    lane: str  # "compute" or "comm"
+    lane: str  # "compute", "comm" or "a2a"
     row: int  # index into GanttLayout.rows, 0 = top
     x0: float
     x1: float
@@ -150,23 +155,11 @@ def _merge_pieces(rows: pd.DataFrame) -> list[dict[str, Any]]:
     return out
 
 
-def _intervals_union(pairs: Iterable[tuple[float, float]]) -> list[tuple[float, float]]:
-    merged: list[list[float]] = []
-    for s, e in sorted(pairs):
-        if e <= s:
-            continue
-        if merged and s <= merged[-1][1]:
-            merged[-1][1] = max(merged[-1][1], e)
-        else:
-            merged.append([s, e])
-    return [(s, e) for s, e in merged]
-
-
 def split_hidden(start: float, end: float,
                  busy: Sequence[tuple[float, float]]) -> list[tuple[float, float, bool]]:
     """Split [start, end) into (s, e, hidden) parts: hidden where it overlaps ``busy`` compute.
 
-    ``busy`` is sorted and disjoint (see _intervals_union); found by bisection.
+    ``busy`` is sorted and disjoint (see timeline.intervals_union); found by bisection.
     """
     parts: list[tuple[float, float, bool]] = []
     t = start
@@ -211,19 +204,19 @@ def _compute_boxes(rank: int, row: int, df: pd.DataFrame) -> list[Box]:
 
 
 def _comm_boxes(rank: int, row: int, df: pd.DataFrame,
-                busy: Sequence[tuple[float, float]]) -> list[Box]:
+                busy: Sequence[tuple[float, float]], lane: str = "comm") -> list[Box]:
     boxes: list[Box] = []
     for rec in records(df):
         op = str(rec["op"])
         color = comm_color(op)
         for s, e, hidden in split_hidden(float(rec["start"]), float(rec["end"]), busy):
             if hidden:
-                boxes.append(Box(rank, "comm", row, s, e, 0.0, 1.0, lighten(color, 0.55), "", "",
+                boxes.append(Box(rank, lane, row, s, e, 0.0, 1.0, lighten(color, 0.55), "", "",
                                  "hidden"))
             else:
-                boxes.append(Box(rank, "comm", row, s, e, 0.0, EXPOSED_BAR, color, "", "",
+                boxes.append(Box(rank, lane, row, s, e, 0.0, EXPOSED_BAR, color, "", "",
                                  "exposed"))
-                boxes.append(Box(rank, "comm", row, s, e, EXPOSED_BAR, 1.0, EXPOSED_RED, "", "",
+                boxes.append(Box(rank, lane, row, s, e, EXPOSED_BAR, 1.0, EXPOSED_RED, "", "",
                                  "exposed"))
     return boxes
 
@@ -231,7 +224,8 @@ def _comm_boxes(rank: int, row: int, df: pd.DataFrame,
 def gantt_layout(timeline: pd.DataFrame) -> GanttLayout:
     """Every box of the Gantt chart of ``timeline``, without drawing anything."""
     tl = timeline.sort_values(["rank", "stream", "start", "end"], kind="stable")
-    has_comm = bool((tl["stream"] == "comm").any())
+    lanes = [lane for lane in EXTRA_LANES if bool((tl["stream"] == lane).any())]
+    has_comm = bool(lanes)
     ranks = sorted(int(r) for r in tl["rank"].unique())
     rows: list[tuple[int, str]] = []
     boxes: list[Box] = []
@@ -240,10 +234,11 @@ def gantt_layout(timeline: pd.DataFrame) -> GanttLayout:
         comp = mine[mine["stream"] == "compute"]
         rows.append((rank, "compute"))
         boxes.extend(_compute_boxes(rank, len(rows) - 1, comp))
-        if has_comm:
-            rows.append((rank, "comm"))
-            busy = _intervals_union(zip(comp["start"].astype(float), comp["end"].astype(float)))
-            boxes.extend(_comm_boxes(rank, len(rows) - 1, mine[mine["stream"] == "comm"], busy))
+        busy = intervals_union(zip(comp["start"].astype(float), comp["end"].astype(float)))
+        for lane in lanes:
+            rows.append((rank, lane))
+            boxes.extend(_comm_boxes(rank, len(rows) - 1, mine[mine["stream"] == lane], busy,
+                                     lane))
     two = bool(((tl["chain"] == 1) | (tl["chain2"] == 1)).any())
     end = float(tl["end"].max()) if len(tl) else 1.0
     return GanttLayout(tuple(rows), tuple(boxes), end, _legend_keys(tl, boxes, two), has_comm, two)
@@ -256,9 +251,9 @@ def _legend_keys(tl: pd.DataFrame, boxes: list[Box], two: bool) -> tuple[str, ..
         keys.append("FB")
     if two:
         keys.append("reverse")
-    kinds = {b.kind for b in boxes if b.lane == "comm"}
+    kinds = {b.kind for b in boxes if b.lane != "compute"}
     known = list(COMM_COLORS)
-    comm_ops = sorted(set(tl.loc[tl["stream"] == "comm", "op"].astype(str)),
+    comm_ops = sorted(set(tl.loc[tl["stream"].isin(EXTRA_LANES), "op"].astype(str)),
                       key=lambda o: (known.index(o.removesuffix("_bwd"))
                                      if o.removesuffix("_bwd") in known else 99, o))
     keys.extend(f"comm:{o}" for o in comm_ops)
@@ -362,9 +357,10 @@ def _axes(ax: Any, layout: GanttLayout, *, end: float) -> None:
     ax.set_ylim(layout.total_height(), 0)
     ticks = [t + h / 2 for t, h in zip(tops, heights)]
     ax.set_yticks(ticks)
-    ax.set_yticklabels([f"rank {r}" if lane == "compute" else "comm" for r, lane in layout.rows])
+    ax.set_yticklabels([f"rank {r}" if lane == "compute" else EXTRA_LANES[lane]
+                        for r, lane in layout.rows])
     for lab, (_, lane) in zip(ax.get_yticklabels(), layout.rows):
-        if lane == "comm":
+        if lane != "compute":
             lab.set_fontsize(6.5)
             lab.set_color("#555555")
     ax.tick_params(axis="y", length=0)

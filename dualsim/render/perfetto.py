@@ -38,6 +38,8 @@ from dualsim.render.frames import records
 
 COMPUTE_TID = 0
 COMM_TID = 1
+#: non-compute streams: first thread id and thread name ("a2a": the runtime's all-to-all)
+LANE_TIDS = {"comm": (COMM_TID, "comm"), "a2a": (101, "all-to-all")}
 UNIT_SCALE = {"s": 1e6, "ms": 1e3, "us": 1.0}
 ABSTRACT_SCALE = 1000.0  # 1 abstract cost unit = 1000 us
 SEND_PIECES = {"pp_fwd": "F", "pp_bwd": "BWD"}  # hardware mode: the pp_send row of each result
@@ -53,26 +55,28 @@ def _us(value: float, scale: float) -> float | int:
     return int(v) if v.is_integer() else v
 
 
-def assign_comm_lanes(records: list[dict[str, Any]]) -> dict[int, int]:
-    """Per rank, how many comm threads it needs: overlapping transfers (concurrent flows on the
-    links) go to extra threads, since slices on one trace thread must nest. Sets ``rec["_tid"]``
-    on every comm record (COMM_TID, COMM_TID + 1, ...: the first lane free at its start)."""
-    lanes: dict[int, list[float]] = {}
-    for rec in sorted((r for r in records if r["stream"] == "comm"),
+def assign_comm_lanes(records: list[dict[str, Any]]) -> dict[tuple[int, str], int]:
+    """Per rank and non-compute stream, how many threads it needs: overlapping transfers
+    (concurrent flows on the links) go to extra threads, since slices on one trace thread must
+    nest. Sets ``rec["_tid"]`` on every such record (the stream's first tid, + 1, ...: the first
+    lane free at its start)."""
+    lanes: dict[tuple[int, str], list[float]] = {}
+    for rec in sorted((r for r in records if r["stream"] in LANE_TIDS),
                       key=lambda r: (int(r["rank"]), float(r["start"]), float(r["end"]))):
-        ends = lanes.setdefault(int(rec["rank"]), [])
+        ends = lanes.setdefault((int(rec["rank"]), str(rec["stream"])), [])
+        base = LANE_TIDS[str(rec["stream"])][0]
         for k, end in enumerate(ends):
             if end <= float(rec["start"]):
                 ends[k] = float(rec["end"])
-                rec["_tid"] = COMM_TID + k
+                rec["_tid"] = base + k
                 break
         else:
             ends.append(float(rec["end"]))
-            rec["_tid"] = COMM_TID + len(ends) - 1
-    return {r: len(e) for r, e in lanes.items()}
+            rec["_tid"] = base + len(ends) - 1
+    return {key: len(e) for key, e in lanes.items()}
 
 
-def _metadata(ranks: list[int], comm_lanes: dict[int, int]) -> list[dict[str, Any]]:
+def _metadata(ranks: list[int], comm_lanes: dict[tuple[int, str], int]) -> list[dict[str, Any]]:
     events: list[dict[str, Any]] = []
     for r in ranks:
         events.append({"name": "process_name", "ph": "M", "ts": 0, "pid": r, "tid": 0,
@@ -81,15 +85,17 @@ def _metadata(ranks: list[int], comm_lanes: dict[int, int]) -> list[dict[str, An
                        "args": {"sort_index": r}})
         events.append({"name": "thread_name", "ph": "M", "ts": 0, "pid": r, "tid": COMPUTE_TID,
                        "args": {"name": "compute"}})
-        for k in range(comm_lanes.get(r, 0)):
-            events.append({"name": "thread_name", "ph": "M", "ts": 0, "pid": r,
-                           "tid": COMM_TID + k,
-                           "args": {"name": "comm" if k == 0 else f"comm (concurrent {k + 1})"}})
+        for stream, (base, label) in LANE_TIDS.items():
+            for k in range(comm_lanes.get((r, stream), 0)):
+                events.append({"name": "thread_name", "ph": "M", "ts": 0, "pid": r,
+                               "tid": base + k,
+                               "args": {"name": label if k == 0 else
+                                        f"{label} (concurrent {k + 1})"}})
     return events
 
 
 def _slice(rec: dict[str, Any], scale: float) -> dict[str, Any]:
-    comm = rec["stream"] == "comm"
+    comm = rec["stream"] in LANE_TIDS
     args: dict[str, Any] = {"op": rec["op"], "stage": int(rec["stage"]),
                             "microbatch": int(rec["microbatch"]), "chain": int(rec["chain"])}
     if rec["op"] == "FB":

@@ -1,13 +1,20 @@
-"""One rank's interpreter: runs its list of plan actions, one loop, and records each one's time.
+"""One process's interpreter: runs its rank's list of plan actions, one loop, and times them.
 
 Per step (phases named in the code):
-  1. sync: a barrier aligns the ranks; its exit is the step's time zero on every rank.
-  2. actions: F / I / W / B / FB compute on the rank's stage slices; SEND / RECV move
-     activations and input gradients (consecutive transfers are posted together, on NCCL
-     on one process group per direction of each pair of ranks: see ``p2p.py``).
-  3. copies: a layer slice held by several stages (DualPipe's two chains) gets the sum of
-     its copies' gradients on every copy.
+  1. sync: a barrier aligns the processes; its exit is the step's time zero everywhere.
+  2. actions: F / I / W / B / FB compute on the rank's stage slices (:mod:`stages`: whole
+     slices, or pieces with all-to-all under expert parallelism); SEND / RECV move activations
+     and input gradients (consecutive transfers are posted together; on NCCL on one process
+     group per direction of each pair of processes: see ``p2p.py``).
+  3. sums: a layer slice held by several stages (DualPipe's two chains) gets the sum of its
+     copies' gradients on every copy; with expert parallelism the processes of a pipeline rank
+     then sum their dense (non-expert) gradients, as data-parallel replicas would.
   4. optimizer: SGD with momentum, identical on every copy and in the reference.
+
+With expert parallelism (``ep`` processes per pipeline rank) every process of rank r runs r's
+action list on its own share of every micro-batch's sequences, holds 1/ep of the routed experts
+and exchanges token rows with its group's processes inside each MoE layer; process i of rank r
+sends and receives pipeline messages only to and from process i of the other ranks.
 
 Data flow inside a step, keyed by (producing stage, micro-batch):
   F's output goes to ``local_f`` when the next stage of the chain is on this rank (the turn of a
@@ -17,74 +24,32 @@ Data flow inside a step, keyed by (producing stage, micro-batch):
 
 from __future__ import annotations
 
-import os
-import signal
-import time
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import torch
 import torch.distributed as dist
 
 from dualsim.ir import Action, Op, Schedule
-from dualsim.runtime import wgrad
-from dualsim.runtime.p2p import PeerComm, Message
-from dualsim.runtime.net import (NetConfig, StageNet, grad_or_zeros, loss_fn, make_batch,
-                                   named_tensors)
+from dualsim.overlap_order import Node
+from dualsim.runtime.a2a import ExpertComm
+from dualsim.runtime.clock import Mark, StepClock
+from dualsim.runtime.net import NetConfig, StageNet, grad_or_zeros, make_batch, named_tensors
+from dualsim.runtime.options import Fault
+from dualsim.runtime.overlap import PieceTime, trace_name
+from dualsim.runtime.p2p import Message, PeerComm, ProcessGroups
+from dualsim.runtime.progress import COMPUTING, SYNCING, WAITING, Progress, World
+from dualsim.runtime.records import StepRecord
 from dualsim.runtime.reference import make_optimizer
+from dualsim.runtime.stages import PieceStages, Stages, WholeStages
 from dualsim.timeline import action_fields
-
-Stash = wgrad.WeightGradStash
-
-# what a rank is doing, as the launcher's watchdog sees it
-COMPUTING, WAITING, SYNCING, DONE = 1, 2, 3, 4
-
-
-class Progress:
-    """Where a rank is (step, action index, state); the launcher's version is shared memory."""
-
-    def update(self, step: int, index: int, state: int) -> None:
-        pass
-
-
-@dataclass(frozen=True)
-class Fault:
-    """Test hook: on ``rank``, at action ``index`` of step 0, ``kill`` itself or ``hang``.
-
-    Set by DUALSIM_TEST_FAULT="rank:index:kind"; DUALSIM_TEST_FAULT_MARK names a file written
-    when the fault fires (so a test knows the run is mid-step).
-    """
-
-    rank: int
-    index: int
-    kind: str
-
-    @staticmethod
-    def from_env() -> "Fault | None":
-        spec = os.environ.get("DUALSIM_TEST_FAULT")
-        if not spec:
-            return None
-        rank, index, kind = spec.split(":")
-        return Fault(int(rank), int(index), kind)
-
-    def trigger(self) -> None:
-        if self.kind == "kill":
-            os.kill(os.getpid(), signal.SIGKILL)
-        mark = os.environ.get("DUALSIM_TEST_FAULT_MARK")
-        if mark:  # tell the test where the run stands
-            with open(mark, "w") as f:
-                f.write(str(os.getpid()))
-        while self.kind == "hang":
-            time.sleep(3600)
-        raise RuntimeError(f"injected fault {self.kind!r}")
 
 
 @dataclass
 class StepState:
-    # (stage, mb) -> (input, output, weight-gradient stash if its backward is an I)
-    saved: dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor, Stash | None]] = \
-        field(default_factory=dict)
-    pending_w: dict[tuple[int, int], wgrad.WeightGradStash] = field(default_factory=dict)
+    # (stage, mb) -> what its backward needs (stages.Saved or pieces.Pass)
+    saved: dict[tuple[int, int], Any] = field(default_factory=dict)
+    pending_w: dict[tuple[int, int], Any] = field(default_factory=dict)
     local_f: dict[tuple[int, int], torch.Tensor] = field(default_factory=dict)
     local_b: dict[tuple[int, int], torch.Tensor] = field(default_factory=dict)
     to_send_f: dict[tuple[int, int], torch.Tensor] = field(default_factory=dict)
@@ -94,56 +59,75 @@ class StepState:
     loss: float = 0.0
 
 
-@dataclass
-class StepRecord:
-    """One step of one rank; times in seconds from the step's aligned start."""
+@dataclass(frozen=True)
+class Placement:
+    """Where this process runs: device, backend and whether GPU data goes through the host."""
 
-    rows: list[tuple[Any, ...]]
-    loss: float
-    actions_end: float
-    step_end: float
+    device: torch.device
+    backend: str
+    staging: bool = False  # gloo with GPU tensors (more processes than GPUs)
 
 
 class RankRunner:
-    """The stage slices, optimizer and action loop of one rank."""
+    """The stage slices, optimizer and action loop of one process."""
 
-    def __init__(self, plan: Schedule, rank: int, cfg: NetConfig, device: torch.device,
-                 backend: str, progress: Progress | None = None, fault: Fault | None = None,
-                 direction_groups: bool = False) -> None:
-        """``direction_groups``: one process group per direction of each pair of ranks also on
-        gloo (always on NCCL, see :mod:`comm`); creating them is collective."""
-        self.plan, self.rank, self.cfg, self.device = plan, rank, cfg, device
-        self.actions = plan.actions[rank]
+    def __init__(self, plan: Schedule, process: int, world: World, cfg: NetConfig,
+                 where: Placement, groups: ProcessGroups, progress: Progress | None = None,
+                 fault: Fault | None = None, direction_groups: bool = False) -> None:
+        """``direction_groups``: one process group per direction of each pair of processes
+        also on gloo (always on NCCL, see :mod:`p2p`); creating them is collective."""
+        self.plan, self.process, self.world, self.cfg = plan, process, world, cfg
+        self.rank, self.ep_index = world.rank_of(process), world.ep_index(process)
+        self.device = where.device
+        self.actions = plan.actions[self.rank]
         self.positions = plan.chain_length
-        self.modules = {s: StageNet(cfg, plan.placement(s).position, self.positions).to(device)
-                        for s in plan.stages_of_rank(rank)}
+        share = cfg.experts // world.ep
+        held = range(self.ep_index * share, (self.ep_index + 1) * share)
+        self.modules = {s: StageNet(cfg, plan.placement(s).position, self.positions,
+                                    experts=held).to(self.device)
+                        for s in plan.stages_of_rank(self.rank)}
         self.optimizer = make_optimizer([p for m in self.modules.values() for p in m.parameters()])
-        self.comm = PeerComm.for_plan(plan, rank, device,
-                                      per_direction=backend == "nccl" or direction_groups)
+        self.comm = PeerComm.for_plan(plan, process, groups,
+                                      where.backend == "nccl" or direction_groups, where.staging)
+        self.clock = StepClock(self.device)
+        scale = 1.0 / (plan.microbatches * world.ep)
+        self.ep_group = groups.expert_group(self.rank) if world.ep > 1 else None
+        self.staging = where.staging
+        self.stages: Stages
+        if world.ep > 1:
+            self.expert_comm = ExpertComm(self.ep_group, world.ep, self.ep_index, self.device,
+                                          where.staging, self.clock)
+            stages = PieceStages(self.modules, scale, self.expert_comm)
+            stages.on_wait = self._on_wait
+            stages.before_post = self._before_post
+            self.stages = stages
+        else:
+            self.stages = WholeStages(self.modules, scale, self.device)
         self.progress = progress or Progress()
-        self.fault = fault if fault is not None and fault.rank == rank else None
-        self.streams = (torch.cuda.Stream(device), torch.cuda.Stream(device)) \
-            if device.type == "cuda" else None
+        self.fault = fault if fault is not None and fault.process == process else None
         # the (stage, micro-batch) pairs whose backward is an I (the others run a full B)
         self.split_backward = {(a.stage, a.microbatch) for u in self.actions for a in u.parts
                                if a.op is Op.I}
-        self.step_index = 0
+        self.step_index, self.index = 0, -1
         self.act_shape = (cfg.microbatch_size, cfg.seq, cfg.hidden)
 
     # ---- one step -----------------------------------------------------------------------
     def step(self, step: int) -> StepRecord:
         self.step_index = step
-        tokens, targets = make_batch(self.cfg, self.plan.microbatches, step)
-        self.tokens, self.targets = tokens.to(self.device), targets.to(self.device)
+        tokens, targets = make_batch(self.cfg, self.plan.microbatches, step, self.world.ep)
+        mine = slice(self.ep_index * self.cfg.microbatch_size,
+                     (self.ep_index + 1) * self.cfg.microbatch_size)
+        self.tokens = tokens[:, mine].contiguous().to(self.device)
+        self.targets = targets[:, mine].contiguous().to(self.device)
         self.optimizer.zero_grad(set_to_none=True)
         state = StepState()
-        rows: list[tuple[Any, ...]] = []
+        self.marks: list[tuple[tuple[Any, ...], Mark, Mark]] = []  # rows resolved at the end
+        self.a2a_bytes = 0
 
         # phase 1: sync, the step's time zero
         self.progress.update(step, -1, SYNCING)
         dist.barrier()
-        t0 = time.perf_counter()
-        clock: Callable[[], float] = lambda: time.perf_counter() - t0
+        self.clock.start()
 
         # phase 2: actions
         i = 0
@@ -152,116 +136,148 @@ class RankRunner:
                 j = i
                 while j < len(self.actions) and self.actions[j].op.is_transfer:
                     j += 1
-                self._transfers(i, j, state, rows, clock)
+                self._transfers(i, j, state)
                 i = j
                 continue
             self._enter(i, COMPUTING)
-            start = clock()
-            self._compute(self.actions[i], state)
+            a = self.actions[i]
+            start = self.clock.host_mark()
+            with torch.profiler.record_function(str(a)):
+                pieces = self._compute(a, state)
             if self.device.type == "cuda":  # time the kernels, not their launch
                 torch.cuda.synchronize(self.device)
-            rows.append(self._row("compute", self.actions[i], start, clock()))
+            self._rows(a, start, self.clock.host_mark(), pieces)
             i += 1
         self.progress.update(step, len(self.actions), SYNCING)
         self.comm.finish_sends()
         left = {name: sorted(d) for name, d in vars(state).items() if isinstance(d, dict) and d}
         if left:  # a valid plan consumes everything it produces
             raise RuntimeError(f"rank {self.rank} ended step {step} with unused {left}")
-        actions_end = max((r[-2] for r in rows), default=0.0)
 
-        # phase 3: copies; phase 4: optimizer
+        # phase 3: sums of copies and of expert-parallel replicas; phase 4: optimizer
         self._sum_copies()
+        self._sum_dense()
         self.optimizer.step()
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
-        return StepRecord(rows, state.loss, actions_end, clock())
+        end = self.clock.host()
+        rows = [fields[:-1] + (self.clock.seconds(s), self.clock.seconds(e), fields[-1])
+                for fields, s, e in self.marks]
+        actions_end = max((r[-2] for r in rows if r[1] != "a2a"), default=0.0)
+        return StepRecord(rows, state.loss, actions_end, end, self.a2a_bytes)
 
     def _enter(self, index: int, state: int) -> None:
+        self.index = index
         self.progress.update(self.step_index, index, state)
-        if self.fault is not None and self.step_index == 0 and self.fault.index == index:
-            self.fault.trigger()
+        f = self.fault
+        if f is not None and f.piece is None and self.step_index == 0 and f.index == index:
+            f.trigger()
 
-    def _row(self, stream: str, a: Action, start: float, end: float) -> tuple[Any, ...]:
-        op, stage, mb, chain, s2, m2, c2, text = action_fields(self.plan, a)
-        if stream == "comm":
-            op = "pp_send" if a.op in (Op.SEND_F, Op.SEND_B) else "pp_recv"
-        return (self.rank, stream, op, stage, mb, chain, s2, m2, c2, "", start, end, text)
+    def _on_wait(self, node: Node | None) -> None:
+        """Inside a unit: waiting for an all-to-all (``node``) or computing again (None)."""
+        if node is None:
+            self.progress.update(self.step_index, self.index, COMPUTING)
+        else:
+            self.progress.update(self.step_index, self.index, WAITING, trace_name(node))
+
+    def _before_post(self, node: Node) -> None:
+        f = self.fault
+        if f is not None and f.piece == trace_name(node) and self.step_index == 0 \
+                and f.index == self.index:
+            f.trigger()
+
+    # ---- timeline rows --------------------------------------------------------------------
+    def _fields(self, a: Action) -> tuple[Any, ...]:
+        return action_fields(self.plan, a)
+
+    def _rows(self, a: Action, start: Mark, end: Mark, pieces: list[PieceTime]) -> None:
+        op, stage, mb, chain, s2, m2, c2, text = self._fields(a)
+        if not pieces:
+            self.marks.append(((self.rank, "compute", op, stage, mb, chain, s2, m2, c2, "",
+                                text), start, end))
+            return
+        for p in pieces:
+            if p.stream == "compute":
+                self.marks.append(((self.rank, "compute", op, stage, mb, chain, s2, m2, c2,
+                                    p.name, text), p.start, p.end))
+            else:
+                self.a2a_bytes += p.nbytes
+                self.marks.append(((self.rank, "a2a", p.name, stage, mb, chain, s2, m2, c2,
+                                    p.name, text), p.start, p.end))
+
+    def _comm_row(self, a: Action, start: Mark, end: Mark) -> None:
+        op, stage, mb, chain, s2, m2, c2, text = self._fields(a)
+        op = "pp_send" if a.op in (Op.SEND_F, Op.SEND_B) else "pp_recv"
+        self.marks.append(((self.rank, "comm", op, stage, mb, chain, s2, m2, c2, "", text),
+                           start, end))
 
     # ---- transfers ----------------------------------------------------------------------
-    def _transfers(self, lo: int, hi: int, state: StepState, rows: list[tuple[Any, ...]],
-                   clock: Callable[[], float]) -> None:
+    def _peer(self, stage: int | None) -> int:
+        """The process of ``stage``'s rank with this process's expert-parallel index."""
+        assert stage is not None
+        return self.world.process(self.plan.rank_of(stage), self.ep_index)
+
+    def _transfers(self, lo: int, hi: int, state: StepState) -> None:
         """Post actions lo..hi-1 (all SEND/RECV) together, then wait for the receives.
 
         Rows: a send spans the posting of the batch, a receive its wait after the posting.
         """
         self._enter(lo, COMPUTING)
-        start = clock()
+        start = self.clock.host_mark()
         batch: list[Message] = []
         for a in self.actions[lo:hi]:
             key = (a.stage, a.microbatch)
             if a.op is Op.SEND_F:
-                batch.append(Message(True, self._rank_of(self.plan.next_stage(a.stage)),
-                                      state.to_send_f.pop(key)))
+                batch.append(Message(True, self._peer(self.plan.next_stage(a.stage)),
+                                     state.to_send_f.pop(key)))
             elif a.op is Op.SEND_B:
-                batch.append(Message(True, self._rank_of(self.plan.prev_stage(a.stage)),
-                                      state.to_send_b.pop(key)))
+                batch.append(Message(True, self._peer(self.plan.prev_stage(a.stage)),
+                                     state.to_send_b.pop(key)))
             else:
                 buf = torch.empty(self.act_shape, dtype=self.cfg.torch_dtype, device=self.device)
                 forward = a.op is Op.RECV_F
                 peer = self.plan.prev_stage(a.stage) if forward else self.plan.next_stage(a.stage)
                 (state.recv_f if forward else state.recv_b)[key] = buf
-                batch.append(Message(False, self._rank_of(peer), buf))
-        works = self.comm.post(batch)
-        posted = clock()
+                batch.append(Message(False, self._peer(peer), buf))
+        with torch.profiler.record_function(" ".join(str(a) for a in self.actions[lo:hi])):
+            works = self.comm.post(batch)
+        posted = self.clock.host_mark()
         for k, (a, w) in enumerate(zip(self.actions[lo:hi], works)):
             if a.op in (Op.RECV_F, Op.RECV_B):
                 self._enter(lo + k, WAITING)
                 if w is not None:
-                    w.wait()
-                rows.append(self._row("comm", a, posted, clock()))
+                    with torch.profiler.record_function(str(a)):
+                        w.wait()
+                self._comm_row(a, posted, self.clock.host_mark())
             else:
-                rows.append(self._row("comm", a, start, posted))
-
-    def _rank_of(self, stage: int | None) -> int:
-        assert stage is not None
-        return self.plan.rank_of(stage)
+                self._comm_row(a, start, posted)
 
     # ---- compute ------------------------------------------------------------------------
-    def _compute(self, a: Action, state: StepState) -> None:
+    def _compute(self, a: Action, state: StepState) -> list[PieceTime]:
         if a.op is Op.F:
-            self._forward(a.stage, a.microbatch, state)
-        elif a.op in (Op.B, Op.I):
-            self._backward(a.stage, a.microbatch, state, defer_weights=a.op is Op.I)
-        elif a.op is Op.W:
-            state.pending_w.pop((a.stage, a.microbatch)).flush()
-        elif a.op is Op.FB:
-            self._overlapped(a, state)
-        else:
-            raise AssertionError(f"not a compute action: {a}")
+            saved, pieces = self.stages.forward(self._forward_args(a.stage, a.microbatch, state))
+            self._forwarded(a.stage, a.microbatch, saved, state)
+            return pieces
+        if a.op in (Op.B, Op.I):
+            saved, grad = self._backward_args(a.stage, a.microbatch, state)
+            x_grad, pieces = self.stages.backward(saved, grad, a.op.value)
+            if a.op is Op.I:
+                state.pending_w[(a.stage, a.microbatch)] = saved
+            self._backwarded(a.stage, a.microbatch, x_grad, state)
+            return pieces
+        if a.op is Op.W:
+            return self.stages.weights(state.pending_w.pop((a.stage, a.microbatch)))
+        if a.op is Op.FB:
+            f, b = a.forward, a.backward
+            fargs = self._forward_args(f.stage, f.microbatch, state)
+            bargs = self._backward_args(b.stage, b.microbatch, state)
+            saved, x_grad, pieces = self.stages.fb(fargs, bargs)
+            self._forwarded(f.stage, f.microbatch, saved, state)
+            self._backwarded(b.stage, b.microbatch, x_grad, state)
+            return pieces
+        raise AssertionError(f"not a compute action: {a}")
 
-    def _overlapped(self, a: Action, state: StepState) -> None:
-        """FB: on CPU one half after the other; on CUDA each half on its own stream.
-
-        On CUDA the forward's kernels go to one stream and the backward's to another, so the
-        GPU may run them side by side. Autograd runs a backward op on the stream its forward
-        op used, so the overlap is only as good as the streams the earlier forward ran on.
-        """
-        f, b = a.forward, a.backward
-        if self.streams is None:
-            self._forward(f.stage, f.microbatch, state)
-            self._backward(b.stage, b.microbatch, state, defer_weights=False)
-            return
-        current = torch.cuda.current_stream(self.device)
-        for s in self.streams:
-            s.wait_stream(current)
-        with torch.cuda.stream(self.streams[0]):
-            self._forward(f.stage, f.microbatch, state)
-        with torch.cuda.stream(self.streams[1]):
-            self._backward(b.stage, b.microbatch, state, defer_weights=False)
-        for s in self.streams:
-            current.wait_stream(s)
-
-    def _forward(self, stage: int, mb: int, state: StepState) -> None:
+    def _forward_args(self, stage: int, mb: int, state: StepState) -> tuple[Any, ...]:
         place = self.plan.placement(stage)
         if place.position == 0:
             x = self.tokens[mb]
@@ -270,25 +286,21 @@ class RankRunner:
             src = state.local_f.pop((prev, mb)) if self.plan.rank_of(prev) == self.rank \
                 else state.recv_f.pop((stage, mb))
             x = src.detach().requires_grad_()
-        stash: wgrad.WeightGradStash | None = None
-        if (stage, mb) in self.split_backward:  # its backward is an I: record for a later W
-            stash = wgrad.WeightGradStash()
-            with wgrad.recording(stash):
-                out = self.modules[stage](x)
-        else:
-            out = self.modules[stage](x)
-        if place.position == self.positions - 1:
-            out = loss_fn(out, self.targets[mb]) / self.plan.microbatches
+        targets = self.targets[mb] if place.position == self.positions - 1 else None
+        return stage, x, targets, (stage, mb) in self.split_backward
+
+    def _forwarded(self, stage: int, mb: int, saved: Any, state: StepState) -> None:
+        out = self.stages.output(saved)
+        if self.plan.placement(stage).position == self.positions - 1:
             state.loss += float(out.detach())
         else:
             nxt = self._stage(self.plan.next_stage(stage))
             target = state.local_f if self.plan.rank_of(nxt) == self.rank else state.to_send_f
             target[(stage, mb)] = out.detach()
-        state.saved[(stage, mb)] = (x, out, stash)
+        state.saved[(stage, mb)] = saved
 
-    def _backward(self, stage: int, mb: int, state: StepState, defer_weights: bool) -> None:
-        """B, or I when ``defer_weights`` (the weight gradients wait in the stash for W)."""
-        x, out, stash = state.saved.pop((stage, mb))
+    def _backward_args(self, stage: int, mb: int, state: StepState) -> tuple[Any, Any]:
+        saved = state.saved.pop((stage, mb))
         nxt = self.plan.next_stage(stage)
         if nxt is None:
             grad = None
@@ -296,24 +308,22 @@ class RankRunner:
             grad = state.local_b.pop((nxt, mb))
         else:
             grad = state.recv_b.pop((stage, mb))
-        if stash is not None:
-            stash.defer = defer_weights
-        torch.autograd.backward(out, grad_tensors=grad)
-        if defer_weights:
-            assert stash is not None
-            state.pending_w[(stage, mb)] = stash
+        return saved, grad
+
+    def _backwarded(self, stage: int, mb: int, x_grad: torch.Tensor | None,
+                    state: StepState) -> None:
         prev = self.plan.prev_stage(stage)
         if prev is not None:
-            assert x.grad is not None
+            assert x_grad is not None
             target = state.local_b if self.plan.rank_of(prev) == self.rank else state.to_send_b
-            target[(stage, mb)] = x.grad
+            target[(stage, mb)] = x_grad
 
     @staticmethod
     def _stage(stage: int | None) -> int:
         assert stage is not None
         return stage
 
-    # ---- copies ---------------------------------------------------------------------------
+    # ---- sums ---------------------------------------------------------------------------
     def _copies(self, stage: int) -> list[int]:
         pos = self.plan.placement(stage).position
         return [s.stage for s in self.plan.stages if s.position == pos and s.stage != stage]
@@ -327,9 +337,10 @@ class RankRunner:
         flat = {stage: self._flat_grad(stage) for stage, others in copies.items() if others}
         if not flat:
             return
-        sends = [Message(True, self.plan.rank_of(other), flat[stage])
+        sends = [Message(True, self._peer(other), flat[stage])
                  for stage in flat for other in copies[stage]]
-        recvs = [(stage, Message(False, peer, torch.empty_like(flat[stage])))
+        recvs = [(stage, Message(False, self.world.process(peer, self.ep_index),
+                                 torch.empty_like(flat[stage])))
                  for peer in range(self.plan.ranks) if peer != self.rank
                  for other in self.plan.stages_of_rank(peer)
                  for stage in flat if other in copies[stage]]
@@ -343,7 +354,26 @@ class RankRunner:
                 p.grad = g.clone() if p.grad is None else p.grad + g
                 offset += n
 
+    def _sum_dense(self) -> None:
+        """Expert parallelism: the rank's processes sum their non-expert gradients."""
+        if self.ep_group is None:
+            return
+        params = [p for stage in sorted(self.modules)
+                  for name, p in self.modules[stage].named_parameters()
+                  if not self.modules[stage].is_expert(name)]
+        flat = torch.cat([grad_or_zeros(p).reshape(-1) for p in params])
+        self.progress.update(self.step_index, len(self.actions), SYNCING)
+        host = flat.to("cpu") if self.staging else flat
+        dist.all_reduce(host, group=self.ep_group)
+        flat = host.to(self.device) if self.staging else host
+        offset = 0
+        for p in params:
+            n = p.numel()
+            p.grad = flat[offset:offset + n].view_as(p).clone()
+            offset += n
+
     # ---- results ----------------------------------------------------------------------------
     def named_tensors(self, grads: bool) -> dict[tuple[int, int, str], torch.Tensor]:
         """(stage, position, name) -> gradient or weight, on the CPU."""
         return named_tensors(self.modules, grads)
+

@@ -1,29 +1,39 @@
 """The runtime's model: a small MoE transformer, cut into layer slices, seeded per slice.
 
 Each block is pre-norm attention then a pre-norm MoE FFN (a router picks the top-k of several
-routed experts per token, weighted by renormalised softmax scores, plus one shared expert that
-sees every token). The model has ``positions × layers_per_slice`` blocks; slice k (= position
+routed experts per token, weighted by renormalised softmax scores, with an optional capacity
+rule: :mod:`dualsim.runtime.moe`; plus one shared expert that sees every token). The model has ``positions × layers_per_slice`` blocks; slice k (= position
 k of every chain, DESIGN §3) holds its blocks, slice 0 also the token and position embeddings,
 the last slice also the final norm and the LM head. A slice's parameters come from a generator
 seeded by (seed, k) alone, so every copy of slice k on any rank (DualPipe keeps two) and the
 single-process reference start identical.
 
-Two op sets compute the same maths: ``split=True`` routes every parameter through
-:mod:`dualsim.runtime.wgrad` (the I/W split the runtime needs); ``split=False`` is plain
-autograd (the reference and torch.distributed.pipelining use it), so the I/W split is checked
-against ordinary autograd, not against itself.
+Two op sets compute the same maths: ``split=True`` routes every parameter through a
+:class:`dualsim.runtime.wgrad.WeightGradOps` of the slice (the I/W split the runtime needs);
+``split=False`` is plain autograd (the reference and torch.distributed.pipelining use it), so
+the I/W split is checked against ordinary autograd, not against itself.
+
+With expert parallelism a slice holds only some routed experts (``experts``, a range of global
+expert indices; the others are drawn from the generator and dropped, so every process's copy
+of an expert is the reference's); the runtime then runs the MoE layer as pieces with
+all-to-alls (:mod:`dualsim.runtime.pieces`) through :meth:`Block.attention_and_scores`,
+:meth:`Block.expert` and :meth:`Block.shared`. The plain :meth:`Block.forward` (the reference,
+and the runtime without expert parallelism) routes the tokens of a micro-batch in ``groups``
+groups of consecutive sequences, as ``groups`` expert-parallel processes would.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 import torch.nn.functional as tf
 
-from dualsim.runtime import wgrad
+from dualsim.runtime.moe import route
+from dualsim.runtime.wgrad import WeightGradOps
 
 DTYPES = {"float64": torch.float64, "float32": torch.float32, "bfloat16": torch.bfloat16}
 
@@ -43,6 +53,8 @@ class NetConfig:
     microbatch_size: int = 2
     dtype: str = "float64"
     seed: int = 0
+    capacity_factor: float | None = None  # None: dropless
+
 
     def __post_init__(self) -> None:
         if self.dtype not in DTYPES:
@@ -54,6 +66,9 @@ class NetConfig:
         if min(self.vocab, self.hidden, self.expert_hidden, self.layers_per_slice, self.seq,
                self.microbatch_size) < 1:
             raise ValueError("model sizes must be positive")
+        if self.capacity_factor is not None and not 0 < self.capacity_factor < float("inf"):
+            raise ValueError(f"capacity factor must be a positive number, got "
+                             f"{self.capacity_factor}")
 
     @property
     def torch_dtype(self) -> torch.dtype:
@@ -65,6 +80,12 @@ class NetConfig:
 
 class Ops:
     """Plain autograd versions of the three parameter ops of :mod:`wgrad`."""
+
+    @staticmethod
+    @contextlib.contextmanager
+    def recording(stash: Any) -> Iterator[Any]:
+        """Plain ops compute weight gradients inside the backward: nothing to record."""
+        yield stash
 
     @staticmethod
     def linear(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None = None) -> torch.Tensor:
@@ -79,22 +100,19 @@ class Ops:
         return w[tokens]
 
 
-class SplitOps(Ops):
-    """The same ops with a deferrable weight gradient (see wgrad)."""
-
-    linear = staticmethod(wgrad.linear)  # type: ignore[assignment]
-    scale = staticmethod(wgrad.scale)  # type: ignore[assignment]
-    embed = staticmethod(wgrad.embed)  # type: ignore[assignment]
-
-
 def _rms(x: torch.Tensor) -> torch.Tensor:
     return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + 1e-6)
 
 
 class Block(torch.nn.Module):
-    """Pre-norm causal attention, then a pre-norm MoE FFN with a shared expert."""
+    """Pre-norm causal attention, then a pre-norm MoE FFN with a shared expert.
 
-    def __init__(self, cfg: NetConfig, gen: torch.Generator, ops: type[Ops]) -> None:
+    Routed experts are held in ``up``/``down`` under their global index (``up.5``), for the
+    experts in ``experts`` only.
+    """
+
+    def __init__(self, cfg: NetConfig, gen: torch.Generator, ops: Ops | WeightGradOps,
+                 experts: range) -> None:
         super().__init__()
         self.cfg, self.ops = cfg, ops
         d, e, h = cfg.hidden, cfg.experts, cfg.expert_hidden
@@ -108,8 +126,10 @@ class Block(torch.nn.Module):
         self.proj = p(d, d, std=1 / math.sqrt(d))
         self.moe_norm = torch.nn.Parameter(torch.ones(d, dtype=cfg.torch_dtype))
         self.router = p(e, d, std=1 / math.sqrt(d))
-        self.up = torch.nn.ParameterList([p(h, d, std=1 / math.sqrt(d)) for _ in range(e)])
-        self.down = torch.nn.ParameterList([p(d, h, std=1 / math.sqrt(h)) for _ in range(e)])
+        up = [p(h, d, std=1 / math.sqrt(d)) for _ in range(e)]
+        down = [p(d, h, std=1 / math.sqrt(h)) for _ in range(e)]
+        self.up = torch.nn.ParameterDict({str(g): up[g] for g in experts})
+        self.down = torch.nn.ParameterDict({str(g): down[g] for g in experts})
         self.shared_up = p(h, d, std=1 / math.sqrt(d))
         self.shared_down = p(d, h, std=1 / math.sqrt(h))
 
@@ -123,38 +143,55 @@ class Block(torch.nn.Module):
         att = scores.masked_fill(mask, float("-inf")).softmax(-1) @ v
         return self.ops.linear(att.transpose(1, 2).reshape(b, s, d), self.proj)
 
-    def expert(self, x: torch.Tensor, up: torch.Tensor, down: torch.Tensor) -> torch.Tensor:
+    def attention_and_scores(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor,
+                                                             torch.Tensor]:
+        """(x after attention, its normed tokens [T, d] for the MoE, router scores [T, E])."""
+        h = x + self.attention(self.ops.scale(_rms(x), self.attn_norm))
+        tokens = self.ops.scale(_rms(h), self.moe_norm).reshape(-1, h.shape[-1])
+        return h, tokens, self.ops.linear(tokens, self.router).softmax(-1)
+
+    def expert(self, x: torch.Tensor, index: int) -> torch.Tensor:
+        """Routed expert ``index`` (global) on rows ``x``."""
+        return self._ffn(x, self.up[str(index)], self.down[str(index)])
+
+    def shared(self, x: torch.Tensor) -> torch.Tensor:
+        return self._ffn(x, self.shared_up, self.shared_down)
+
+    def _ffn(self, x: torch.Tensor, up: torch.Tensor, down: torch.Tensor) -> torch.Tensor:
         return self.ops.linear(tf.silu(self.ops.linear(x, up)), down)
 
-    def moe(self, x: torch.Tensor) -> torch.Tensor:
-        shape = x.shape
-        tokens = x.reshape(-1, shape[-1])
-        scores = self.ops.linear(tokens, self.router).softmax(-1)
-        top_w, top_i = scores.topk(self.cfg.top_k, dim=-1)
-        top_w = top_w / top_w.sum(-1, keepdim=True)
-        out = self.expert(tokens, self.shared_up, self.shared_down)
-        for e in range(self.cfg.experts):
-            rows, slot = (top_i == e).nonzero(as_tuple=True)
-            if rows.numel() == 0:
-                continue
-            y = self.expert(tokens[rows], self.up[e], self.down[e])
-            out = out.index_add(0, rows, y * top_w[rows, slot].unsqueeze(-1))
-        return out.reshape(shape)
+    def moe(self, tokens: torch.Tensor, scores: torch.Tensor, groups: int) -> torch.Tensor:
+        """The MoE output of ``tokens`` [T, d]: shared expert plus the kept routed copies."""
+        out = self.shared(tokens)
+        for g, (x, s) in enumerate(zip(tokens.chunk(groups), scores.chunk(groups))):
+            r = route(s, self.cfg.top_k, self.cfg.capacity_factor)
+            offset = g * x.shape[0]
+            for e in range(self.cfg.experts):
+                rows, slot = ((r.experts == e) & r.keep).nonzero(as_tuple=True)
+                if rows.numel():
+                    y = self.expert(x[rows], e) * r.weights[rows, slot].unsqueeze(-1)
+                    out = out.index_add(0, rows + offset, y)
+        return out
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.attention(self.ops.scale(_rms(x), self.attn_norm))
-        return x + self.moe(self.ops.scale(_rms(x), self.moe_norm))
+    def forward(self, x: torch.Tensor, groups: int = 1) -> torch.Tensor:
+        h, tokens, scores = self.attention_and_scores(x)
+        return h + self.moe(tokens, scores, groups).reshape(h.shape)
 
 
 class StageNet(torch.nn.Module):
-    """Layer slice ``position`` of ``positions``: what one stage runs."""
+    """Layer slice ``position`` of ``positions``: what one stage runs.
 
-    def __init__(self, cfg: NetConfig, position: int, positions: int, split: bool = True) -> None:
+    ``experts``: the routed experts it holds (default all); ``groups``: routing groups of its
+    plain forward (see the module docstring).
+    """
+
+    def __init__(self, cfg: NetConfig, position: int, positions: int, split: bool = True,
+                 experts: range | None = None, groups: int = 1) -> None:
         super().__init__()
         if not 0 <= position < positions:
             raise ValueError(f"position {position} outside 0..{positions - 1}")
-        self.cfg, self.position, self.positions = cfg, position, positions
-        self.ops: type[Ops] = SplitOps if split else Ops
+        self.cfg, self.position, self.positions, self.groups = cfg, position, positions, groups
+        self.ops: Ops | WeightGradOps = WeightGradOps() if split else Ops()
         gen = torch.Generator().manual_seed(cfg.seed * 100_003 + position)
         self.first = position == 0
         self.last = position == positions - 1
@@ -165,24 +202,37 @@ class StageNet(torch.nn.Module):
             self.pos_emb = torch.nn.Parameter(
                 (torch.randn(cfg.seq, d, generator=gen, dtype=torch.float64) * 0.1)
                 .to(cfg.torch_dtype))
+        held = range(cfg.experts) if experts is None else experts
         self.blocks = torch.nn.ModuleList(
-            [Block(cfg, gen, self.ops) for _ in range(cfg.layers_per_slice)])
+            [Block(cfg, gen, self.ops, held) for _ in range(cfg.layers_per_slice)])
         if self.last:
             self.final_norm = torch.nn.Parameter(torch.ones(d, dtype=cfg.torch_dtype))
             self.head = torch.nn.Parameter(
                 (torch.randn(cfg.vocab, d, generator=gen, dtype=torch.float64) / math.sqrt(d))
                 .to(cfg.torch_dtype))
 
+    def embed(self, tokens: torch.Tensor) -> torch.Tensor:
+        positions = torch.arange(tokens.shape[-1], device=tokens.device)
+        return self.ops.embed(tokens, self.tok_emb) + self.ops.embed(positions, self.pos_emb)
+
+    def head_logits(self, x: torch.Tensor) -> torch.Tensor:
+        return self.ops.linear(self.ops.scale(_rms(x), self.final_norm), self.head)
+
+    @staticmethod
+    def loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        return loss_fn(logits, targets)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Tokens (first slice) or hidden states in; hidden states or logits (last slice) out."""
         if self.first:
-            positions = torch.arange(x.shape[-1], device=x.device)
-            x = self.ops.embed(x, self.tok_emb) + self.ops.embed(positions, self.pos_emb)
+            x = self.embed(x)
         for block in self.blocks:
-            x = block(x)
-        if self.last:
-            x = self.ops.linear(self.ops.scale(_rms(x), self.final_norm), self.head)
-        return x
+            x = block(x, self.groups)
+        return self.head_logits(x) if self.last else x
+
+    def is_expert(self, name: str) -> bool:
+        """Whether parameter ``name`` belongs to a routed expert (held by one EP process)."""
+        return ".up." in name or ".down." in name
 
 
 def grad_or_zeros(p: torch.nn.Parameter) -> torch.Tensor:
@@ -201,9 +251,14 @@ def loss_fn(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     return tf.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1))
 
 
-def make_batch(cfg: NetConfig, microbatches: int, step: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Tokens and next-token targets of one step: [M, microbatch_size, seq] each, seeded."""
+def make_batch(cfg: NetConfig, microbatches: int, step: int,
+               ep: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    """Tokens and next-token targets of one step: [M, ep x microbatch_size, seq] each, seeded.
+
+    Expert-parallel process i of a pipeline rank takes sequences i x microbatch_size onwards of
+    every micro-batch; the reference runs all of them.
+    """
     gen = torch.Generator().manual_seed(cfg.seed * 7919 + 104_729 * (step + 1))
-    data = torch.randint(0, cfg.vocab, (microbatches, cfg.microbatch_size, cfg.seq + 1),
+    data = torch.randint(0, cfg.vocab, (microbatches, ep * cfg.microbatch_size, cfg.seq + 1),
                          generator=gen)
     return data[..., :-1].contiguous(), data[..., 1:].contiguous()

@@ -26,20 +26,31 @@ share a group are posted as one ``batch_isend_irecv``; all of them go the same d
 On gloo, sends do not hold up receives, so the default group with plain isend/irecv is enough
 (it matches messages per pair in posting order as well); ``per_direction`` makes gloo take the
 NCCL path, so the tests cover its plumbing with real processes.
+
+With expert parallelism a pipeline rank is ``ep`` processes; process i of rank a talks only to
+process i of rank b (same expert-parallel index), so the pairs above are pairs of processes.
+On a GPU with gloo (more processes than GPUs) messages are staged through host memory: a send
+copies to the host before posting, a receive copies to the GPU after its wait.
+
+The groups live in a :class:`ProcessGroups` object made once per launch, after the default
+group, and dropped before it: per-direction groups and the expert-parallel groups (one per
+pipeline rank) are created collectively by every process in one order.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterable
+from datetime import timedelta
+from typing import Any, Iterable
 
 import torch
 import torch.distributed as dist
 
 from dualsim.ir import Schedule
+from dualsim.runtime.progress import World
 from dualsim.validate import cross_rank_handoffs
 
-Direction = tuple[int, int]  # (sending rank, receiving rank)
+Direction = tuple[int, int]  # (sending rank, receiving rank), or processes
 
 
 @dataclass
@@ -65,32 +76,56 @@ def directions(plan: Schedule) -> list[Direction]:
     return sorted(pairs)
 
 
-# process groups already created, per direction; valid while the default group is the same
-_groups: dict[Direction, dist.ProcessGroup] = {}
-_groups_world: object = None
+class ProcessGroups:
+    """The process groups of one launch (all processes create them, in one order).
 
-
-def direction_groups(pairs: Iterable[Direction],
-                     device: torch.device) -> dict[Direction, dist.ProcessGroup]:
-    """One process group per direction; collective: every rank calls it with the same pairs.
-
-    Groups are created in sorted order and kept for later plans of the same process group (a
-    launch runs several plans in turn, the same on every rank, so the ranks agree on which
-    directions exist already). On a GPU each group connects its NCCL communicator here, in
-    that one order on every rank; left lazy, the two ranks of a pair could set up their a -> b
-    and b -> a communicators in opposite orders at their first messages, each waiting for the
-    other. On a rank outside a pair the entry is torch's non-member placeholder, never used.
+    Direction groups are made the first time a plan needs them and kept for the launch's later
+    plans (a launch runs several plans in turn, the same on every process, so the processes
+    agree on which exist already). On a GPU each group connects its NCCL communicator at
+    creation, in that one order on every process; left lazy, the two processes of a pair could
+    set up their a -> b and b -> a communicators in opposite orders at their first messages,
+    each waiting for the other. On a process outside a pair the entry is torch's non-member
+    placeholder, never used.
     """
-    global _groups_world
-    if _groups_world is not dist.group.WORLD:
-        _groups.clear()
-        _groups_world = dist.group.WORLD
-    wanted = sorted(set(pairs))
-    for src, dst in wanted:
-        if (src, dst) not in _groups:
-            _groups[(src, dst)] = dist.new_group(
-                sorted((src, dst)), device_id=device if device.type == "cuda" else None)
-    return {p: _groups[p] for p in wanted}
+
+    def __init__(self, world: World, device: torch.device, nccl: bool = False,
+                 timeout: timedelta | None = None) -> None:
+        """``timeout``: of every collective on the groups (the run's --timeout)."""
+        self.world, self.device, self.nccl, self.timeout = world, device, nccl, timeout
+        self._directions: dict[Direction, dist.ProcessGroup] = {}
+        self._experts: list[dist.ProcessGroup] | None = None
+
+    def _new(self, ranks: list[int]) -> dist.ProcessGroup:
+        return dist.new_group(ranks, timeout=self.timeout,
+                              device_id=self.device if self.nccl else None)
+
+    def directions(self, pairs: Iterable[Direction]) -> dict[Direction, dist.ProcessGroup]:
+        """One group per (sending process, receiving process); collective."""
+        wanted = sorted(set(pairs))
+        for src, dst in wanted:
+            if (src, dst) not in self._directions:
+                self._directions[(src, dst)] = self._new(sorted((src, dst)))
+        return {p: self._directions[p] for p in wanted}
+
+    def expert_group(self, rank: int) -> dist.ProcessGroup:
+        """The group of pipeline rank ``rank``'s expert-parallel processes; collective the
+        first time (every process creates every rank's group)."""
+        if self._experts is None:
+            ep = self.world.ep
+            self._experts = [self._new(list(range(r * ep, (r + 1) * ep)))
+                             for r in range(self.world.ranks)]
+        return self._experts[rank]
+
+
+class _StagedRecv:
+    """A receive into host memory, copied to the GPU tensor once waited on."""
+
+    def __init__(self, work: dist.Work, host: torch.Tensor, target: torch.Tensor) -> None:
+        self.work, self.host, self.target = work, host, target
+
+    def wait(self) -> None:
+        self.work.wait()
+        self.target.copy_(self.host)
 
 
 class PeerComm:
@@ -100,17 +135,20 @@ class PeerComm:
     group of each transfer's direction, one batch per group and run (NCCL; gloo when asked).
     """
 
-    def __init__(self, rank: int, groups: dict[Direction, dist.ProcessGroup] | None) -> None:
-        self.rank = rank
+    def __init__(self, rank: int, groups: dict[Direction, dist.ProcessGroup] | None,
+                 staging: bool = False) -> None:
+        self.rank = rank  # this process
         self.groups = groups
-        self.pending_sends: list[tuple[dist.Work, torch.Tensor]] = []
+        self.staging = staging
+        self.pending_sends: list[tuple[Any, torch.Tensor]] = []
 
     @staticmethod
-    def for_plan(plan: Schedule, rank: int, device: torch.device,
-                 per_direction: bool) -> "PeerComm":
-        """Collective when ``per_direction``: every rank must call it for the same plan."""
-        groups = direction_groups(directions(plan), device) if per_direction else None
-        return PeerComm(rank, groups)
+    def for_plan(plan: Schedule, process: int, groups: ProcessGroups, per_direction: bool,
+                 staging: bool) -> "PeerComm":
+        """Collective when ``per_direction``: every process must call it for the same plan."""
+        ep = groups.world.ep
+        pairs = [(a * ep + e, b * ep + e) for a, b in directions(plan) for e in range(ep)]
+        return PeerComm(process, groups.directions(pairs) if per_direction else None, staging)
 
     def _group(self, t: Message) -> dist.ProcessGroup:
         assert self.groups is not None
@@ -120,12 +158,14 @@ class PeerComm:
                                f"{direction[0]} -> {direction[1]} (not in the plan)")
         return self.groups[direction]
 
-    def post(self, transfers: list[Message]) -> list[dist.Work | None]:
+    def post(self, transfers: list[Message]) -> list[Any]:
         """Post every transfer; return one handle per transfer (receives must be waited on).
 
         A batch's transfers share its handle (NCCL returns one for the whole batch).
         """
-        works: list[dist.Work | None]
+        if self.staging:
+            return self._post_staged(transfers)
+        works: list[Any]
         if self.groups is None:
             works = [dist.isend(t.tensor, t.peer) if t.send else dist.irecv(t.tensor, t.peer)
                      for t in transfers]
@@ -145,6 +185,20 @@ class PeerComm:
         for t, w in zip(transfers, works):
             if t.send and w is not None:
                 self.pending_sends.append((w, t.tensor))
+        return works
+
+    def _post_staged(self, transfers: list[Message]) -> list[Any]:
+        """gloo with GPU tensors: through host memory (one isend/irecv each)."""
+        works: list[Any] = []
+        for t in transfers:
+            if t.send:
+                host = t.tensor.to("cpu")
+                work = dist.isend(host, t.peer)
+                self.pending_sends.append((work, host))
+                works.append(work)
+            else:
+                host = torch.empty(t.tensor.shape, dtype=t.tensor.dtype)
+                works.append(_StagedRecv(dist.irecv(host, t.peer), host, t.tensor))
         return works
 
     def finish_sends(self) -> None:

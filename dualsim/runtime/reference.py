@@ -29,16 +29,21 @@ class ReferenceResult:
     weights: dict[tuple[int, str], torch.Tensor]  # (position, name) -> after the last step
 
 
-def run_reference(cfg: NetConfig, positions: int, microbatches: int, steps: int) -> ReferenceResult:
-    """Train ``steps`` steps of the whole model in one process."""
-    slices = [StageNet(cfg, k, positions, split=False) for k in range(positions)]
+def run_reference(cfg: NetConfig, positions: int, microbatches: int, steps: int,
+                  ep: int = 1) -> ReferenceResult:
+    """Train ``steps`` steps of the whole model in one process.
+
+    ``ep``: the run's expert-parallel processes per pipeline rank; a micro-batch then holds
+    every process's sequences, routed in ``ep`` groups as the processes route them.
+    """
+    slices = [StageNet(cfg, k, positions, split=False, groups=ep) for k in range(positions)]
     params = [p for s in slices for p in s.parameters()]
     opt = make_optimizer(params)
     losses: list[float] = []
     grads: dict[tuple[int, str], torch.Tensor] = {}
     for step in range(steps):
         opt.zero_grad(set_to_none=True)
-        tokens, targets = make_batch(cfg, microbatches, step)
+        tokens, targets = make_batch(cfg, microbatches, step, ep)
         total = 0.0
         for m in range(microbatches):
             x = tokens[m]

@@ -1,12 +1,14 @@
 """One ``dualsim run``: check the plan fits, launch, verify, measure, and build the result.
 
-Everything that can be refused is refused here, before any process starts: a plan whose rank
-count differs from the torchrun world, a model that cannot be cut into the plan's layer slices,
-a backend the machine lacks.
+Everything that can be refused is refused here, before any process starts: a model that cannot
+be cut into the plan's layer slices or whose experts do not split over ``--ep``, a device or
+backend the machine lacks, a model too large for the machine's memory (an estimate:
+:mod:`budget`).
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -14,11 +16,14 @@ import pandas as pd
 
 from dualsim.errors import RuntimeRunError
 from dualsim.ir import Schedule
-from dualsim.runtime.launcher import RankReport, RunOptions, launch_local, run_torchrun, \
-    under_torchrun
-from dualsim.runtime.measure import compare_sim, step_time_s, step_timeline
+from dualsim.runtime import budget, profiling
+from dualsim.runtime.measure import a2a_figures, compare_sim, step_time_s, step_timeline
 from dualsim.runtime.net import NetConfig
+from dualsim.runtime.options import RunOptions
+from dualsim.runtime.records import RankReport
+from dualsim.runtime.supervisor import launch_local
 from dualsim.runtime.verify import check_against_reference, passed
+from dualsim.runtime.worker import run_torchrun, under_torchrun
 
 
 @dataclass
@@ -28,6 +33,7 @@ class RunOutcome:
     result: dict[str, Any]
     timeline: pd.DataFrame  # the last step, seconds
     ok: bool
+    trace: dict[str, Any] | None = None  # --profile-trace: every process's profiler trace
 
 
 def model_config(plan: Schedule, layers: int | None, **sizes: Any) -> NetConfig:
@@ -44,22 +50,47 @@ def model_config(plan: Schedule, layers: int | None, **sizes: Any) -> NetConfig:
         raise RuntimeRunError(f"bad model options: {e}") from None
 
 
-def check_fits(plan: Schedule, options: RunOptions) -> None:
+def choose_backend(device: str, backend: str | None, processes: int) -> tuple[str, str]:
+    """(device, backend): gloo on the CPU; on GPUs NCCL with one GPU per process, else gloo
+    through host memory (processes share GPUs round-robin). ``backend`` forces one."""
     import torch
 
-    if options.backend not in ("gloo", "nccl"):
-        raise RuntimeRunError(f"unknown backend {options.backend!r}: use gloo (CPU) or nccl (GPU)")
-    if options.backend == "nccl" and not torch.cuda.is_available():
-        raise RuntimeRunError("--backend nccl needs CUDA GPUs and this machine has none: "
-                              "use --backend gloo")
-    if options.backend == "nccl" and not under_torchrun() and \
-            torch.cuda.device_count() < plan.ranks:
-        raise RuntimeRunError(f"the plan needs {plan.ranks} GPUs and this machine has "
-                              f"{torch.cuda.device_count()}: run it under torchrun on more nodes")
-    if options.model.dtype == "bfloat16" and options.backend == "gloo":
-        raise RuntimeRunError("bfloat16 is for GPUs (nccl); use --dtype float32 or float64 on gloo")
+    if backend not in (None, "gloo", "nccl"):
+        raise RuntimeRunError(f"unknown backend {backend!r}: use gloo (CPU) or nccl (GPU)")
+    if device not in ("cpu", "cuda"):
+        raise RuntimeRunError(f"unknown device {device!r}: use cpu or cuda")
+    if backend == "nccl":
+        device = "cuda"
+    if device == "cpu":
+        return device, "gloo"
+    if not torch.cuda.is_available():
+        what = "--backend nccl" if backend == "nccl" else "--device cuda"
+        raise RuntimeRunError(f"{what} needs CUDA GPUs and this machine has none: use "
+                              "--device cpu (gloo)")
+    gpus = torch.cuda.device_count()
+    local = int(os.environ.get("LOCAL_WORLD_SIZE", processes)) if under_torchrun() else processes
+    if backend == "nccl" and gpus < local:
+        raise RuntimeRunError(f"NCCL needs one GPU per process: {local} processes on this node "
+                              f"and {gpus} GPUs; drop --backend nccl (processes then share GPUs "
+                              "over gloo) or run under torchrun on more nodes")
+    return device, backend or ("nccl" if gpus >= local else "gloo")
+
+
+def check_fits(plan: Schedule, options: RunOptions) -> None:
+    """Refuse, in one line, what cannot run: before any process starts."""
+    cfg = options.model
+    if cfg.dtype == "bfloat16" and options.device != "cuda":
+        raise RuntimeRunError("bfloat16 is for GPUs; use --dtype float32 or float64 on the CPU")
     if options.steps < 1:
         raise RuntimeRunError("--steps must be at least 1")
+    if options.ep < 1:
+        raise RuntimeRunError(f"--ep must be at least 1, got {options.ep}")
+    if cfg.experts % options.ep:
+        raise RuntimeRunError(f"{cfg.experts} experts cannot be split evenly over --ep "
+                              f"{options.ep} processes: use --experts as a multiple of --ep")
+    if options.engine == "torch" and options.ep > 1:
+        raise RuntimeRunError("the torch.distributed.pipelining baseline runs without expert "
+                              "parallelism: use --ep 1")
     positions = {}
     for s in plan.stages:
         if (s.rank, s.position) in positions:
@@ -67,6 +98,15 @@ def check_fits(plan: Schedule, options: RunOptions) -> None:
                                   f"the same layer slice on rank {s.rank}; the runtime keeps one "
                                   "copy of a slice per rank")
         positions[(s.rank, s.position)] = s.stage
+    need = budget.estimate(plan, cfg, options.ep)
+    have = budget.available_bytes()
+    if have is not None and need.total > have:
+        raise RuntimeRunError(
+            f"the run needs about {need.total / 2**30:.3g} GiB of memory ({plan.ranks * options.ep}"
+            f" processes and the single-process reference: parameters, gradients, optimizer "
+            f"state, activations) and this machine has {have / 2**30:.3g} GiB available: make "
+            "the model smaller (--layers, --hidden, --experts, --expert-hidden, --vocab, --seq, "
+            "--microbatch-size)")
 
 
 def run_plan(plan: Schedule, options: RunOptions, with_sim: bool = False,
@@ -91,16 +131,21 @@ def run_plan(plan: Schedule, options: RunOptions, with_sim: bool = False,
 def summarize(plan: Schedule, options: RunOptions, reports: list[RankReport],
               with_sim: bool = False) -> RunOutcome:
     result: dict[str, Any] = {
-        "schedule": plan.name, "ranks": plan.ranks, "stages": plan.num_stages,
-        "microbatches": plan.microbatches, "backend": options.backend,
-        "dtype": options.model.dtype, "steps": options.steps,
+        "schedule": plan.name, "ranks": plan.ranks, "ep": options.ep,
+        "processes": plan.ranks * options.ep, "stages": plan.num_stages,
+        "microbatches": plan.microbatches, "device": options.device,
+        "backend": options.backend, "dtype": options.model.dtype, "steps": options.steps,
     }
     result.update(check_against_reference(plan, options, reports))
     result["step_time_s"] = step_time_s(reports)
+    result.update(a2a_figures(reports))
     ok = passed(result, options.model.dtype)
     result["matches_reference"] = ok
     if with_sim:
-        result.update(compare_sim(plan, reports))
+        result.update(compare_sim(plan, reports, options.model.layers_per_slice, options.ep))
     result["model"] = options.model.to_dict()
-    return RunOutcome(result, step_timeline(reports, options.steps - 1), ok)
-
+    trace = None
+    if options.profile_trace:
+        trace = profiling.merge([r.extra["trace"] for r in reports], plan,
+                                options.world(plan.ranks))
+    return RunOutcome(result, step_timeline(reports, options.steps - 1), ok, trace)

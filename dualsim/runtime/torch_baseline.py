@@ -18,8 +18,9 @@ from torch.distributed.pipelining import PipelineStage
 from torch.distributed.pipelining.schedules import _PipelineScheduleRuntime
 
 from dualsim.ir import Schedule
-from dualsim.runtime.interpreter import SYNCING, Progress, StepRecord
-from dualsim.runtime.launcher import RankReport, RunOptions
+from dualsim.runtime.options import RunOptions
+from dualsim.runtime.progress import SYNCING, Progress
+from dualsim.runtime.records import RankReport, StepRecord
 from dualsim.runtime.net import StageNet, loss_fn, make_batch, named_tensors
 from dualsim.runtime.reference import make_optimizer
 from dualsim.torch_csv import to_torch_csv

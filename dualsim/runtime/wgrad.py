@@ -12,8 +12,9 @@ layer dW = dY^T X needs nothing else). What happens to the closure depends on th
 - ``defer = True``  (an ``I``): the closure is queued; ``W`` later calls :meth:`flush`,
   which runs exactly the weight GEMMs and reductions and accumulates into ``param.grad``.
 
-A forward run outside ``recording`` uses plain autograd ops: the interpreter does that for every
-(stage, micro-batch) whose backward is a full B, and records only those whose backward is an I.
+The ops belong to a :class:`WeightGradOps` object (one per model instance): a forward run
+inside ``ops.recording(stash)`` sends its closures to ``stash``; outside, the ops are plain
+autograd. The interpreter records only the (stage, micro-batch) pairs that need it.
 So I + W does the same arithmetic as B, split in two; nothing of the input-gradient chain is
 recomputed, and the graph is freed after I (only the stashed (input, grad_output) pairs stay).
 The ops return ``None`` as the autograd gradient of their parameters and accumulate into
@@ -46,20 +47,6 @@ class WeightGradStash:
         pending, self.pending = self.pending, []
         for closure in pending:
             closure()
-
-
-_active: WeightGradStash | None = None
-
-
-@contextlib.contextmanager
-def recording(stash: WeightGradStash) -> Iterator[WeightGradStash]:
-    """Forwards run inside this block send their weight gradients to ``stash``."""
-    global _active
-    previous, _active = _active, stash
-    try:
-        yield stash
-    finally:
-        _active = previous
 
 
 def _accumulate(param: torch.Tensor, grad: torch.Tensor) -> None:
@@ -134,21 +121,37 @@ class _Embed(torch.autograd.Function):
         return None, None, None
 
 
-# Outside ``recording`` the ops are plain autograd: a forward whose backward will be a full B
-# needs no stash, and plain ops cost less Python per call than custom Functions.
-def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
-    if _active is None:
-        return torch.nn.functional.linear(x, weight, bias)
-    return _Linear.apply(x, weight, bias, _active)
+class WeightGradOps:
+    """linear, scale and embed of one model instance, with deferrable weight gradients.
 
+    Outside :meth:`recording` they are plain autograd: a forward whose backward will be a full
+    B needs no stash, and plain ops cost less Python per call than custom Functions.
+    """
 
-def scale(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    if _active is None:
-        return x * weight
-    return _Scale.apply(x, weight, _active)
+    def __init__(self) -> None:
+        self.active: WeightGradStash | None = None
 
+    @contextlib.contextmanager
+    def recording(self, stash: WeightGradStash) -> Iterator[WeightGradStash]:
+        """Forwards run inside this block send their weight gradients to ``stash``."""
+        previous, self.active = self.active, stash
+        try:
+            yield stash
+        finally:
+            self.active = previous
 
-def embed(tokens: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    if _active is None:
-        return weight[tokens]
-    return _Embed.apply(tokens, weight, _active)
+    def linear(self, x: torch.Tensor, weight: torch.Tensor,
+               bias: torch.Tensor | None = None) -> torch.Tensor:
+        if self.active is None:
+            return torch.nn.functional.linear(x, weight, bias)
+        return _Linear.apply(x, weight, bias, self.active)
+
+    def scale(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        if self.active is None:
+            return x * weight
+        return _Scale.apply(x, weight, self.active)
+
+    def embed(self, tokens: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        if self.active is None:
+            return weight[tokens]
+        return _Embed.apply(tokens, weight, self.active)

@@ -1,0 +1,64 @@
+"""``dualsim run --profile-trace FILE.json``: the last step under torch.profiler, all processes.
+
+Each process records its last step with ``torch.profiler`` (CPU activities, plus CUDA on a GPU)
+inside a ``record_function`` range ``step k``. The interpreter opens one range per action,
+named by the IR's string form (``0F3``, ``(0F7;7B3)``, ``0SEND_F3``), and with expert
+parallelism one per piece inside it (``attn(F)``, ``dispatch(F)``, ``mlp(B)``, ``attn(W)``...,
+DeepSeek's trace names; waits ``wait combine(F)``). The processes' Chrome traces are merged
+into one file: every event of process g gets ``"pid": g`` (torch's own process-name events are
+replaced by ``rank g``), and the top level carries ``dualsimPlan`` (the plan) and
+``dualsimEp`` (processes per pipeline rank), which ``dualsim calibrate`` reads. Perfetto's
+JSON importer and chrome://tracing open it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator
+
+import torch
+
+from dualsim.ir import Schedule
+from dualsim.runtime.progress import World
+
+
+@contextlib.contextmanager
+def recording(enabled: bool, device: torch.device, step: int) -> Iterator[list[Any]]:
+    """Profile the block when ``enabled``; the yielded list then holds the trace's events."""
+    out: list[Any] = []
+    if not enabled:
+        yield out
+        return
+    acts = [torch.profiler.ProfilerActivity.CPU]
+    if device.type == "cuda":
+        acts.append(torch.profiler.ProfilerActivity.CUDA)
+    with torch.profiler.profile(activities=acts) as prof:
+        with torch.profiler.record_function(f"step {step}"):
+            yield out
+    with tempfile.TemporaryDirectory() as d:
+        path = Path(d) / "trace.json"
+        prof.export_chrome_trace(str(path))
+        out.append(json.loads(path.read_text()))
+
+
+def merge(traces: list[dict[str, Any]], plan: Schedule, world: World) -> dict[str, Any]:
+    """One Chrome trace of every process's trace (process g's events get pid g)."""
+    events: list[dict[str, Any]] = []
+    for g, trace in enumerate(traces):
+        events.append({"name": "process_name", "ph": "M", "ts": 0, "pid": g, "tid": 0,
+                       "args": {"name": world.describe(g)}})
+        events.append({"name": "process_sort_index", "ph": "M", "ts": 0, "pid": g, "tid": 0,
+                       "args": {"sort_index": g}})
+        for e in trace.get("traceEvents", []):
+            if e.get("ph") == "M" and e.get("name") in ("process_name", "process_sort_index",
+                                                         "process_labels"):
+                continue
+            events.append({**e, "pid": g})
+    out: dict[str, Any] = {"traceEvents": events, "displayTimeUnit": "ms",
+                           "dualsimPlan": plan.to_dict(), "dualsimEp": world.ep}
+    if traces and "deviceProperties" in traces[0]:
+        out["deviceProperties"] = traces[0]["deviceProperties"]
+    return out
