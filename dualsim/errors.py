@@ -39,5 +39,9 @@ class ProfileError(DualsimError):
     """A hardware profile or workload file that is missing or invalid."""
 
 
+class TraceError(DualsimError):
+    """A profiler trace that is missing, malformed, truncated, or lacks what calibration needs."""
+
+
 class RuntimeRunError(DualsimError):
     """A run of a plan that failed: a rank died, hung, or the plan does not fit."""
