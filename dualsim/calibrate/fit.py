@@ -20,7 +20,7 @@ from typing import Any, Sequence
 
 from dualsim.calibrate.rows import Row
 from dualsim.errors import TraceError
-from dualsim.hardware import PROFILE_SCHEMA, Profile, parse_profile
+from dualsim.cluster.profile import PROFILE_SCHEMA, Profile, parse_profile
 
 DIGITS = 3
 #: a row depends on a parameter when its elasticity (relative change of the row per relative

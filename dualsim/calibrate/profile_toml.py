@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 from typing import Any, Iterable
 
-from dualsim.hardware import PROFILE_SCHEMA, parse_profile
+from dualsim.cluster.profile import PROFILE_SCHEMA, parse_profile
 
 
 def _scalar(v: Any) -> str:

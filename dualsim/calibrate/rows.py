@@ -27,8 +27,9 @@ from dataclasses import dataclass
 from typing import Callable
 
 from dualsim.calibrate.pieces import PieceTimes
-from dualsim.costs import a2a_transfer, kernel_time
-from dualsim.hardware import Profile
+from dualsim.cluster.comm import a2a_flow
+from dualsim.cluster.compute import kernel_time
+from dualsim.cluster.profile import Profile
 from dualsim.workload import Gemm, Model, Unit, model_units
 
 CORE_KINDS = ("attention_fwd", "attention_bwd")
@@ -84,7 +85,7 @@ def build_rows(times: PieceTimes, setting: Setting) -> list[Row]:
 
     def a2a(kind: str) -> Callable[[Profile], float]:
         def f(prof: Profile) -> float:
-            t = a2a_transfer(setting.model, prof, setting.ep, tok, kind)
+            t = a2a_flow(setting.model, prof, setting.ep, tok, kind)
             return t.standalone_time(prof, overlapped=True)
         return f
 

@@ -47,6 +47,7 @@ class Kernel:
     start: float
     dur: float
     launch: float  # CPU time of the launch call
+    launch_tid: Any  # CPU thread of the launch call
 
     @property
     def end(self) -> float:
@@ -168,8 +169,8 @@ def read_trace(path: str | Path) -> Trace:
         pid = e.get("pid")
         return pid if merged and isinstance(pid, int) else base_rank
 
-    launches: dict[tuple[int, Any], float] = {}
-    flows: dict[tuple[int, Any], float] = {}
+    launches: dict[tuple[int, Any], tuple[float, Any]] = {}
+    flows: dict[tuple[int, Any], tuple[float, Any]] = {}
     gpu: list[tuple[int, dict[str, Any], float, float]] = []
     raw_ranges: list[tuple[int, dict[str, Any], float, float]] = []
     for i, e in enumerate(events):
@@ -183,9 +184,9 @@ def read_trace(path: str | Path) -> Trace:
         elif ph == "X" and cat in LAUNCH_CATS:
             corr = (e.get("args") or {}).get("correlation")
             if corr is not None and _num(e.get("ts")):
-                launches[(rank_of(e), corr)] = float(e["ts"])
+                launches[(rank_of(e), corr)] = (float(e["ts"]), e.get("tid"))
         elif ph == "s" and cat == "ac2g" and _num(e.get("ts")):
-            flows[(rank_of(e), e.get("id"))] = float(e["ts"])
+            flows[(rank_of(e), e.get("id"))] = (float(e["ts"]), e.get("tid"))
         elif ph == "X" and cat == RANGE_CAT:
             ts, dur = _timed(e, i, where)
             raw_ranges.append((i, e, ts, dur))
@@ -201,7 +202,7 @@ def read_trace(path: str | Path) -> Trace:
             unlinked += 1
             continue
         kernels.append(Kernel(str(e.get("name", "")), r, args.get("stream", e.get("tid")),
-                              ts, dur, launch))
+                              ts, dur, launch[0], launch[1]))
     if gpu and not kernels:
         raise TraceError(f"{where}: none of its {len(gpu)} GPU kernels links to the CPU call "
                          "that launched it (no cuda_runtime events or ac2g flows with their "

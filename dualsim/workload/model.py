@@ -144,7 +144,12 @@ def parse_model(raw: dict[str, Any], file: str) -> Model:
 
 
 def load_model(name_or_path: str) -> Model:
-    """A built-in preset by name (deepseek-v3, small-moe, llama-70b) or a user's TOML file."""
+    """A built-in preset by name (deepseek-v3, small-moe, llama-70b), a user's TOML file, or a
+    Hugging Face config.json (or checkpoint folder), read by hf_config.py with its defaults."""
+    from dualsim.workload.hf_config import is_hf_config, load_hf_config
+
+    if is_hf_config(name_or_path):
+        return load_hf_config(name_or_path)
     path = resolve(name_or_path, "models", "model")
     return parse_model(read_toml(path, "model"), str(path))
 
