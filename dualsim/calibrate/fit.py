@@ -107,6 +107,21 @@ def dependencies(rows: Sequence[Row], raw: dict[str, Any], file: str,
     return deps
 
 
+def _check_determined(jac: Any, x: Sequence[float], keys: Sequence[str],
+                      fitted: Sequence[Row]) -> None:
+    """TraceError when the fitted rows cannot set the parameters independently (rank)."""
+    import numpy as np
+
+    j = np.asarray(jac, dtype=float) * np.asarray(x, dtype=float)  # per relative change
+    _, sv, vt = np.linalg.svd(j)
+    if len(sv) == len(keys) and sv[-1] > 1e-6 * max(sv[0], 1e-300):
+        return
+    tied = [k for k, v in zip(keys, vt[-1]) if abs(v) > 1e-6]
+    raise TraceError(f"the fitted rows ({', '.join(r.name for r in fitted)}) cannot set "
+                     f"{' and '.join(tied)} apart; keep in the fit a row that moves one of them "
+                     "without the other (--hold-out)")
+
+
 def fit(rows: Sequence[Row], raw: dict[str, Any], file: str, keys: Sequence[str],
         held_out: Sequence[str]) -> FitResult:
     """Fit ``keys`` to the rows not in ``held_out``; the held-out rows are predicted."""
@@ -144,6 +159,7 @@ def fit(rows: Sequence[Row], raw: dict[str, Any], file: str, keys: Sequence[str]
     if keys:
         sol = least_squares(residuals, x0, bounds=(lo, hi), method="trf", x_scale="jac",
                             xtol=1e-12, ftol=1e-12, gtol=1e-12)
+        _check_determined(sol.jac, sol.x, keys, fitted)
         values = {k: max(a, min(b, _round(float(v))))
                   for k, v, a, b in zip(keys, sol.x, lo, hi)}
     else:

@@ -33,6 +33,16 @@ from dualsim.cluster.profile import Profile
 from dualsim.workload import Gemm, Model, Unit, model_units
 
 CORE_KINDS = ("attention_fwd", "attention_bwd")
+#: profile fields a trace of an MoE layer can determine (section.key); a field no row of the
+#: trace depends on materially is left as it is (fit.dependencies)
+FITTED_KEYS = ("efficiency.attention_fwd", "efficiency.dense_gemm", "efficiency.expert_gemm",
+               "efficiency.attention_bwd", "efficiency.bf16_gemm", "comm.overlap_rate",
+               "comm.a2a_latency")
+#: rows held out of the fit unless --hold-out says otherwise: the forward pass and the
+#: attention-core backward kernel set the parameters; the rest of the backward, the weight
+#: gradients and the backward all-to-alls are predicted
+DEFAULT_HOLD_OUT = ("attn_rest_i", "mlp_i", "attn_w", "mlp_w", "a2a_combine_b",
+                    "a2a_dispatch_b")
 
 
 @dataclass(frozen=True)

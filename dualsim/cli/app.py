@@ -3,7 +3,7 @@
 Every user mistake ends in one `error: ...` line on stderr and exit code 1 (2 for usage
 errors), never a traceback. `--json` output goes alone to stdout; progress goes to stderr.
 Commands live in this package: schedules.py (schedules, emit, check), simulate.py (simulate,
-compare), profiles.py, run.py, plan.py.
+compare), profiles.py, run.py, plan.py, calibrate.py.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from typing import Any
 
 import typer
 
+from dualsim.cli.calibrate import calibrate_command
 from dualsim.cli.plan import plan_command
 from dualsim.cli.profiles import profiles_command
 from dualsim.cli.run import run_command
@@ -36,6 +37,7 @@ app.command("compare")(compare_cmd)
 app.command("profiles", help="List hardware profiles and workload presets.")(profiles_command)
 app.command("run", help="Execute a plan on torch.distributed (gloo here, NCCL under "
             "torchrun) and check it against a single-process reference.")(run_command)
+app.command("calibrate")(calibrate_command)
 app.command("plan", help="Sweep schedules x ranks x micro-batches x comm SMs; rank by "
             "throughput.")(plan_command)
 
