@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from dualsim.errors import ProfileError
-from dualsim.workload import load_model, model_units
+from dualsim.workload.model import load_model
+from dualsim.workload.units import model_units
 from dualsim.workload.hf_config import SUPPORTED, load_hf_config
 
 CONFIGS = Path(__file__).parents[1] / "dualsim" / "data" / "hf_configs"

@@ -18,7 +18,7 @@ from dualsim.calibrate.rows import DEFAULT_HOLD_OUT, FITTED_KEYS, Setting, build
 from dualsim.calibrate.trace import Trace, read_trace, require
 from dualsim.cluster.profile import parse_profile
 from dualsim.datafiles import read_toml, resolve
-from dualsim.workload import Model, default_layout, load_model
+from dualsim.workload.model import Model, default_layout, load_model
 
 
 @dataclass(frozen=True)

@@ -30,7 +30,8 @@ from dualsim.calibrate.pieces import PieceTimes
 from dualsim.cluster.comm import a2a_flow
 from dualsim.cluster.compute import kernel_time
 from dualsim.cluster.profile import Profile
-from dualsim.workload import Gemm, Model, Unit, model_units
+from dualsim.workload.model import Model
+from dualsim.workload.units import Gemm, Unit, model_units
 
 CORE_KINDS = ("attention_fwd", "attention_bwd")
 #: profile fields a trace of an MoE layer can determine (section.key); a field no row of the

@@ -15,6 +15,7 @@ from typing import Optional
 import typer
 
 from dualsim.cli.common import out_console, print_json, user_errors
+from dualsim.defaults import DEFAULT_MODEL, DEFAULT_PROFILE
 from dualsim.errors import DualsimError
 
 
@@ -22,10 +23,10 @@ def calibrate_command(
     trace: Path = typer.Argument(..., help="PyTorch profiler trace (Chrome trace JSON, "
                                  ".json or .json.gz)."),
     profile: Optional[str] = typer.Option(None, "--profile", help="Hardware profile to fit "
-                                          "(name or TOML file); default h800."),
+                                          f"(name or TOML file); default {DEFAULT_PROFILE}."),
     model: Optional[str] = typer.Option(None, "--model", help="The traced model: preset name, "
                                         "TOML file or Hugging Face config.json; default "
-                                        "deepseek-v3."),
+                                        f"{DEFAULT_MODEL}."),
     ep: Optional[int] = typer.Option(None, "--ep", help="EP degree of the traced job "
                                      "(default: the model's layout)."),
     microbatch_tokens: Optional[int] = typer.Option(None, "--microbatch-tokens", help="Tokens "
@@ -79,8 +80,8 @@ def _hardware(t, profile: Optional[str], model: Optional[str], ep: Optional[int]
     for flag, v in (("--ep", ep), ("--microbatch-tokens", tokens)):
         if v is not None and v < 1:
             raise DualsimError(f"{flag} must be a positive integer, got {v}")
-    cal = calibrate_profile(t, profile or "h800", model or "deepseek-v3", ep=ep, tokens=tokens,
-                            hold_out=_hold_out(hold_out),
+    cal = calibrate_profile(t, profile or DEFAULT_PROFILE, model or DEFAULT_MODEL, ep=ep,
+                            tokens=tokens, hold_out=_hold_out(hold_out),
                             name=out.stem if out is not None else None)
     if out is not None:
         from dualsim.io import write_atomic
