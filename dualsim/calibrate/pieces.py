@@ -71,6 +71,65 @@ def sample(rng: Range, layer: int) -> PieceSample:
 
 
 @dataclass(frozen=True)
+class Pairs:
+    """Matched compute kernels run with and without a communication kernel resident (s)."""
+
+    positions: int  # kernel positions seen both ways
+    alone: float    # sum over positions of the mean duration with no comm kernel resident
+    shared: float   # ... and with one resident
+
+    @property
+    def slowdown(self) -> float:
+        """shared / alone - 1 (0 without pairs)."""
+        return self.shared / self.alone - 1 if self.alone > 0 else 0.0
+
+
+#: a kernel counts as run with (without) a comm kernel resident when at least (at most) this
+#: share of its duration overlaps one
+PAIR_WITH, PAIR_WITHOUT = 0.9, 0.1
+
+
+def comm_pairs(trace: Trace) -> dict[str, Pairs]:
+    """Per kernel class, the same kernels with and without a comm kernel resident.
+
+    "The same kernel" is the same position (n-th kernel, same name and stream) in the ranges of
+    one compute piece name (``attn(F)`` of every layer...): each layer runs the same kernels, some
+    while the other micro-batch's all-to-all is in flight and some not. A position counts when
+    it was seen both ways; its mean durations are summed per class.
+    """
+    comm = sorted(((k.start, k.end) for k in trace.kernels
+                   if kernel_class(k.name) in ("a2a_data", "a2a_control", "collective")))
+
+    def shared(start: float, end: float) -> float:
+        return sum(max(0.0, min(end, b) - max(start, a)) for a, b in comm
+                   if a < end and b > start)
+
+    seen: dict[tuple, tuple[list[float], list[float]]] = {}
+    for rng in trace.ranges:
+        m = PIECE_RE.match(rng.name)
+        if m is None or m.group(1) in ("dispatch", "combine"):
+            continue
+        for i, k in enumerate(rng.kernels):
+            if k.dur <= 0:
+                continue
+            frac = shared(k.start, k.end) / k.dur
+            key = (rng.name, i, k.name, k.stream)
+            w, wo = seen.setdefault(key, ([], []))
+            if frac >= PAIR_WITH:
+                w.append(k.dur * 1e-6)
+            elif frac <= PAIR_WITHOUT:
+                wo.append(k.dur * 1e-6)
+    out: dict[str, list[float]] = {}
+    for (_, _, name, _), (w, wo) in sorted(seen.items(), key=lambda kv: str(kv[0])):
+        if w and wo:
+            acc = out.setdefault(kernel_class(name), [0, 0.0, 0.0])
+            acc[0] += 1
+            acc[1] += statistics.fmean(wo)
+            acc[2] += statistics.fmean(w)
+    return {c: Pairs(int(v[0]), v[1], v[2]) for c, v in sorted(out.items())}
+
+
+@dataclass(frozen=True)
 class PieceTimes:
     """Every piece range of a trace, with per-layer samples; times in seconds."""
 
