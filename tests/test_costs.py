@@ -22,9 +22,10 @@ from dualsim.workload.model import load_model
 R = 16
 TRACE = Path(__file__).parent / "data" / "traces" / "deepseek-v3-train-trace.trimmed.json.gz"
 
-#: the largest |model / measured - 1| of each held-out row (docs/validation.md gives the table)
-HELD_OUT_BOUND = {"attn_rest_i": 0.25, "mlp_i": 0.15, "attn_w": 0.35, "mlp_w": 0.30,
-                  "a2a_combine_b": 0.25, "a2a_dispatch_b": 0.05}
+#: the largest |model / measured - 1| of each predicted row (docs/validation.md gives the table)
+PREDICTED_BOUND = {"attn_gemm_f": 0.20, "attn_gemm_i": 0.25, "attn_other_i": 0.20,
+                   "attn_gemm_w": 0.30, "mlp_gemm_f": 0.15, "mlp_gemm_i": 0.10,
+                   "mlp_other_i": 0.45, "a2a_combine_b": 0.25, "a2a_dispatch_b": 0.05}
 
 
 @pytest.fixture(scope="module")
@@ -32,16 +33,16 @@ def calibration():
     return calibrate_profile(TRACE, "h800", "deepseek-v3")
 
 
-def test_default_split_holds_out_as_many_rows_as_it_fits(calibration) -> None:
+def test_default_split_predicts_at_least_as_many_rows_as_it_fits(calibration) -> None:
     predicted = [r.name for r in calibration.result.predicted]
-    assert predicted == list(DEFAULT_HOLD_OUT) == list(HELD_OUT_BOUND)
+    assert set(predicted) == set(PREDICTED_BOUND) >= set(DEFAULT_HOLD_OUT)
     assert len(predicted) >= len(calibration.result.fitted)
 
 
-@pytest.mark.parametrize("name", DEFAULT_HOLD_OUT)
-def test_held_out_row_is_predicted_within_its_bound(calibration, name: str) -> None:
+@pytest.mark.parametrize("name", sorted(PREDICTED_BOUND))
+def test_predicted_row_is_within_its_bound(calibration, name: str) -> None:
     row = next(r for r in calibration.result.predicted if r.name == name)
-    assert abs(row.error) <= HELD_OUT_BOUND[name], (
+    assert abs(row.error) <= PREDICTED_BOUND[name], (
         f"{name}: model {row.model_ms:.3f} ms vs measured {row.measured_ms:.3f} ms")
 
 

@@ -62,6 +62,7 @@ class FitResult:
     params: tuple[ParamResult, ...]
     fitted: tuple[RowResult, ...]
     predicted: tuple[RowResult, ...]
+    unmodelled: tuple[RowResult, ...]  # measured kernels the cost model has no term for
 
 
 def _bounds(key: str) -> tuple[float, float]:
@@ -127,15 +128,20 @@ def fit(rows: Sequence[Row], raw: dict[str, Any], file: str, keys: Sequence[str]
     """Fit ``keys`` to the rows not in ``held_out``; the held-out rows are predicted."""
     from scipy.optimize import least_squares
 
+    unmodelled = tuple(RowResult(r.name, r.measured * 1e3, 0.0, -1.0, r.what) for r in rows
+                       if r.model is None)
+    rows = [r for r in rows if r.model is not None]
     names = [r.name for r in rows]
     unknown = [h for h in held_out if h not in names]
     if unknown:
         raise TraceError(f"--hold-out names unknown row {unknown[0]!r}; rows of this trace: "
                          f"{', '.join(names)}")
-    fitted = [r for r in rows if r.name not in held_out]
-    predicted = [r for r in rows if r.name in held_out]
     deps = dependencies(rows, raw, file, keys)
     keys = [k for k in keys if deps[k]]  # parameters no row of this trace depends on stay put
+    # a row that depends on no fitted parameter sets nothing: it is a prediction either way
+    setting = {n for k in keys for n in deps[k]}
+    fitted = [r for r in rows if r.name not in held_out and r.name in setting]
+    predicted = [r for r in rows if r.name in held_out or r.name not in setting]
     for key in keys:
         if not any(n not in held_out for n in deps[key]):
             raise TraceError(f"no fitted row determines {key}: its rows {', '.join(deps[key])} "
@@ -144,9 +150,9 @@ def fit(rows: Sequence[Row], raw: dict[str, Any], file: str, keys: Sequence[str]
         raise TraceError(f"{len(keys)} parameters ({', '.join(keys)}) need at least as many "
                          f"fitted rows, got {len(fitted)}; hold out fewer rows")
     if len(predicted) < len(fitted):
-        raise TraceError(f"{len(fitted)} fitted rows but only {len(predicted)} held out: hold "
-                         "out at least as many rows as are fitted, so the table of predictions "
-                         f"is as large as the fit (--hold-out; rows: {', '.join(names)})")
+        raise TraceError(f"{len(fitted)} fitted rows but only {len(predicted)} predicted: hold "
+                         "out more rows, so the table of predictions is at least as large as "
+                         f"the fit (--hold-out; rows: {', '.join(names)})")
 
     lo = [_bounds(k)[0] for k in keys]
     hi = [_bounds(k)[1] for k in keys]
@@ -177,4 +183,4 @@ def fit(rows: Sequence[Row], raw: dict[str, Any], file: str, keys: Sequence[str]
     params = tuple(ParamResult(k, new_raw[k.split(".")[0]][k.split(".")[1]]["unit"], values[k],
                                _value(raw, k), tuple(n for n in deps[k] if n not in held_out))
                    for k in keys)
-    return FitResult(new_raw, prof, params, table(fitted), table(predicted))
+    return FitResult(new_raw, prof, params, table(fitted), table(predicted), unmodelled)

@@ -45,6 +45,8 @@ class Calibration:
                             "previous": p.previous, "rows": list(p.rows)} for p in r.params],
             "fitted": [row.as_dict() for row in r.fitted],
             "predicted": [row.as_dict() for row in r.predicted],
+            "unmodelled": [{"name": row.name, "measured_ms": round(row.measured_ms, 4)}
+                           for row in r.unmodelled],
             "pieces": {k: {"layers": self.times.layers(k),
                            "kernel_ms": round(self.times.mean(k) * 1e3, 4),
                            "span_ms": round(sum(s.span for s in self.times.of(k))

@@ -30,7 +30,10 @@ KERNEL_CLASSES: tuple[tuple[str, re.Pattern[str]], ...] = (
     ("a2a_data", re.compile(r"\b(internode|intranode|internode_ll)::(dispatch|combine)\b")),
     ("collective", re.compile(r"^nccl|\bnccl[A-Z]")),
     ("attention_core", re.compile(r"flash|fmha", re.IGNORECASE)),
-    ("gemm", re.compile(r"gemm|cutlass|cublas|xmma", re.IGNORECASE)),
+    # GEMM kernels (DeepGEMM/CUTLASS GemmKernel, cuBLAS xmma), not the GEMM library's helper
+    # kernels (dpsk::grouped_gemm::cuda::utils::transpose: a layout transpose, elementwise)
+    ("gemm", re.compile(r"GemmKernel|xmma_gemm|cublas|[a-z0-9]_gemm_?kernel|cutlass.*gemm"
+                        r"(?!.*::utils::)", re.IGNORECASE)),
 )
 OTHER = "other"
 

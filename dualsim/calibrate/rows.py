@@ -1,24 +1,28 @@
 """Calibration rows: one measured quantity of a trace and the cost model's value for it.
 
 Each row is a disjoint set of kernels of one MoE layer (mean over the trace's layers), so a row
-held out of the fit shares no kernel with a fitted one:
+held out of the fit shares no kernel with a fitted one. Trace kernel classes (pieces.py) map onto
+the cost model's kernel types (dualsim/workload/units.py): ``gemm`` <-> Gemm, ``attention_core``
+<-> AttentionCore, ``other`` <-> Elementwise.
 
 | row | kernels (ranges as in DeepSeek's trace) | the model's term |
 |---|---|---|
-| attn_core_f | attention-core kernels (FlashAttention/MLA) in ``attn(F)`` | core FLOPs, attention_fwd |
-| attn_rest_f | all other kernels in ``attn(F)`` (projections, norms, RoPE, casts) | projection GEMMs |
-| mlp_f | ``mlp(F)`` | expert GEMMs (+ router) |
-| attn_core_i | attention-core kernels in ``attn(B)`` | 2.5 x core FLOPs, attention_bwd |
-| attn_rest_i | all other kernels in ``attn(B)`` | projection input-grad GEMMs + recomputation |
-| mlp_i | ``mlp(B)`` | expert input-grad GEMMs |
-| attn_w, mlp_w | ``attn(W)``, ``mlp(W)`` | weight-grad GEMMs |
+| attn_core_f, attn_core_i | attention-core kernels of ``attn(F)``, ``attn(B)`` | AttentionCore |
+| attn_gemm_f, attn_gemm_i | GEMM kernels of ``attn(F)``, ``attn(B)`` (projections, router) | Gemm (fprop; dgrad + recomputed up-projections) |
+| mlp_gemm_f, mlp_gemm_i | GEMM kernels of ``mlp(F)``, ``mlp(B)`` (experts) | Gemm |
+| attn_other_f, attn_other_i, mlp_other_f, mlp_other_i | the other kernels (norms, casts, RoPE, permutes, SwiGLU) | Elementwise |
+| attn_gemm_w, mlp_gemm_w | GEMM kernels of ``attn(W)``, ``mlp(W)`` | Gemm (wgrad) |
 | a2a_dispatch_f | data-moving all-to-all kernel in ``dispatch(F)`` (FP8) | all-to-all ``dispatch`` |
 | a2a_combine_f | data-moving all-to-all kernel in ``combine(F)`` (BF16) | ``combine`` |
 | a2a_combine_b | data kernel in ``combine(B)``: a dispatch of FP8 gradients | ``combine_bwd`` |
 | a2a_dispatch_b | data kernel in ``dispatch(B)``: a combine of BF16 gradients | ``dispatch_bwd`` |
 
-The all-to-all rows leave out the notify/layout kernels (the model's latency is per kernel).
-The model is evaluated as the trace ran: the all-to-all overlapped with compute (an FB).
+Kernels the cost model has no term for (``mlp(W)``'s FP8 casts and transposes: the model's
+weight-gradient pass is its GEMMs only) are rows without a model: fit.py lists them as
+``unmodelled`` and leaves them out of both tables. The all-to-all rows leave out the notify/layout kernels (the model's latency is per kernel).
+The model is evaluated as the trace ran: compute kernels on the SMs the communication kernels
+leave (DeepSeek's GEMMs were launched on 112 of 132 SMs), the all-to-all overlapped with compute
+(an FB).
 """
 
 from __future__ import annotations
@@ -31,18 +35,21 @@ from dualsim.cluster.comm import a2a_flow
 from dualsim.cluster.compute import kernel_time
 from dualsim.cluster.profile import Profile
 from dualsim.workload.model import Model
-from dualsim.workload.units import Gemm, Unit, model_units
+from dualsim.workload.units import AttentionCore, Elementwise, Gemm, Kernel, Unit, model_units
 
-CORE_KINDS = ("attention_fwd", "attention_bwd")
+#: trace kernel class -> cost model kernel type
+CLASS_TYPES = {"gemm": Gemm, "attention_core": AttentionCore, "other": Elementwise}
 #: profile fields a trace of an MoE layer can determine (section.key); a field no row of the
-#: trace depends on materially is left as it is (fit.dependencies)
-FITTED_KEYS = ("efficiency.attention_fwd", "efficiency.dense_gemm", "efficiency.expert_gemm",
-               "efficiency.attention_bwd", "efficiency.bf16_gemm", "comm.overlap_rate",
-               "comm.a2a_latency")
-#: rows held out of the fit unless --hold-out says otherwise: the forward pass and the
-#: attention-core backward kernel set the parameters; the rest of the backward, the weight
-#: gradients and the backward all-to-alls are predicted
-DEFAULT_HOLD_OUT = ("attn_rest_i", "mlp_i", "attn_w", "mlp_w", "a2a_combine_b",
+#: trace depends on materially is left as it is (fit.dependencies). The GEMM mainloop fractions
+#: of forward and input-gradient GEMMs come from DeepGEMM's table (`dualsim profiles
+#: --gemm-fit`), not from the trace: the trace's GEMM rows are predictions of that fit.
+FITTED_KEYS = ("efficiency.attention_fwd", "efficiency.attention_bwd", "efficiency.elementwise",
+               "gemm.fp8_wgrad_mainloop", "comm.overlap_rate", "comm.a2a_latency")
+#: rows held out of the fit unless --hold-out says otherwise (rows that depend on no fitted
+#: field, e.g. the forward and input-gradient GEMMs, are predictions anyway): the forward pieces,
+#: the attention-core backward kernel and the experts' weight gradient set the parameters; the
+#: rest of the backward, attention's weight gradient and the backward all-to-alls are predicted
+DEFAULT_HOLD_OUT = ("attn_other_i", "mlp_other_i", "attn_gemm_w", "a2a_combine_b",
                     "a2a_dispatch_b")
 
 
@@ -52,7 +59,7 @@ class Row:
 
     name: str
     measured: float
-    model: Callable[[Profile], float]
+    model: Callable[[Profile], float] | None  # None: the cost model has no such kernels
     what: str
 
 
@@ -68,7 +75,7 @@ class Setting:
 
 def moe_unit(setting: Setting) -> Unit:
     """The first MoE layer of the model (per token), as the cost model sees it."""
-    units = model_units(setting.model, min(setting.sequence, setting.tokens))
+    units = model_units(setting.model, min(setting.sequence, setting.tokens), setting.ep)
     for u in units:
         if u.moe and u.name.startswith("layer"):
             return u
@@ -78,21 +85,22 @@ def moe_unit(setting: Setting) -> Unit:
                        "trace needs the MoE model that was traced (--model)")
 
 
-def _kernels(gemms: tuple[Gemm, ...], core: bool | None) -> tuple[Gemm, ...]:
-    if core is None:
-        return gemms
-    return tuple(g for g in gemms if (g.kind in CORE_KINDS) == core)
+def _of(kernels: tuple[Kernel, ...], cls: str | None) -> tuple[Kernel, ...]:
+    """The kernels of one trace class (all of them for None)."""
+    if cls is None:
+        return kernels
+    return tuple(k for k in kernels if isinstance(k, CLASS_TYPES[cls]))
 
 
 def build_rows(times: PieceTimes, setting: Setting) -> list[Row]:
     """Every row the trace has (pieces missing from the trace give no row)."""
     unit = moe_unit(setting)
     pieces = {p.name: p for p in unit.pieces}
-    attn, mlp = pieces["attn"], pieces["mlp"]
     tok = setting.tokens
 
-    def compute(gemms: tuple[Gemm, ...]) -> Callable[[Profile], float]:
-        return lambda prof: kernel_time(gemms, tok, prof)
+    def compute(kernels: tuple[Kernel, ...]) -> Callable[[Profile], float]:
+        # as traced: on the SMs the all-to-all kernels leave
+        return lambda prof: kernel_time(kernels, tok, prof, sms=prof.sms - prof.comm_sms)
 
     def a2a(kind: str) -> Callable[[Profile], float]:
         def f(prof: Profile) -> float:
@@ -100,37 +108,33 @@ def build_rows(times: PieceTimes, setting: Setting) -> list[Row]:
             return t.standalone_time(prof, overlapped=True)
         return f
 
-    spec: list[tuple[str, str, str | None, str | None, Callable[[Profile], float], str]] = [
-        ("attn_core_f", "attn(F)", "attention_core", None,
-         compute(_kernels(attn.fwd, True)), "attention-core kernels of attn(F)"),
-        ("attn_rest_f", "attn(F)", None, "attention_core",
-         compute(_kernels(attn.fwd, False)), "attn(F) without its attention-core kernels"),
-        ("mlp_f", "mlp(F)", None, None, compute(mlp.fwd), "all kernels of mlp(F)"),
-        ("attn_core_i", "attn(B)", "attention_core", None,
-         compute(_kernels(attn.bwd_input, True)), "attention-core kernels of attn(B)"),
-        ("attn_rest_i", "attn(B)", None, "attention_core",
-         compute(_kernels(attn.bwd_input, False)), "attn(B) without its attention-core kernels"),
-        ("mlp_i", "mlp(B)", None, None, compute(mlp.bwd_input), "all kernels of mlp(B)"),
-        ("attn_w", "attn(W)", None, None, compute(attn.bwd_weight), "all kernels of attn(W)"),
-        ("mlp_w", "mlp(W)", None, None, compute(mlp.bwd_weight),
-         "all kernels of mlp(W) (two streams, summed)"),
-    ]
+    spec: list[tuple[str, str, str | None, Callable[[Profile], float] | None, str]] = []
+    for piece in ("attn", "mlp"):
+        p = pieces[piece]
+        for phase, kernels, trace_phase in (("f", p.fwd, "F"), ("i", p.bwd_input, "B"),
+                                            ("w", p.bwd_weight, "W")):
+            key = f"{piece}({trace_phase})"
+            for cls, label in (("attention_core", "core"), ("gemm", "gemm"),
+                               ("other", "other")):
+                mine = _of(kernels, cls)
+                spec.append((f"{piece}_{label}_{phase}", key, cls,
+                             compute(mine) if mine else None, f"{cls} kernels of {key}"))
     if setting.model.is_moe and setting.ep > 1:
         spec += [
-            ("a2a_dispatch_f", "dispatch(F)", "a2a_data", None, a2a("dispatch"),
+            ("a2a_dispatch_f", "dispatch(F)", "a2a_data", a2a("dispatch"),
              "data-moving all-to-all kernel of dispatch(F) (FP8)"),
-            ("a2a_combine_f", "combine(F)", "a2a_data", None, a2a("combine"),
+            ("a2a_combine_f", "combine(F)", "a2a_data", a2a("combine"),
              "data-moving all-to-all kernel of combine(F) (BF16)"),
-            ("a2a_combine_b", "combine(B)", "a2a_data", None, a2a("combine_bwd"),
+            ("a2a_combine_b", "combine(B)", "a2a_data", a2a("combine_bwd"),
              "data-moving all-to-all kernel of combine(B) (a dispatch, FP8)"),
-            ("a2a_dispatch_b", "dispatch(B)", "a2a_data", None, a2a("dispatch_bwd"),
+            ("a2a_dispatch_b", "dispatch(B)", "a2a_data", a2a("dispatch_bwd"),
              "data-moving all-to-all kernel of dispatch(B) (a combine, BF16)"),
         ]
     rows = []
-    for name, key, cls, exclude, model, what in spec:
+    for name, key, cls, model, what in spec:
         if not times.of(key):
             continue
-        measured = times.mean(key, cls=cls, exclude=exclude)
+        measured = times.mean(key, cls=cls)
         if measured > 0:
             rows.append(Row(name, measured, model, what))
     return rows

@@ -103,6 +103,9 @@ def _hardware(t, profile: Optional[str], model: Optional[str], ep: Optional[int]
             tab.add_row(row.name, f"{row.measured_ms:.3f}", f"{row.model_ms:.3f}",
                         f"{row.error:+.1%}", row.what)
         console.print(tab)
+    if r.unmodelled:
+        console.print("measured but not in the cost model: " + ", ".join(
+            f"{row.name} {row.measured_ms:.3f} ms" for row in r.unmodelled))
     tab = Table(title=f"fitted parameters of {cal.profile}")
     for col in ("parameter", "value", "was", "unit", "fitted rows"):
         tab.add_column(col)
