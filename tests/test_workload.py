@@ -81,10 +81,17 @@ def test_bad_layouts(kw: dict, msg: str) -> None:
         build_layout(m, R, 120, DUALPIPE_HOLDERS, microbatch_tokens=4096, **kw)
 
 
-def test_dense_model_rejects_ep() -> None:
-    with pytest.raises(ProfileError, match="no experts"):
-        build_layout(load_model("llama-70b"), R, 64, [[k] for k in range(R)], ep=8, gpus=256,
-                     microbatch_tokens=4096)
+def test_dense_model_ep_only_places_gpus() -> None:
+    """--ep on a dense model groups data-parallel GPUs innermost: no all-to-all, but pipeline
+    neighbours land on different nodes (PP over IB instead of NVLink)."""
+    from dualsim.cluster.comm import a2a_copies, pp_flow
+
+    m, p = load_model("llama-70b"), load_profile("h800")
+    wide = build_layout(m, R, 64, [[k] for k in range(R)], ep=8, gpus=256, microbatch_tokens=4096)
+    narrow = build_layout(m, R, 64, [[k] for k in range(R)], ep=1, gpus=256,
+                          microbatch_tokens=4096)
+    assert a2a_copies(m, 8, 8) == (0.0, 0.0)
+    assert pp_flow(narrow, p, 0, 1).link == "nvlink" and pp_flow(wide, p, 0, 1).link == "ib"
 
 
 def test_bad_model_file_names_field(tmp_path: Path) -> None:

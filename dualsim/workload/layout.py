@@ -75,8 +75,8 @@ def check_parallel(model: Model, ranks: int, ep: int, gpus: int, microbatch_toke
         raise ProfileError(f"--ep {ep} must divide the {gpus // ranks} data-parallel GPUs per "
                            f"pipeline stage (gpus / ranks); pass --ep explicitly (without it "
                            "the model preset's default is used)")
-    if not model.is_moe and ep != 1:
-        raise ProfileError(f"model {model.name} has no experts: use --ep 1")
+    # a dense model has no all-to-all: --ep N then only groups N data-parallel GPUs innermost
+    # (the GPU order, hence which pipeline ranks share a node)
     if model.is_moe and model.routed_experts % ep:
         raise ProfileError(f"--ep {ep} must divide the {model.routed_experts} routed experts")
 
