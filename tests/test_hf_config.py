@@ -146,3 +146,38 @@ def test_option_errors() -> None:
         load_hf_config(CONFIGS / "llama-3-8b.json", seq_len=0)
     with pytest.raises(ProfileError, match="mla_up_proj needs MLA"):
         load_hf_config(CONFIGS / "llama-3-8b.json", recompute=["mla_up_proj"])
+
+
+def test_training_options_apply_to_any_model() -> None:
+    from dualsim.workload.model import with_training
+
+    m = load_model(str(CONFIGS / "llama-3-8b.json"))
+    t = with_training(m, seq_len=8192, recompute="full")
+    assert t.layout["sequence"] == t.layout["microbatch_tokens"] == 8192
+    assert t.recompute == ("full",)
+    assert with_training(load_model("deepseek-v3"), recompute="none").recompute == ()
+    # recomputation drops the activations it recomputes: less stored per token
+    full, none = (sum(u.activation_bytes for u in model_units(with_training(m, recompute=r),
+                                                              4096)) for r in ("full", "none"))
+    assert full < none / 5
+    with pytest.raises(ProfileError, match="needs MLA"):
+        with_training(m, recompute="mla_up_proj")
+    with pytest.raises(ProfileError, match="unknown option 'x'"):
+        with_training(m, recompute="rmsnorm,x")
+
+
+def test_simulate_takes_a_config_and_the_training_options() -> None:
+    from typer.testing import CliRunner
+
+    from dualsim.cli import app
+
+    base = ["simulate", "zb-h1", "--profile", "h800", "--model",
+            str(CONFIGS / "qwen3-30b-a3b.json"), "--ranks", "4", "--microbatches", "8", "--ep",
+            "8", "--precision", "bf16", "--json"]
+    runner = CliRunner()
+    plain = json.loads(runner.invoke(app, base).stdout)
+    long = json.loads(runner.invoke(app, base + ["--seq-len", "8192"]).stdout)
+    assert plain["microbatch_tokens"] == 4096 and long["microbatch_tokens"] == 8192
+    assert long["tokens_per_step"] == 2 * plain["tokens_per_step"]
+    saved = json.loads(runner.invoke(app, base + ["--recompute", "full"]).stdout)
+    assert saved["peak_memory_gb"] < plain["peak_memory_gb"]

@@ -20,3 +20,5 @@ IbOpt = typer.Option(None, "--ib-gbps", help="Usable InfiniBand bandwidth per GP
 NvOpt = typer.Option(None, "--nvlink-gbps", help="Usable NVLink bandwidth per GPU, GB/s.")
 PrecisionOpt = typer.Option(None, "--precision", help="GEMM precision fp8 or bf16 (default: the model preset's; a profile without FP8 runs bf16).")
 GlobalBatchOpt = typer.Option(None, "--global-batch", help="Sequences per step; micro-batches per pipeline = N x sequence / (microbatch tokens x gpus / ranks). Default: the preset's M.")
+SeqLenOpt = typer.Option(None, "--seq-len", help="Tokens per sequence, one sequence per micro-batch (default: the preset's; 4096 for a Hugging Face config).")
+RecomputeOpt = typer.Option(None, "--recompute", help="Recomputation (and so what activations are stored): none, or a comma-separated list of rmsnorm, mla_up_proj, swiglu_output, full (default: the preset's; none for a Hugging Face config).")

@@ -14,7 +14,8 @@ from dualsim.cli import simulation as simcmd
 from dualsim.cli.common import print_json, user_errors
 from dualsim.cli.options import (ChunksOpt, CommOpt, CommSmsOpt, CostsOpt, EpOpt, GpusOpt, IbOpt,
                                  GlobalBatchOpt, JsonOpt, MbsOpt, ModelOpt, NvOpt,
-                                 PrecisionOpt, ProfileOpt, RanksOpt, TokensOpt)
+                                 PrecisionOpt, ProfileOpt, RanksOpt, RecomputeOpt, SeqLenOpt,
+                                 TokensOpt)
 
 
 def simulate_cmd(
@@ -34,6 +35,8 @@ def simulate_cmd(
     nvlink_gbps: Optional[float] = NvOpt,
     precision: Optional[str] = PrecisionOpt,
     global_batch: Optional[int] = GlobalBatchOpt,
+    seq_len: Optional[int] = SeqLenOpt,
+    recompute: Optional[str] = RecomputeOpt,
     as_json: bool = JsonOpt,
     trace: Optional[Path] = typer.Option(None, "--trace", help="Write a Perfetto/Chrome trace (JSON)."),
     gantt: Optional[Path] = typer.Option(None, "--gantt", help="Write a Gantt chart (.png or .svg)."),
@@ -46,7 +49,8 @@ def simulate_cmd(
             raise DualsimError(f"--gantt {str(gantt)!r}: the file name must end in .png or .svg")
         cfg = simcmd.Config.make(ranks, microbatches, chunks, costs, comm, profile, model, ep,
                                  gpus, comm_sms, microbatch_tokens, ib_gbps, nvlink_gbps,
-                                 precision=precision, global_batch=global_batch)
+                                 precision=precision, global_batch=global_batch,
+                                 seq_len=seq_len, recompute=recompute)
         s = simcmd.load_schedule(schedule, cfg)
         if simcmd.is_plan_path(schedule):
             simcmd.check_plan_options(s, ranks, microbatches, chunks)
@@ -84,6 +88,8 @@ def compare_cmd(
     nvlink_gbps: Optional[float] = NvOpt,
     precision: Optional[str] = PrecisionOpt,
     global_batch: Optional[int] = GlobalBatchOpt,
+    seq_len: Optional[int] = SeqLenOpt,
+    recompute: Optional[str] = RecomputeOpt,
     out: Path = typer.Option(Path("dualsim-compare"), "--out", "-o", help="Folder for the charts and report."),
     as_json: bool = JsonOpt,
 ) -> None:
@@ -96,7 +102,8 @@ def compare_cmd(
                                "and report")
         cfg = simcmd.Config.make(ranks, microbatches, chunks, costs, comm, profile, model, ep,
                                  gpus, comm_sms, microbatch_tokens, ib_gbps, nvlink_gbps,
-                                 precision=precision, global_batch=global_batch)
+                                 precision=precision, global_batch=global_batch,
+                                 seq_len=seq_len, recompute=recompute)
         results, built, skipped = simcmd.compare(schedules or [], cfg)
         simcmd.print_warnings(results)
         written = simcmd.write_outputs(out, results, built, skipped, cfg)

@@ -34,10 +34,11 @@ class Config:
     def global_batch_microbatches(self, ranks: int) -> int:
         """M for --global-batch at ``ranks`` pipeline ranks, on this config's model and GPUs."""
         from dualsim.workload.layout import microbatches_for_global_batch
-        from dualsim.workload.model import default_layout, load_model
+        from dualsim.workload.model import default_layout, load_model, with_training
 
         assert self.hardware is not None and self.global_batch is not None
-        d = default_layout(load_model(self.hardware["model"]))
+        d = default_layout(with_training(load_model(self.hardware["model"]),
+                                         seq_len=self.hardware.get("seq_len")))
         return microbatches_for_global_batch(
             self.global_batch, sequence=d["sequence"],
             microbatch_tokens=self.hardware.get("microbatch_tokens", d["microbatch_tokens"]),
@@ -49,10 +50,12 @@ class Config:
              ep: int | None, gpus: int | None, comm_sms: int | None,
              microbatch_tokens: int | None, ib_gbps: float | None,
              nvlink_gbps: float | None, *, precision: str | None = None,
-             global_batch: int | None = None) -> "Config":
+             global_batch: int | None = None, seq_len: int | None = None,
+             recompute: str | None = None) -> "Config":
         overrides = {"ep": ep, "gpus": gpus, "comm_sms": comm_sms,
                      "microbatch_tokens": microbatch_tokens, "ib_gbps": ib_gbps,
-                     "nvlink_gbps": nvlink_gbps, "precision": precision}
+                     "nvlink_gbps": nvlink_gbps, "precision": precision, "seq_len": seq_len,
+                     "recompute": recompute}
         hw_asked = profile is not None or model is not None or global_batch is not None or any(
             v is not None for v in overrides.values())
         if precision is not None and precision not in ("fp8", "bf16"):

@@ -34,7 +34,7 @@ from dualsim.sim.simpy_abstract import simulate_simpy
 from dualsim.timeline import action_fields, from_rows
 from dualsim.validate import validate
 from dualsim.workload.layout import Layout, build_layout
-from dualsim.workload.model import Model, default_layout, load_model
+from dualsim.workload.model import Model, default_layout, load_model, with_training
 
 __all__ = ["simulate_hardware", "simulate_simpy"]
 
@@ -211,14 +211,17 @@ def simulate_hardware(schedule: Schedule, profile: str | Profile = DEFAULT_PROFI
                       model: str | Model = DEFAULT_MODEL, *, ep: int | None = None,
                       gpus: int | None = None, comm_sms: int | None = None,
                       microbatch_tokens: int | None = None, ib_gbps: float | None = None,
-                      nvlink_gbps: float | None = None, precision: str | None = None) -> SimResult:
+                      nvlink_gbps: float | None = None, precision: str | None = None,
+                      seq_len: int | None = None, recompute: str | None = None) -> SimResult:
     """One training step of ``schedule`` on a modelled cluster; times in seconds.
 
-    ``precision`` ("fp8" / "bf16") overrides the model preset's GEMM precision.
+    ``precision`` ("fp8" / "bf16") overrides the model preset's GEMM precision; ``seq_len`` and
+    ``recompute`` its sequence length and recomputation (workload.model.with_training).
     """
     prof = load_profile(profile) if isinstance(profile, str) else profile
     prof = prof.with_overrides(comm_sms=comm_sms, ib_gbps=ib_gbps, nvlink_gbps=nvlink_gbps)
     mdl = load_model(model) if isinstance(model, str) else model
+    mdl = with_training(mdl, seq_len=seq_len, recompute=recompute)
     mdl, warnings = precision_for(mdl, prof, precision)
     d = default_layout(mdl)
     tokens = microbatch_tokens if microbatch_tokens is not None else d["microbatch_tokens"]

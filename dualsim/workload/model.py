@@ -7,7 +7,7 @@ recomputation options, memory bytes per parameter and the published training lay
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from dualsim.datafiles import builtin_files, read_toml, resolve
@@ -158,6 +158,35 @@ def list_models() -> list[tuple[str, str]]:
     """(name, one-line description) of the built-in model presets."""
     return [(n, str(read_toml(p, "model").get("description", "")))
             for n, p in builtin_files("models").items()]
+
+
+def with_training(model: Model, *, seq_len: int | None = None,
+                  recompute: str | None = None) -> Model:
+    """The model with the CLI's training settings applied (None keeps the preset's).
+
+    ``seq_len`` (``--seq-len``): tokens per sequence, one sequence per micro-batch (sets the
+    layout's sequence and micro-batch tokens). ``recompute`` (``--recompute``): comma-separated
+    options of RECOMPUTE_OPTIONS, or "none"; it also sets what activations are stored, since
+    every option drops the activations it recomputes (docs/hardware-mode.md).
+    """
+    changes: dict[str, Any] = {}
+    if seq_len is not None:
+        if isinstance(seq_len, bool) or not isinstance(seq_len, int) or seq_len <= 0:
+            raise ProfileError(f"--seq-len must be a positive number of tokens, got {seq_len!r}")
+        changes["layout"] = dict(model.layout, sequence=seq_len, microbatch_tokens=seq_len)
+    if recompute is not None:
+        opts = [o.strip() for o in recompute.split(",") if o.strip()]
+        if opts == ["none"]:
+            opts = []
+        bad = [o for o in opts if o not in RECOMPUTE_OPTIONS]
+        if bad or (not opts and recompute.strip() != "none"):
+            raise ProfileError(f"--recompute: unknown option {(bad or [recompute])[0]!r}; give "
+                               f"none or a comma-separated list of {', '.join(RECOMPUTE_OPTIONS)}")
+        if "mla_up_proj" in opts and model.dims["attention"] != "mla":
+            raise ProfileError(f"--recompute mla_up_proj needs MLA attention; model "
+                               f"{model.name} has {model.dims['attention'].upper()}")
+        changes["recompute"] = tuple(dict.fromkeys(opts))
+    return replace(model, **changes) if changes else model
 
 
 def default_layout(model: Model) -> dict[str, Any]:
