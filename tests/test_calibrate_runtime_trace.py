@@ -56,7 +56,7 @@ def runtime_trace(schedule, costs=None, ep: int = 1, steps: int = 1,
     for k in range(steps):
         t0 = k * period
         for g in range(schedule.ranks * ep):
-            events.append(_range(f"ProfilerStep#{k}", g, t0, t0 + period - 5))
+            events.append(_range(f"step {k}", g, t0, t0 + period - 5))
         for rank, rows in tl.groupby("rank"):
             for e in range(ep):
                 g = rank * ep + e
@@ -69,8 +69,9 @@ def runtime_trace(schedule, costs=None, ep: int = 1, steps: int = 1,
                     for kind, st, mb in _peers(schedule, a, inputs=True):
                         events.append(_range(f"{st}{kind}{mb}", g, prev, start))
                     events.append(_range(row.action, g, start, end))
-                    for kind, st, mb in _peers(schedule, a, inputs=False):
-                        events.append(_range(f"{st}{kind}{mb}", g, end, end))
+                    sends = [f"{st}{kind}{mb}" for kind, st, mb in _peers(schedule, a, False)]
+                    if sends:  # one posting range for the batch, as the runtime names it
+                        events.append(_range(" ".join(sends), g, end, end))
                     prev = end
     return {"traceEvents": events, "dualsimPlan": schedule.to_dict(), "dualsimEp": ep}
 

@@ -4,7 +4,9 @@ The runtime writes one Chrome trace for all its processes (docs/runtime.md): the
 top-level key ``dualsimPlan``, ``dualsimEp`` = N processes per pipeline rank (expert parallelism),
 ``pid`` = the process's global rank g (pipeline rank g // N), one ``record_function`` range per
 executed action named in the IR's string form (``0F3``, ``(0F7;7B3)``, ``0SEND_F3``,
-``1RECV_B3``), piece ranges nested inside, and torch.profiler's ``ProfilerStep#k`` ranges.
+``1RECV_B3``; the posting of a batch of transfers is one range named by its actions joined by
+spaces, ``0SEND_F3 1RECV_B2``, and each receive's wait a range of its own), piece ranges nested
+inside, and a range ``step k`` per recorded step (or torch.profiler's ``ProfilerStep#k``).
 
 Each process's action ranges become a Timeline (compute actions on stream ``compute``, SEND/RECV
 on ``comm`` as ``pp_send``/``pp_recv``), one per step, on the trace's common clock with the step's
@@ -18,6 +20,7 @@ several steps the first (warm-up) is dropped.
 
 from __future__ import annotations
 
+import re
 import statistics
 from dataclasses import dataclass
 from typing import Any
@@ -29,7 +32,7 @@ from dualsim.errors import PlanError, TraceError
 from dualsim.ir import Action, Op, Schedule
 from dualsim.timeline import action_fields, from_rows
 
-STEP_PREFIX = "ProfilerStep#"
+STEP_RE = re.compile(r"^(ProfilerStep#|step )\d+$")
 
 
 def is_runtime_trace(trace: Trace) -> bool:
@@ -76,18 +79,22 @@ def _plan(trace: Trace) -> tuple[Schedule, int]:
     return plan, ep
 
 
-def _action(rng: Range) -> Action | None:
+def _actions(rng: Range) -> list[Action]:
+    """The actions a range stands for: one, or the transfers of a batch posting."""
     if not rng.name[:1].isdigit() and not rng.name.startswith("("):
-        return None
+        return []
     try:
-        return Action.parse(rng.name)
+        acts = [Action.parse(part) for part in rng.name.split()]
     except PlanError:
-        return None
+        return []
+    if len(acts) > 1:  # a batch posting: its sends (each receive has its own wait range)
+        return [a for a in acts if a.op in (Op.SEND_F, Op.SEND_B)]
+    return acts
 
 
 def _steps(ranges: list[Range]) -> list[tuple[float, float]]:
     """(start, end) of each profiler step of one process; the whole trace if it has none."""
-    steps = sorted((r.start, r.end) for r in ranges if r.name.startswith(STEP_PREFIX))
+    steps = sorted((r.start, r.end) for r in ranges if STEP_RE.match(r.name))
     if steps:
         return steps
     return [(min(r.start for r in ranges), max(r.end for r in ranges))]
@@ -113,16 +120,16 @@ def timelines(trace: Trace, plan: Schedule, ep: int, ep_index: int) -> list[pd.D
         for g in pids:
             lo, hi = steps[g][k]
             for r in by_pid[g]:
-                a = _action(r)
-                if a is None or not lo <= r.start < hi:
+                if not lo <= r.start < hi:
                     continue
-                op, stage, mb, chain, s2, m2, c2, text = action_fields(plan, a)
-                stream = "compute"
-                if a.op.is_transfer:
-                    stream = "comm"
-                    op = "pp_send" if a.op in (Op.SEND_F, Op.SEND_B) else "pp_recv"
-                rows.append((g // ep, stream, op, stage, mb, chain, s2, m2, c2, "",
-                             (r.start - origin) * 1e-6, (r.end - origin) * 1e-6, text))
+                for a in _actions(r):
+                    op, stage, mb, chain, s2, m2, c2, text = action_fields(plan, a)
+                    stream = "compute"
+                    if a.op.is_transfer:
+                        stream = "comm"
+                        op = "pp_send" if a.op in (Op.SEND_F, Op.SEND_B) else "pp_recv"
+                    rows.append((g // ep, stream, op, stage, mb, chain, s2, m2, c2, "",
+                                 (r.start - origin) * 1e-6, (r.end - origin) * 1e-6, text))
         if not any(row[1] == "compute" for row in rows):
             raise TraceError(f"{trace.path}: step {k} has no action ranges named like 0F3 or "
                              "(0F7;7B3); record with `dualsim run PLAN --profile-trace`")
