@@ -139,3 +139,30 @@ def test_runtime_trace_errors(tmp_path: Path) -> None:
                               "h800"])
     assert res.exit_code == 1 and "--profile is for GPU traces" in res.stderr
     assert res.stderr.count("\n") == 1
+
+
+@pytest.mark.runtime
+def test_a_trace_written_by_dualsim_run(tmp_path: Path) -> None:
+    """`dualsim run --profile-trace` then `dualsim calibrate`: the real format, end to end."""
+    import subprocess
+    import sys
+
+    pytest.importorskip("torch")
+    help_text = runner.invoke(app, ["run", "--help"]).stdout
+    if "--profile-trace" not in help_text:
+        pytest.skip("this runtime has no --profile-trace")
+    plan, prof = tmp_path / "p.json", tmp_path / "t.json"
+    emitted = runner.invoke(app, ["emit", "1f1b", "-r", "2", "-m", "4", "-o", str(plan)])
+    assert emitted.exit_code == 0
+    run = subprocess.run([sys.executable, "-m", "dualsim.cli", "run", str(plan), "--json",
+                          "--profile-trace", str(prof)], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    res = runner.invoke(app, ["calibrate", str(prof), "--json"])
+    assert res.exit_code == 0, res.stderr
+    doc = json.loads(res.stdout)
+    assert doc["schedule"] == "1f1b" and doc["ranks"] == 2 and doc["ep"] == 1
+    assert [r["stage"] for r in doc["per_stage"]] == [0, 1]
+    assert all(doc["costs"][k] > 0 for k in ("F", "B"))
+    again = runner.invoke(app, ["simulate", "1f1b", "-r", "2", "-m", "4",
+                                *doc["simulate_args"].split(), "--json"])
+    assert again.exit_code == 0, again.stderr
