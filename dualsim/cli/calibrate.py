@@ -35,8 +35,10 @@ def calibrate_command(
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Write the fitted profile "
                                        "here (.toml)."),
     hold_out: Optional[str] = typer.Option(None, "--hold-out", help="Rows held out of the fit "
-                                           "and predicted, comma-separated (default: the "
-                                           "backward and weight-gradient rows)."),
+                                           "and predicted, comma-separated (default: "
+                                           "attn_other_i, mlp_other_i, attn_gemm_w and the "
+                                           "backward all-to-alls; rows no fitted field depends "
+                                           "on are predicted anyway)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object on stdout "
                                  "instead of tables."),
 ) -> None:

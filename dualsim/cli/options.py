@@ -11,7 +11,7 @@ CostsOpt = typer.Option(None, "--costs", help="Abstract costs per rank-worth of 
 CommOpt = typer.Option(0.0, "--comm", help="Abstract transfer latency added to every cross-rank dependency.")
 JsonOpt = typer.Option(False, "--json", help="Print one JSON object on stdout instead of a table.")
 ProfileOpt = typer.Option(None, "--profile", help="Hardware profile name or TOML file (enables hardware mode).")
-ModelOpt = typer.Option(None, "--model", help="Workload preset name or TOML file (enables hardware mode).")
+ModelOpt = typer.Option(None, "--model", help="Workload preset name, TOML file, or Hugging Face config.json (enables hardware mode).")
 EpOpt = typer.Option(None, "--ep", help="Expert-parallel degree.")
 GpusOpt = typer.Option(None, "--gpus", help="Total GPUs (data parallel = gpus / ranks).")
 CommSmsOpt = typer.Option(None, "--comm-sms", help="SMs reserved for communication kernels.")

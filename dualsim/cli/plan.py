@@ -43,7 +43,7 @@ def parse_list(values: Optional[list[str]], convert: Callable[[str], T], flag: s
 
 def plan_command(
     profile: str = typer.Option(DEFAULT_PROFILE, "--profile", help="Hardware profile name or TOML file."),
-    model: str = typer.Option(DEFAULT_MODEL, "--model", help="Workload preset name or TOML file."),
+    model: str = typer.Option(DEFAULT_MODEL, "--model", help="Workload preset name, TOML file, or Hugging Face config.json."),
     gpus: Optional[int] = typer.Option(None, "--gpus", help="Total GPUs (default: the model's layout)."),
     schedules: Optional[list[str]] = typer.Option(None, "--schedules", help="Families to sweep (default: all)."),
     ranks: Optional[list[str]] = typer.Option(None, "--ranks", help="Pipeline ranks to sweep, e.g. 8,16."),
