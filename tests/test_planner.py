@@ -6,12 +6,22 @@ import csv
 import io
 import json
 
+import typer
 from typer.testing import CliRunner
 
 from dualsim import planner
+from dualsim.cli.plan import plan_command
 from dualsim.planner import Candidate, Outcome, Setting
+from dualsim.sim.hardware_mode import simulate_hardware
+from dualsim.generators import generate
 
 SMALL = Setting("h800", "small-moe", 64, 80.0)
+
+
+def app() -> typer.Typer:
+    a = typer.Typer()
+    a.command()(plan_command)
+    return a
 
 
 def test_candidates_cross_product_in_fixed_order():
@@ -23,33 +33,43 @@ def test_candidates_cross_product_in_fixed_order():
 
 
 def test_rule_breakers_are_dropped_with_the_rule():
-    o = planner.evaluate(Candidate("dualpipe", 4, 7, 20), SMALL)
-    assert not o.kept and o.reason.startswith("rule: dualpipe needs an even number of micro")
-    assert o.figures == {}
+    o = planner.screen(Candidate("dualpipe", 4, 7, 20), SMALL)
+    assert o.status == "dropped" and o.reason.startswith("rule: dualpipe needs an even number")
+    assert o.figures == {} and o.bound is None and o.kind == "rule"
 
 
 def test_impossible_layouts_are_dropped_with_the_reason():
-    o = planner.evaluate(Candidate("1f1b", 3, 8, 20), SMALL)  # 64 GPUs not divisible by 3
-    assert not o.kept and o.reason.startswith("layout: ") and "divisible" in o.reason
+    o = planner.screen(Candidate("1f1b", 3, 8, 20), SMALL)  # 64 GPUs not divisible by 3
+    assert o.status == "dropped" and o.reason.startswith("layout: ") and "divisible" in o.reason
 
 
-def test_memory_cap_drops_with_the_needed_amount():
+def test_memory_cap_drops_with_the_needed_amount_which_the_simulation_confirms():
     tight = Setting("h800", "small-moe", 64, 10.0)
-    o = planner.evaluate(Candidate("gpipe", 4, 8, 20), tight)
-    assert not o.kept and o.reason.startswith("memory: rank ")
-    assert o.figures["peak_memory_gb"] > 10.0
+    o = planner.screen(Candidate("gpipe", 4, 8, 20), tight)
+    assert o.status == "dropped" and o.reason.startswith("memory: rank ")
+    full = simulate_hardware(generate("gpipe", 4, 8), "h800", "small-moe", gpus=64, comm_sms=20)
+    # the screen's memory does not depend on timing: it is the simulation's, exactly
+    assert o.figures["peak_memory_gb"] == full.extra["peak_memory_gb"] > 10.0
     assert f"needs {o.figures['peak_memory_gb']:.1f} GB, over the 10 GB cap" in o.reason
 
 
-def fake(name, tps, mem, order, kept=True):
-    return Outcome(Candidate(name, 4, 8, 20), kept, "" if kept else "memory: x",
+def test_screen_bound_is_above_the_simulated_throughput():
+    c = Candidate("zb-v", 4, 8, 20)
+    o = planner.screen(c, SMALL)
+    full = planner.simulate(c, SMALL)
+    assert o.status == "open"
+    assert o.bound >= full["tokens_per_s_per_gpu"]
+
+
+def fake(name, tps, mem, order, status="kept"):
+    return Outcome(Candidate(name, 4, 8, 20), status, "" if status == "kept" else "memory: x",
                    {"tokens_per_s_per_gpu": tps, "peak_memory_gb": mem, "step_time_s": 1.0,
                     "mfu": 0.3, "bubble_rate": 0.1}, order)
 
 
 def test_ranking_by_throughput_then_memory_then_order():
     outs = [fake("a", 100, 50, 0), fake("b", 200, 60, 1), fake("c", 200, 40, 2),
-            fake("d", 300, 90, 3, kept=False), fake("e", 100, 50, 4)]
+            fake("d", 300, 90, 3, status="dropped"), fake("e", 100, 50, 4)]
     kept, dropped = planner.rank_outcomes(outs)
     assert [o.candidate.schedule for o in kept] == ["c", "b", "a", "e"]
     assert [o.candidate.schedule for o in dropped] == ["d"]
@@ -64,15 +84,15 @@ def test_sweep_in_a_pool_matches_in_process(tmp_path):
     cands = planner.candidates(["dualpipe", "zb-v"], [4], [8], [20]) + [
         Candidate("dualpipe", 4, 9, 20)]
     seen = []
-    one = planner.sweep(cands, SMALL, workers=1, on_done=seen.append)
+    one = planner.sweep(cands, SMALL, workers=1, on_progress=lambda t: seen.append(t.evaluated))
     two = planner.sweep(cands, SMALL, workers=2)
-    assert len(seen) == 3 and one.evaluated == two.evaluated == 3
+    assert seen[-1] == 3 and one.evaluated == two.evaluated == 3
     assert [o.row() for o in one.ranked] == [o.row() for o in two.ranked]
-    assert one.best.candidate.schedule == "dualpipe"  # overlapped all-to-all wins on MoE
+    assert one.to_json() == two.to_json()
     assert [o.kind for o in one.dropped] == ["rule"] and one.dropped_by_kind() == {"rule": 1}
     data = one.to_json()
-    assert data["evaluated"] == 3 and data["best"]["rank"] == 1
-    assert data["results"][0]["schedule"] == "dualpipe" and data["dropped"][0]["status"] == "dropped"
+    assert data["evaluated"] == 3 and data["best"]["rank"] == 1 and data["pruned"] == []
+    assert data["dropped"][0]["status"] == "dropped"
     rows = list(csv.DictReader(io.StringIO(planner.to_csv(one))))
     assert [r["rank"] for r in rows] == ["1", "2", ""]
     assert rows[2]["reason"].startswith("rule: ")
@@ -81,78 +101,84 @@ def test_sweep_in_a_pool_matches_in_process(tmp_path):
     assert (tmp_path / "p.png").read_bytes() == (tmp_path / "q.png").read_bytes()
     planner.render_pareto(one, tmp_path / "p.svg")
     best = one.best.candidate
-    assert (f"<!-- best: dualpipe R=4, M=8, {best.comm_sms} comm SMs -->"
-            in (tmp_path / "p.svg").read_text())
+    assert f"<!-- best: {best.describe()} -->" in (tmp_path / "p.svg").read_text()
+
+
+def test_the_reference_layout_is_always_simulated_and_verified():
+    ref = Candidate("1f1b", 4, 8, 20)
+    res = planner.sweep(planner.candidates(["dualpipe"], [4], [8, 16], [20]), SMALL, workers=1,
+                        keep=1, reference=ref)
+    assert res.reference is not None and res.reference.kept
+    assert res.reference.candidate == ref and res.evaluated == 3
+    full = simulate_hardware(generate("1f1b", 4, 8), "h800", "small-moe", gpus=64, comm_sms=20)
+    assert res.reference.figures["tokens_per_s_per_gpu"] == full.extra["tokens_per_s_per_gpu"]
+    d = res.to_json()
+    assert d["reference"]["reference"] is True and d["reference"]["rank"] == res.rank_of(
+        res.reference)
+    assert d["best_vs_reference"] == (res.best.figures["tokens_per_s_per_gpu"]
+                                      / full.extra["tokens_per_s_per_gpu"])
+    # a reference that is also in the grid is that configuration, not a second one
+    res2 = planner.sweep([ref, Candidate("dualpipe", 4, 8, 20)], SMALL, workers=1,
+                         reference=ref)
+    assert res2.evaluated == 2 and res2.reference.order == 0
 
 
 def test_plan_command_json_and_emit(tmp_path):
-    import typer
-
-    from dualsim.cli.plan import plan_command
-
-    app = typer.Typer()
-    app.command()(plan_command)
     emit = tmp_path / "best.json"
-    res = CliRunner().invoke(app, [
+    res = CliRunner().invoke(app(), [
         "--model", "small-moe", "--gpus", "64", "--schedules", "dualpipe,1f1b",
         "--ranks", "4", "--microbatches", "8,9", "--comm-sms", "20", "--workers", "1",
         "--out", str(tmp_path / "out"), "--json", "--emit", str(emit)])
     assert res.exit_code == 0, res.output
     data = json.loads(res.stdout)
-    assert data["evaluated"] == 4
+    assert data["evaluated"] == 5  # 4 in the grid + the published layout (dualpipe R=4, M=32)
+    assert data["reference"]["schedule"] == "dualpipe" and data["reference"]["microbatches"] == 32
     assert sorted((r["schedule"], r["microbatches"]) for r in data["results"]) == [
-        ("1f1b", 8), ("1f1b", 9), ("dualpipe", 8)]
+        ("1f1b", 8), ("1f1b", 9), ("dualpipe", 8), ("dualpipe", 32)]
     tps = [r["tokens_per_s_per_gpu"] for r in data["results"]]
-    assert tps == sorted(tps, reverse=True) and [r["rank"] for r in data["results"]] == [1, 2, 3]
-    assert len(data["dropped"]) == 1
-    assert data["best"]["schedule"] == "dualpipe" and data["best"]["microbatches"] == 8
+    assert tps == sorted(tps, reverse=True) and [r["rank"] for r in data["results"]] == [1, 2, 3, 4]
+    assert len(data["dropped"]) == 1 and data["pruned"] == []
     assert data["dropped"][0]["reason"].startswith("rule: dualpipe needs an even number")
+    best = data["best"]
     plan = json.loads(emit.read_text())
-    assert plan["format"] == "dualsim-plan" and plan["schedule"] == "dualpipe"
-    assert plan["ranks"] == 4 and plan["microbatches"] == 8
+    assert plan["format"] == "dualsim-plan" and plan["version"] == 1
+    assert (plan["schedule"], plan["ranks"], plan["microbatches"]) == (
+        best["schedule"], best["ranks"], best["microbatches"])
+    assert plan["world"] == {"profile": "h800", "model": "small-moe", "ep": best["ep"],
+                             "gpus": 64, "comm_sms": 20, "microbatch_tokens": 4096,
+                             "global_batch": best["microbatches"] * 64 // 4, "precision": "fp8"}
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
         "pareto.png", "pareto.svg", "plan.csv"]
 
 
 def test_plan_command_rejects_bad_lists(tmp_path):
-    import typer
-
-    from dualsim.cli.plan import plan_command
-
-    app = typer.Typer()
-    app.command()(plan_command)
-    res = CliRunner().invoke(app, ["--model", "small-moe", "--ranks", "4,x",
-                                   "--out", str(tmp_path)])
+    res = CliRunner().invoke(app(), ["--model", "small-moe", "--ranks", "4,x",
+                                     "--out", str(tmp_path)])
     assert res.exit_code == 1
     assert res.stderr.strip() == ("error: bad --ranks value 'x': expected a number, e.g. "
                                   "--ranks 8,16")
     for flag in ("--schedules", "--ranks", "--ib-gbps"):
-        res = CliRunner().invoke(app, ["--model", "small-moe", flag, " , ", "--out",
-                                       str(tmp_path)])
+        res = CliRunner().invoke(app(), ["--model", "small-moe", flag, " , ", "--out",
+                                         str(tmp_path)])
         assert res.exit_code == 1
         assert res.stderr.strip() == (f"error: {flag} was given no values; leave it out for "
                                       "the default sweep")
 
 
 def test_plan_command_rejects_non_positive_sizes_before_sweeping(tmp_path):
-    import typer
-
-    from dualsim.cli.plan import plan_command
-
-    app = typer.Typer()
-    app.command()(plan_command)
-    for flag, val in (("--gpus", "0"), ("--ep", "-1"), ("--microbatch-tokens", "0")):
+    for flag, val in (("--gpus", "0"), ("--ep", "-1"), ("--microbatch-tokens", "0"),
+                      ("--workers", "0")):
         out = tmp_path / flag.strip("-")
-        res = CliRunner().invoke(app, ["--model", "small-moe", flag, val, "--out", str(out),
-                                       "--json"])
+        res = CliRunner().invoke(app(), ["--model", "small-moe", flag, val, "--out", str(out),
+                                         "--json"])
         assert res.exit_code == 1
         assert res.stdout == ""
         assert res.stderr.strip() == f"error: {flag} must be 1 or more, got {val}"
         assert not out.exists()  # nothing swept, nothing written
     for flag, val in (("--ib-gbps", "0"), ("--nvlink-gbps", "nan"), ("--ib-gbps", "50,inf")):
         out = tmp_path / flag.strip("-")
-        res = CliRunner().invoke(app, ["--model", "small-moe", flag, val, "--out", str(out),
-                                       "--json"])
+        res = CliRunner().invoke(app(), ["--model", "small-moe", flag, val, "--out", str(out),
+                                         "--json"])
         assert res.exit_code == 1
         assert res.stdout == ""
         assert res.stderr.strip() == (f"error: {flag} must be a positive number of GB/s, got "
@@ -160,13 +186,19 @@ def test_plan_command_rejects_non_positive_sizes_before_sweeping(tmp_path):
         assert not out.exists()
 
 
+def test_plan_command_refuses_bad_executor_choices_before_sweeping(tmp_path):
+    out = tmp_path / "o"
+    for extra, msg in ((["--executor", "dask"], "error: unknown --executor 'dask': use local or ray"),
+                       (["--ray-address", "ray://x:1"],
+                        "error: --ray-address is for --executor ray; add --executor ray or drop "
+                        "--ray-address")):
+        res = CliRunner().invoke(app(), ["--model", "small-moe", "--out", str(out)] + extra)
+        assert res.exit_code == 1
+        assert res.stderr.strip() == msg
+        assert not out.exists()
+
+
 def test_plan_command_refuses_bad_out_and_emit_before_sweeping(tmp_path):
-    import typer
-
-    from dualsim.cli.plan import plan_command
-
-    app = typer.Typer()
-    app.command()(plan_command)
     blocker = tmp_path / "afile"
     blocker.write_text("x")
     for extra, msg in (
@@ -174,28 +206,25 @@ def test_plan_command_refuses_bad_out_and_emit_before_sweeping(tmp_path):
              f"error: cannot write '{blocker / 'plan.csv'}': '{blocker}' is a file, not a folder"),
             (["--out", str(tmp_path / "o"), "--emit", str(tmp_path)],
              f"error: cannot write '{tmp_path}': it is a folder; give a file name")):
-        res = CliRunner().invoke(app, ["--model", "small-moe", "--workers", "1"] + extra)
+        res = CliRunner().invoke(app(), ["--model", "small-moe", "--workers", "1"] + extra)
         assert res.exit_code == 1
         assert res.stderr.strip() == msg
         assert not (tmp_path / "o").exists()  # nothing swept, nothing written
 
 
 def test_plan_command_with_emit_and_no_survivor_says_why(tmp_path):
-    import typer
-
-    from dualsim.cli.plan import plan_command
-
-    app = typer.Typer()
-    app.command()(plan_command)
     emit = tmp_path / "best.json"
-    res = CliRunner().invoke(app, [
+    res = CliRunner().invoke(app(), [
         "--model", "small-moe", "--gpus", "64", "--schedules", "dualpipe", "--ranks", "4",
         "--microbatches", "9", "--comm-sms", "20", "--workers", "1", "--json",
-        "--out", str(tmp_path / "out"), "--emit", str(emit)])
+        "--memory-gb", "1", "--out", str(tmp_path / "out"), "--emit", str(emit)])
     assert res.exit_code == 1
-    assert json.loads(res.stdout)["files"] == [str(tmp_path / "out" / n) for n in
-                                               ("plan.csv", "pareto.png", "pareto.svg")]
+    data = json.loads(res.stdout)
+    assert data["files"] == [str(tmp_path / "out" / n) for n in
+                             ("plan.csv", "pareto.png", "pareto.svg")]
+    assert data["reference"]["status"] == "dropped"
+    assert data["reference"]["reason"].startswith("memory: ")
     assert res.stderr.strip().splitlines()[-1] == (
-        f"error: none of the 1 configurations survived (rule); see {tmp_path / 'out'}/plan.csv "
-        "for each reason, or raise --memory-gb / change the sweep")
+        f"error: none of the 2 configurations survived (memory, rule); see "
+        f"{tmp_path / 'out'}/plan.csv for each reason, or raise --memory-gb / change the sweep")
     assert not emit.exists()

@@ -1,9 +1,12 @@
-"""`dualsim plan`: sweep configurations in hardware mode, rank them by throughput, emit the best.
+"""`dualsim plan`: search configurations in hardware mode, rank them by throughput, emit the best.
 
 List options take comma-separated values or repeat (``--ranks 8,16`` = ``--ranks 8 --ranks 16``).
-Writes ``plan.csv`` and the Pareto chart (``pareto.png``/``.svg``) into ``--out``; ``--json``
-prints ``evaluated``, ``results`` (ranked survivors), ``dropped`` (with reasons) and ``best``;
-``--emit FILE`` writes the best configuration's executable plan for ``dualsim run``/torchrun.
+The model preset's published layout is always evaluated and shown for reference. Writes
+``plan.csv`` and the Pareto chart (``pareto.png``/``.svg``) into ``--out``; ``--json`` prints
+``evaluated``, ``results`` (ranked survivors), ``dropped`` (with reasons), ``pruned`` (with their
+throughput bound), ``best`` and ``reference``; ``--emit FILE`` writes the best configuration's
+executable plan, with its world, for ``dualsim simulate``, ``dualsim run`` and torchrun.
+Evaluations run here (``--executor local``, ``--workers``) or on Ray (``--executor ray``).
 """
 
 from __future__ import annotations
@@ -59,8 +62,10 @@ def plan_command(
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object on stdout."),
     emit: Optional[Path] = typer.Option(None, "--emit", help="Write the best configuration's plan (JSON) here."),
     workers: Optional[int] = typer.Option(None, "--workers", help="Worker processes (default: all cores)."),
+    executor: str = typer.Option("local", "--executor", help="Where evaluations run: local or ray."),
+    ray_address: Optional[str] = typer.Option(None, "--ray-address", help="Ray cluster to use, e.g. ray://head:10001 (default: a local Ray for the run)."),
 ) -> None:
-    """Sweep schedules x ranks x micro-batches x comm SMs (x what-ifs); rank by throughput."""
+    """Search schedules x ranks x micro-batches x comm SMs (x what-ifs); rank by throughput."""
     with user_errors():
         from dualsim import planner
         from dualsim.generators import FAMILIES
@@ -94,6 +99,8 @@ def plan_command(
                 raise DualsimError(f"{flag} must be 1 or more, got {val}")
         if top < 0:
             raise DualsimError(f"--top must be 0 or more, got {top}")
+        if workers is not None and workers < 1:
+            raise DualsimError(f"--workers must be 1 or more, got {workers}")
         cap = memory_gb if memory_gb is not None else prof.hbm_bytes / 1e9
         if not cap > 0:
             raise DualsimError(f"--memory-gb must be positive, got {cap:g}")
@@ -106,16 +113,27 @@ def plan_command(
         if emit is not None:
             check_writable_file(emit)
         cands = planner.candidates(names, rank_list, mb_list, sms_list, ib_list, nv_list)
-        with progress() as bar:
-            task = bar.add_task("simulating configurations", total=len(cands))
-            result = planner.sweep(cands, setting, workers=workers,
-                                   on_done=lambda _: bar.advance(task))
+        ref = planner.reference(layout, prof.comm_sms, setting)
+        ex = planner.make_executor(executor, workers, ray_address)
+        try:
+            with progress() as bar:
+                task = bar.add_task("evaluating configurations", total=len(cands) + 1)
+
+                def show(t: planner.Tally) -> None:
+                    bar.update(task, total=t.total, completed=t.evaluated,
+                               description=f"evaluated {t.evaluated}: pruned {t.pruned}, "
+                                           f"dropped {t.dropped}, simulated {t.simulated}")
+
+                result = planner.sweep(cands, setting, executor=ex, keep=max(top, 10),
+                                       reference=ref, on_progress=show)
+        finally:
+            ex.close()
         files = planner.write_outputs(result, out)
         emitted = emit is not None and result.best is not None
         if emitted:
             from dualsim.planfile import write_plan
 
-            write_plan(planner.best_schedule(result), str(emit))
+            write_plan(planner.best_schedule(result), str(emit), planner.best_world(result))
         if as_json:
             d = result.to_json()
             d["files"] = files + ([str(emit)] if emitted else [])
@@ -124,8 +142,8 @@ def plan_command(
             _print(result, top)
             err_console.print(f"wrote {', '.join(files)}", markup=False)
         if emitted:
-            err_console.print(f"best plan written to {emit}: run it with `dualsim run {emit}`",
-                              markup=False)
+            err_console.print(f"best plan written to {emit}: simulate it with `dualsim simulate "
+                              f"{emit}`, run it with `dualsim run {emit}`", markup=False)
         if result.best is None:
             raise DualsimError(f"none of the {result.evaluated} configurations survived "
                                f"({', '.join(result.dropped_by_kind())}); see {out}/plan.csv for each reason, "
@@ -139,20 +157,44 @@ def _print(result: SweepResult, top: int) -> None:
 
     s = result.setting
     t = Table(title=f"{s.model} on {s.gpus} x {s.profile}, memory cap {s.memory_gb:g} GB: "
-                    f"{len(result.ranked)} of {result.evaluated} configurations fit")
-    for col in ("#", "schedule", "R", "M", "comm SMs", "IB GB/s", "tok/s/GPU", "step (s)", "MFU",
-                "bubble", "peak mem (GB)"):
+                    f"{len(result.ranked)} of {result.evaluated} configurations fit "
+                    f"({len(result.pruned)} pruned by their bound)")
+    for col in ("#", "schedule", "R", "M", "EP", "comm SMs", "IB GB/s", "tok/s/GPU", "step (s)",
+                "MFU", "bubble", "peak mem (GB)"):
         t.add_column(col, justify="left" if col == "schedule" else "right")
-    for i, o in enumerate(result.ranked[:top]):
+    ref = result.reference
+    rows = [(i + 1, o) for i, o in enumerate(result.ranked[:top])]
+    if ref is not None and ref.kept and all(o is not ref for _, o in rows):
+        rows.append((result.rank_of(ref), ref))
+    for i, o in rows:
         c, f = o.candidate, o.figures
-        t.add_row(str(i + 1), c.schedule, str(c.ranks), str(c.microbatches),
+        name = c.schedule + (" (published layout)" if o.reference else "")
+        t.add_row(str(i), name, str(c.ranks), str(c.microbatches), str(f.get("ep", "")),
                   str(c.comm_sms if c.comm_sms is not None else f.get("comm_sms_used", "")),
                   "default" if c.ib_gbps is None else f"{c.ib_gbps:g}",
                   f"{f['tokens_per_s_per_gpu']:.0f}", f"{f['step_time_s']:.3f}",
-                  f"{f['mfu']:.1%}", f"{f['bubble_rate']:.1%}", f"{f['peak_memory_gb']:.1f}")
+                  f"{f['mfu']:.1%}", f"{f['bubble_rate']:.1%}", f"{f['peak_memory_gb']:.1f}",
+                  end_section=o is not ref and i == len(result.ranked[:top]))
     console = out_console()
     console.print(t)
+    console.print(_versus_reference(result), markup=False)
     by_kind = result.dropped_by_kind()
     if by_kind:
         console.print("dropped: " + ", ".join(f"{n} ({k})" for k, n in by_kind.items())
                       + " - reasons per configuration in plan.csv", markup=False)
+
+
+def _versus_reference(result: SweepResult) -> str:
+    """One line: how the best compares with the published layout."""
+    ref = result.reference
+    if ref is None:
+        return "published layout: none for this model"
+    label = ref.candidate.describe()
+    if not ref.kept:
+        return f"published layout ({label}) not kept: {ref.reason}"
+    ratio = result.best_vs_reference()
+    tps = ref.figures["tokens_per_s_per_gpu"]
+    if ratio is None or result.best is ref:
+        return f"the best is the published layout ({label}, {tps:.0f} tokens/s/GPU)"
+    return (f"best vs published layout ({label}, {tps:.0f} tokens/s/GPU, rank "
+            f"{result.rank_of(ref)}): {ratio - 1:+.1%} tokens/s/GPU")

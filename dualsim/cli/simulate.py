@@ -47,11 +47,16 @@ def simulate_cmd(
             from dualsim.errors import DualsimError
 
             raise DualsimError(f"--gantt {str(gantt)!r}: the file name must end in .png or .svg")
+        plan, world = None, None
+        if simcmd.is_plan_path(schedule):  # a plan from `dualsim plan --emit` knows its world
+            from dualsim.planfile import read_plan_world
+
+            plan, world = read_plan_world(schedule)
         cfg = simcmd.Config.make(ranks, microbatches, chunks, costs, comm, profile, model, ep,
                                  gpus, comm_sms, microbatch_tokens, ib_gbps, nvlink_gbps,
                                  precision=precision, global_batch=global_batch,
-                                 seq_len=seq_len, recompute=recompute)
-        s = simcmd.load_schedule(schedule, cfg)
+                                 seq_len=seq_len, recompute=recompute, world=world)
+        s = simcmd.load_schedule(schedule, cfg, plan=plan)
         if simcmd.is_plan_path(schedule):
             simcmd.check_plan_options(s, ranks, microbatches, chunks)
         r = simcmd.run(s, cfg)

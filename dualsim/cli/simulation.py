@@ -15,6 +15,7 @@ from dualsim.defaults import (ABSTRACT_MICROBATCHES, ABSTRACT_RANKS, DEFAULT_MOD
 from dualsim.errors import DualsimError, ScheduleError
 from dualsim.ir import Schedule
 from dualsim.sim.result import SimResult
+from dualsim.world import World
 
 MAX_WARNINGS = 3  # per schedule on stderr; --json carries them all
 
@@ -51,11 +52,21 @@ class Config:
              microbatch_tokens: int | None, ib_gbps: float | None,
              nvlink_gbps: float | None, *, precision: str | None = None,
              global_batch: int | None = None, seq_len: int | None = None,
-             recompute: str | None = None) -> "Config":
+             recompute: str | None = None, world: World | None = None) -> "Config":
+        """``world``: a plan file's recorded hardware world, used where no flag is given (the
+        flags that override it are named in one note on stderr); ignored in abstract mode."""
         overrides = {"ep": ep, "gpus": gpus, "comm_sms": comm_sms,
                      "microbatch_tokens": microbatch_tokens, "ib_gbps": ib_gbps,
                      "nvlink_gbps": nvlink_gbps, "precision": precision, "seq_len": seq_len,
                      "recompute": recompute}
+        if world is not None and costs is None and comm == 0:
+            profile, model = _apply_world(world, profile, model, overrides)
+        elif world is not None:
+            from dualsim.cli.common import err_console
+
+            err_console.print("note: --costs/--comm simulate the plan in abstract mode; its "
+                              f"recorded world ({world.profile} / {world.model}) is not used",
+                              markup=False)
         hw_asked = profile is not None or model is not None or global_batch is not None or any(
             v is not None for v in overrides.values())
         if precision is not None and precision not in ("fp8", "bf16"):
@@ -114,6 +125,25 @@ class Config:
         return d
 
 
+def _apply_world(world: World, profile: str | None, model: str | None,
+                 overrides: dict[str, Any]) -> tuple[str, str]:
+    """Fill ``overrides`` (in place) and the profile and model from a plan's world where no flag
+    was given; one note on stderr names the flags that replace a recorded value."""
+    from dualsim.cli.common import err_console
+
+    recorded = world.to_dict()
+    given = dict(overrides, profile=profile, model=model)
+    changed = [f"--{k.replace('_', '-')} {v} (recorded {recorded[k]})"
+               for k, v in given.items() if v is not None and k in recorded and v != recorded[k]]
+    if changed:
+        err_console.print("note: the command line overrides the plan's recorded world: "
+                          + ", ".join(changed), markup=False)
+    for k in overrides:
+        if overrides[k] is None:
+            overrides[k] = recorded.get(k)
+    return profile or world.profile, model or world.model
+
+
 def _given(value: int | None, default: int) -> int:
     """The user's value when given (even a falsy one), else the default."""
     return default if value is None else value
@@ -129,8 +159,10 @@ def is_plan_path(name_or_plan: str) -> bool:
     return name_or_plan.endswith(".json") or Path(name_or_plan).is_file()
 
 
-def load_schedule(name_or_plan: str, cfg: Config, *, strict_chunks: bool = True) -> Schedule:
-    """A family name generates a schedule; a path to a plan file reads (and validates) it.
+def load_schedule(name_or_plan: str, cfg: Config, *, strict_chunks: bool = True,
+                  plan: Schedule | None = None) -> Schedule:
+    """A family name generates a schedule; a path to a plan file reads (and validates) it
+    (``plan``: that file already read).
 
     With ``strict_chunks`` a --chunks given to a family that takes none is an error (simulate);
     without, it only applies to the families that take chunks (compare).
@@ -138,7 +170,7 @@ def load_schedule(name_or_plan: str, cfg: Config, *, strict_chunks: bool = True)
     if is_plan_path(name_or_plan):
         from dualsim.planfile import read_plan
 
-        s = read_plan(name_or_plan)
+        s = plan if plan is not None else read_plan(name_or_plan)
         if cfg.global_batch is not None:
             want = cfg.global_batch_microbatches(s.ranks)
             if want != s.microbatches:

@@ -207,17 +207,15 @@ def _exposed(compute: list[tuple[float, float]],
     return total, total - covered
 
 
-def simulate_hardware(schedule: Schedule, profile: str | Profile = DEFAULT_PROFILE,
-                      model: str | Model = DEFAULT_MODEL, *, ep: int | None = None,
-                      gpus: int | None = None, comm_sms: int | None = None,
-                      microbatch_tokens: int | None = None, ib_gbps: float | None = None,
-                      nvlink_gbps: float | None = None, precision: str | None = None,
-                      seq_len: int | None = None, recompute: str | None = None) -> SimResult:
-    """One training step of ``schedule`` on a modelled cluster; times in seconds.
-
-    ``precision`` ("fp8" / "bf16") overrides the model preset's GEMM precision; ``seq_len`` and
-    ``recompute`` its sequence length and recomputation (workload.model.with_training).
-    """
+def hardware_setup(schedule: Schedule, profile: str | Profile, model: str | Model, *,
+                   ep: int | None = None, gpus: int | None = None, comm_sms: int | None = None,
+                   microbatch_tokens: int | None = None, ib_gbps: float | None = None,
+                   nvlink_gbps: float | None = None, precision: str | None = None,
+                   seq_len: int | None = None, recompute: str | None = None
+                   ) -> tuple[Profile, Layout, list[str]]:
+    """The profile (with its overrides), the layout a step of ``schedule`` runs on (the model
+    preset's published layout where an argument is None) and the warnings they raise. Shared
+    with the planner's unit-level model (sim/unit_model.py), so both see the same cluster."""
     prof = load_profile(profile) if isinstance(profile, str) else profile
     prof = prof.with_overrides(comm_sms=comm_sms, ib_gbps=ib_gbps, nvlink_gbps=nvlink_gbps)
     mdl = load_model(model) if isinstance(model, str) else model
@@ -232,6 +230,25 @@ def simulate_hardware(schedule: Schedule, profile: str | Profile = DEFAULT_PROFI
                           gpus=gpus if gpus is not None else d["gpus"],
                           microbatch_tokens=tokens, sequence=d["sequence"],
                           weight=unit_weight(prof, tokens, sms=prof.sms - prof.comm_sms))
+    return prof, layout, warnings
+
+
+def simulate_hardware(schedule: Schedule, profile: str | Profile = DEFAULT_PROFILE,
+                      model: str | Model = DEFAULT_MODEL, *, ep: int | None = None,
+                      gpus: int | None = None, comm_sms: int | None = None,
+                      microbatch_tokens: int | None = None, ib_gbps: float | None = None,
+                      nvlink_gbps: float | None = None, precision: str | None = None,
+                      seq_len: int | None = None, recompute: str | None = None) -> SimResult:
+    """One training step of ``schedule`` on a modelled cluster; times in seconds.
+
+    ``precision`` ("fp8" / "bf16") overrides the model preset's GEMM precision; ``seq_len`` and
+    ``recompute`` its sequence length and recomputation (workload.model.with_training).
+    """
+    prof, layout, warnings = hardware_setup(
+        schedule, profile, model, ep=ep, gpus=gpus, comm_sms=comm_sms,
+        microbatch_tokens=microbatch_tokens, ib_gbps=ib_gbps, nvlink_gbps=nvlink_gbps,
+        precision=precision, seq_len=seq_len, recompute=recompute)
+    mdl = layout.model
     validate(schedule)  # ValidationError with the grid for a bad or incomplete schedule
     # a slice with no layer but the embedding, head or MTP still works; one with nothing at all
     # only passes activations on

@@ -158,10 +158,11 @@ def static_components(layout: Layout, schedule: Schedule, profile: Profile,
 
 
 def memory_timeline(layout: Layout, schedule: Schedule, profile: Profile,
-                    ledger: ActivationLedger) -> tuple[pd.DataFrame, list[dict[str, float]]]:
-    """The memory DataFrame (one ``<component>_gb`` column per entry) and, per rank, the
-    breakdown (GB) at its peak."""
-    rows = []
+                    ledger: ActivationLedger, *, frame: bool = True
+                    ) -> tuple[pd.DataFrame | None, list[dict[str, float]]]:
+    """The memory DataFrame (one ``<component>_gb`` column per entry; None without ``frame``,
+    for callers that only need the peaks) and, per rank, the breakdown (GB) at its peak."""
+    rows: list[tuple] = []
     peaks = []
     frag, fixed = profile.fragmentation, profile.workspace_bytes
     for r in range(schedule.ranks):
@@ -174,11 +175,13 @@ def memory_timeline(layout: Layout, schedule: Schedule, profile: Profile,
             parts = [static[k] for k in STATIC] + live + [work]
             return (r, t, *(p / GB for p in parts), sum(parts) / GB)
 
-        rows.append(row(0.0))
+        if frame:
+            rows.append(row(0.0))
         best, best_live = -1.0, list(live)
         for t, d in sorted(ledger.deltas[r], key=lambda x: (x[0], sum(x[1]) > 0)):
             live = [max(0.0, a + b) for a, b in zip(live, d)]
-            rows.append(row(t))
+            if frame:
+                rows.append(row(t))
             if sum(live) > best:
                 best, best_live = sum(live), list(live)
         total = base + sum(best_live)
@@ -186,6 +189,8 @@ def memory_timeline(layout: Layout, schedule: Schedule, profile: Profile,
         peak.update({k: v / GB for k, v in zip(LIVE, best_live)})
         peak["workspace"] = (fixed + frag * total) / GB
         peaks.append(peak)
+    if not frame:
+        return None, peaks
     df = pd.DataFrame(rows, columns=["rank", "time", *(f"{c}_gb" for c in COMPONENTS),
                                      "total_gb"])
     return df, peaks

@@ -60,21 +60,23 @@ class SimResult:
             "ranks": self.ranks,
             "stages": self.stages,
             "microbatches": self.microbatches,
-            "makespan": _num(self.makespan),
-            "span": _num(self.span),
-            "ideal": _num(self.ideal),
-            "bubble_rate": _num(self.bubble_rate),
-            "span_bubble_rate": _num(self.span_bubble_rate),
+            "makespan": json_number(self.makespan),
+            "span": json_number(self.span),
+            "ideal": json_number(self.ideal),
+            "bubble_rate": json_number(self.bubble_rate),
+            "span_bubble_rate": json_number(self.span_bubble_rate),
             "time_unit": self.time_unit,
         }
-        d.update({k: _num(v) for k, v in self.extra.items()})
+        d.update({k: json_number(v) for k, v in self.extra.items()})
         d["per_rank"] = [
-            {k: _num(v) for k, v in asdict(r).items() if v is not None} for r in self.per_rank
+            {k: json_number(v) for k, v in asdict(r).items() if v is not None} for r in self.per_rank
         ]
         return d
 
 
-def _num(v: Any) -> Any:
+def json_number(v: Any) -> Any:
+    """A number as JSON output shows it everywhere (simulate, compare, plan): ints stay ints,
+    integral floats become ints, other floats are rounded to 12 decimals."""
     if isinstance(v, bool) or v is None or isinstance(v, (str, list, dict)):
         return v
     if isinstance(v, int):

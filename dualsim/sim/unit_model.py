@@ -1,0 +1,172 @@
+"""Hardware mode at unit level, without SimPy: what a configuration's units cost and hold.
+
+A StepModel knows each unit of a schedule as the SimPy engine (sim/hardware_mode.py) would run
+it: its pieces on the compute and communication streams, from the same executor. From that,
+without simulating:
+
+- **memory** and **busy time** exactly: a rank's units run one after the other in list order,
+  and its activations are allocated at a forward's start and freed at a backward's end, so the
+  peak and the compute-stream seconds do not depend on timing;
+- a **lower bound of the step**: each unit at a lower bound of its duration (its compute pieces
+  at their times, each flow alone at its link's full standalone rate, along the unit's
+  dependency chains), laid out on the ranks with no PP transfer faster than its standalone time
+  (sim/unit_level.py: times are monotone in durations and latencies), and each slice's gradient
+  sync alone on its link once its holders are done. The planner prunes with it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import simpy
+
+from dualsim.cluster.comm import pp_flow
+from dualsim.cluster.profile import Profile
+from dualsim.ir import Action, Op, Schedule
+from dualsim.sim.hardware_mode import HardwareExecutor
+from dualsim.sim.memory import ActivationLedger, memory_timeline, replicas, slice_params
+from dualsim.sim.unit_level import UnitTimes, compute_rows, lay_out, stage_latencies
+from dualsim.sim.unit_pieces import UnitPieces
+from dualsim.workload.layout import Layout
+
+@dataclass(frozen=True)
+class ScheduleIndex:
+    """What a schedule alone decides, shared by every configuration that runs it: each rank's
+    compute units and their kinds ((op, forward position, backward position)), and where each
+    slice's gradients are complete (the last B or W of its stages)."""
+
+    schedule: Schedule
+    rows: list[list[Action]]
+    kinds: list[list[tuple[str, int, int]]]
+
+    @staticmethod
+    def of(schedule: Schedule) -> "ScheduleIndex":
+        rows = compute_rows(schedule)
+        pos = {st.stage: st.position for st in schedule.stages}
+        kinds = [[("FB", pos[a.pair[0].stage], pos[a.pair[1].stage]) if a.op is Op.FB  # type: ignore[index]
+                  else (a.op.value, pos[a.stage], pos[a.stage]) for a in row] for row in rows]
+        return ScheduleIndex(schedule, rows, kinds)
+
+
+class StepModel:
+    """One configuration ready for unit-level timing (see the module docstring)."""
+
+    def __init__(self, index: ScheduleIndex, profile: Profile, layout: Layout) -> None:
+        self.index, self.profile, self.layout = index, profile, layout
+        s = index.schedule
+        # the SimPy executor builds each unit's pieces, as it does for a simulation
+        ex = HardwareExecutor(simpy.Environment(), s, layout, profile)
+        example: dict[tuple[str, int, int], Action] = {}
+        for row, kinds in zip(index.rows, index.kinds):
+            for a, k in zip(row, kinds):
+                example.setdefault(k, a)
+        self.pieces: dict[tuple[str, int, int], UnitPieces] = {
+            k: ex.pieces(a) for k, a in example.items()}
+
+    # ---- per-unit durations ------------------------------------------------------------------
+    def durations(self, unit_time: Callable[[UnitPieces], float]) -> list[list[float]]:
+        """``unit_time`` of each unit's pieces, per rank in list order."""
+        per_kind = {k: unit_time(p) for k, p in self.pieces.items()}
+        return [[per_kind[k] for k in kinds] for kinds in self.index.kinds]
+
+    # ---- flows between ranks -----------------------------------------------------------------
+    def pp_latency(self) -> list[list[float]]:
+        """Standalone seconds of one micro-batch's activation from rank to rank."""
+        R, lay, prof = self.index.schedule.ranks, self.layout, self.profile
+        return [[0.0 if a == b else pp_flow(lay, prof, a, b).standalone_time(prof)
+                 for b in range(R)] for a in range(R)]
+
+    def dp_flows(self) -> list[tuple[int, float, str]]:
+        """(position, bytes per holder, link) of each slice's gradient sync."""
+        lay = self.layout
+        intranode = lay.pipelines == lay.ep and lay.ep <= self.profile.gpus_per_node
+        out = []
+        for p in range(len(lay.slices)):
+            dense, expert = slice_params(lay, p)
+            n_dense, n_expert = replicas(lay, p)
+            nbytes = 2 * 2 * (dense * (n_dense - 1) / n_dense + expert * (n_expert - 1) / n_expert)
+            if nbytes > 0:
+                out.append((p, nbytes, "nvlink" if intranode else "ib"))
+        return out
+
+    def _bandwidth(self, link: str) -> float:
+        return self.profile.ib_bandwidth if link == "ib" else self.profile.nvlink_bandwidth
+
+    def _grads_done(self, times: UnitTimes) -> dict[int, float]:
+        """Per position, when the last B or W of any of its stages has ended."""
+        pos = {st.stage: st.position for st in self.index.schedule.stages}
+        done: dict[int, float] = {}
+        for row, ends in zip(times.rows, times.ends):
+            for a, e in zip(row, ends):
+                for part in a.parts:
+                    if part.op is Op.B or part.op is Op.W:
+                        p = pos[part.stage]
+                        if e > done.get(p, 0.0):
+                            done[p] = e
+        return done
+
+    def _dp_lower_bound(self, times: UnitTimes) -> float:
+        """When the last gradient sync could end at the earliest: each alone on its link, once
+        the last B or W of its slice has ended."""
+        done = self._grads_done(times)
+        return max((done.get(p, 0.0) + nbytes / self._bandwidth(link)
+                    for p, nbytes, link in self.dp_flows()), default=0.0)
+
+    # ---- the step ----------------------------------------------------------------------------
+    def lower_bound(self) -> float:
+        """A lower bound of the step in seconds (module docstring)."""
+        fwd, bwd = stage_latencies(self.index.schedule, self.pp_latency())
+        durations = self.durations(lambda p: unit_lower_bound(p, self.profile))
+        times = lay_out(self.index.schedule, self.index.rows, durations, fwd, bwd)
+        return max(times.last_end, self._dp_lower_bound(times))
+
+    # ---- what does not depend on timing ------------------------------------------------------
+    def busy(self) -> list[float]:
+        """Compute-stream seconds per rank."""
+        per_kind = {k: p.busy for k, p in self.pieces.items()}
+        return [sum(per_kind[k] for k in kinds) for kinds in self.index.kinds]
+
+    def peak_memory_gb(self) -> list[float]:
+        """Peak memory per rank (GB), every entry of the simulation's breakdown: a rank's units
+        book their activations (sim/memory.py's ledger) at their start and end in list order,
+        whatever the timing, so unit positions stand in for times (frees before allocations at
+        a unit boundary, as in the simulation)."""
+        ledger = ActivationLedger(self.layout, self.index.schedule)
+        for r, row in enumerate(self.index.rows):
+            for i, a in enumerate(row):
+                fwd = a.pair[0] if a.op is Op.FB else a  # type: ignore[index]
+                if fwd.op is Op.F:
+                    ledger.forward(r, i, fwd.stage)
+                ledger.backward(r, i + 0.5, a)
+        _, peaks = memory_timeline(self.layout, self.index.schedule, self.profile, ledger,
+                                   frame=False)
+        return [sum(p.values()) for p in peaks]
+
+
+def unit_lower_bound(pieces: UnitPieces, profile: Profile) -> float:
+    """A lower bound of a unit's seconds: its two streams in order, each piece waiting for the
+    piece it depends on, compute at its time and every flow alone at its link's full rate."""
+    comp_end = [0.0] * len(pieces.comp)
+    comm_end: list[float] = []
+    last = 0.0
+
+    def comm_upto(j: int) -> None:
+        while len(comm_end) <= j:
+            _, flow, _, pred = pieces.comm[len(comm_end)]
+            t = comm_end[-1] if comm_end else 0.0
+            if pred >= 0 and comp_end[pred] > t:
+                t = comp_end[pred]
+            comm_end.append(t + flow.standalone_time(profile))
+
+    for i, (_, secs, _, dep) in enumerate(pieces.comp):
+        t = last
+        if dep >= 0:
+            comm_upto(dep)
+            t = max(t, comm_end[dep])
+        last = comp_end[i] = t + secs
+    comm_upto(len(pieces.comm) - 1)
+    return max([last] + comm_end)
+
+
+__all__ = ["ScheduleIndex", "StepModel", "unit_lower_bound"]

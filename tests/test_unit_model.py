@@ -1,0 +1,88 @@
+"""The unit-level model: exact memory and busy time, a lower bound of the step, and the unit
+layout that both rest on (checked against the abstract engine and the SimPy engine)."""
+
+from __future__ import annotations
+
+from fractions import Fraction
+
+import pytest
+
+from dualsim.generators import FAMILIES, generate
+from dualsim.sim.abstract import simulate
+from dualsim.sim.hardware_mode import simulate_hardware
+from dualsim.sim.unit_level import compute_rows, lay_out, stage_latencies
+from dualsim.sim.hardware_mode import hardware_setup
+from dualsim.sim.unit_model import ScheduleIndex, StepModel
+
+# (model, family, R, M, overrides): every family, both MoE presets, several comm-SM counts, EP
+# and link what-ifs; DeepSeek-V3 at its published layout among them
+SAMPLE = [
+    ("deepseek-v3", "dualpipe", 16, 120, {}),
+    ("deepseek-v3", "zb-v", 8, 32, {"comm_sms": 12}),
+    ("deepseek-v3", "interleaved", 8, 16, {"ep": 32}),
+    ("deepseek-v3", "dualpipev", 8, 16, {"comm_sms": 10, "ib_gbps": 100.0}),
+    ("small-moe", "1f1b", 4, 12, {"gpus": 64, "comm_sms": 24}),
+    ("small-moe", "zb-h2", 4, 8, {"gpus": 64}),
+    ("small-moe", "zb-h1", 2, 8, {"gpus": 64, "nvlink_gbps": 80.0}),
+    ("small-moe", "gpipe", 4, 8, {"gpus": 64, "comm_sms": 8}),
+    ("small-moe", "1f1b-overlap", 4, 12, {"gpus": 64}),
+    ("deepseek-v3", "interleaved-overlap", 8, 24, {}),
+]
+
+
+def step_model(model: str, name: str, R: int, M: int, kw: dict) -> StepModel:
+    s = generate(name, R, M)
+    prof, layout, _ = hardware_setup(s, "h800", model, **kw)
+    return StepModel(ScheduleIndex.of(s), prof, layout)
+
+
+@pytest.mark.parametrize("model, name, R, M, kw", SAMPLE,
+                         ids=[f"{m}-{n}-R{r}-M{mb}" for m, n, r, mb, _ in SAMPLE])
+def test_memory_and_busy_are_the_simulations_and_the_bound_is_below_its_step(
+        model, name, R, M, kw) -> None:
+    full = simulate_hardware(generate(name, R, M), "h800", model, **kw)
+    sm = step_model(model, name, R, M, kw)
+    assert [round(x, 6) for x in sm.peak_memory_gb()] == [p.peak_memory_gb for p in full.per_rank]
+    assert sm.busy() == pytest.approx([p.busy for p in full.per_rank], rel=1e-12)
+    assert sm.lower_bound() <= full.extra["step_time_s"] * (1 + 1e-9)
+
+
+def test_the_bound_is_the_step_when_nothing_overlaps() -> None:
+    """One rank, plain units: every piece runs in sequence with its flow alone on the link, and
+    the one gradient sync starts after the last W. The bound is then the step itself."""
+    for name in ("1f1b", "zb-h1", "gpipe"):
+        full = simulate_hardware(generate(name, 1, 4), "h800", "small-moe", gpus=64)
+        sm = step_model("small-moe", name, 1, 4, {"gpus": 64})
+        assert sm.lower_bound() == pytest.approx(full.extra["step_time_s"], rel=1e-12)
+
+
+def test_the_bound_of_an_fb_is_its_compute_when_the_flows_hide() -> None:
+    """In DualPipe's steady state an FB's all-to-all hides under the other half's compute: the
+    bound of such a unit is its compute time, that is its busy time."""
+    from dualsim.sim.unit_model import unit_lower_bound
+
+    sm = step_model("deepseek-v3", "dualpipe", 16, 32, {})
+    fb = [p for k, p in sm.pieces.items() if k[0] == "FB"]
+    assert fb
+    for p in fb:
+        comm = sum(f.standalone_time(sm.profile) for _, f, _, _ in p.comm)
+        assert p.busy <= unit_lower_bound(p, sm.profile) < p.busy + comm
+
+
+@pytest.mark.parametrize("name", list(FAMILIES))
+def test_unit_layout_matches_the_abstract_engine(name: str) -> None:
+    """With abstract durations (per op, times the stage size) and one latency, the unit-level
+    layout is the abstract engine's, exactly (Fractions in, Fractions out)."""
+    s = generate(name, 4, 8)
+    costs = {"F": Fraction(1), "I": Fraction(4, 3), "W": Fraction(2, 3), "B": Fraction(2),
+             "FB": Fraction(5, 2)}
+    comm = Fraction(1, 4)
+    ref = simulate(s, costs, comm=comm)
+    size = Fraction(s.ranks, s.chain_length)
+    rows = compute_rows(s)
+    durations = [[costs[a.op.value] * size for a in row] for row in rows]
+    fwd, bwd = stage_latencies(s, [[comm] * s.ranks for _ in range(s.ranks)])
+    times = lay_out(s, rows, durations, fwd, bwd)
+    assert times.last_end == ref.makespan
+    assert [e[-1] for e in times.ends] == [p.last_end for p in ref.per_rank]
+    assert [st[0] for st in times.starts] == [p.first_start for p in ref.per_rank]
