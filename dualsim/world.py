@@ -2,9 +2,10 @@
 
 A plan file says *what* runs (ranks, micro-batches, actions); its optional ``world`` object says
 *where*: the profile and model, EP degree, GPUs, communication SMs, micro-batch tokens, global
-batch, precision, link what-ifs and routing imbalance. ``dualsim plan --emit`` records the world
-of the configuration it picked, so ``dualsim simulate best.json`` alone reproduces the planner's
-figures; a flag given on the command line overrides the recorded value (and says so).
+batch, precision, sequence length and recomputation, link what-ifs and routing imbalance.
+``dualsim plan --emit`` records the world of the configuration it picked, so ``dualsim simulate
+best.json`` alone reproduces the planner's figures; a flag given on the command line overrides
+the recorded value (and says so).
 
 The object is optional and plan format version 1 is unchanged: ``check`` and ``run`` ignore it.
 Only the keys of ``WORLD_KEYS`` are allowed, each of its type; anything else is a PlanError

@@ -42,7 +42,8 @@ def test_world_is_written_after_the_sizes_and_read_back(tmp_path: Path) -> None:
     ({"profile": "h800"}, "plan field world.model is missing: a world names its profile and model"),
     ({"profile": "h800", "model": "m", "sms": 3},
      "plan field world.sms is unknown; a world records profile, model, ep, gpus, comm_sms, "
-     "microbatch_tokens, global_batch, precision, ib_gbps, nvlink_gbps, routing_imbalance"),
+     "microbatch_tokens, global_batch, precision, seq_len, recompute, ib_gbps, nvlink_gbps, "
+     "routing_imbalance"),
     ({"profile": "h800", "model": "m", "comm_sms": 0},
      "plan field world.comm_sms must be a positive integer, got 0"),
     ({"profile": "h800", "model": "m", "ep": True},
