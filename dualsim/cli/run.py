@@ -110,8 +110,9 @@ def run_command(
                              timeout=timeout, profile_trace=profile_trace is not None)
         procs = f"{schedule.ranks} ranks" + (f" x {ep} expert-parallel" if ep > 1 else "")
         banner = f"running {schedule.name} on {procs} ({device}, {backend}), {steps} steps"
+        first = os.environ.get("RANK", "0") == "0"  # under torchrun, process 0 speaks
         outcome = run_plan(schedule, options, with_sim=compare_sim,
-                           on_start=lambda: err_console.print(banner, markup=False))
+                           on_start=lambda: first and err_console.print(banner, markup=False))
         if outcome is None:  # a non-zero process under torchrun: process 0 reports
             return
         if trace is not None:

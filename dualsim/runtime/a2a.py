@@ -1,19 +1,28 @@
 """The expert-parallel all-to-all: one pipeline rank's ``ep`` processes exchange token rows.
 
-``all_to_all_single`` with uneven splits, posted asynchronously; :class:`Pending` is the
-handle a later piece waits on. The three transports:
+``all_to_all_single`` with uneven splits. A dispatch first exchanges the row counts (how many
+rows each process sends each other process's experts: DeepEP's "notify"), then the rows; a
+combine and the backward all-to-alls know their splits already.
 
-- **CPU (gloo).** The collective runs on gloo's threads while this process computes; its
-  end is taken from the work's future callback, so a late ``wait`` does not stretch it.
-- **GPU, NCCL.** The collective is posted from a second CUDA stream (the communication
-  stream) that first waits on an event recorded on the compute stream after the producing
-  piece; NCCL's own stream follows the communication stream. ``Work.wait()`` on the
-  communication stream, then an event, which the compute stream waits on before the consuming
-  piece: the host never blocks, the GPU runs the other micro-batch's pieces meanwhile. The
-  tensors are marked with ``record_stream`` for the stream that did not allocate them.
-- **GPU, gloo (more processes than GPUs: host staging).** The host waits for the producing
-  piece, copies the rows to host memory, posts the gloo collective and returns; ``wait``
-  copies the result back to the GPU. The GPU keeps computing queued pieces meanwhile.
+Every all-to-all of a process is posted by one **communication thread**, in program order,
+and :class:`Pending` is the handle a later piece waits on. So the main thread never blocks on
+posting (not even on a dispatch's counts exchange, which waits for the peers to get there),
+and the processes of a group post their collectives in the same order (one thread, one queue).
+The transports:
+
+- **CPU (gloo).** The thread posts the collective; gloo's threads move the data while the
+  main thread computes. Its start is when its data was ready (the main thread's request), its
+  end comes from the work's future callback, so a late ``wait`` does not stretch it.
+- **GPU, NCCL.** The main thread records an event on the compute stream after the producing
+  piece; the thread makes a second CUDA stream (the communication stream) wait on it and posts
+  the collective there (NCCL's own stream follows it), then ``Work.wait()`` on the
+  communication stream and an end event; before the consuming piece the compute stream waits on
+  that event. The host's main thread never blocks; the counts' copy to the host blocks only the
+  communication thread. Tensors used on a stream that did not allocate them are marked with
+  ``record_stream``.
+- **GPU, gloo (more processes than GPUs: host staging).** The thread waits for the producing
+  piece's event, copies the rows to host memory and posts the gloo collective; ``wait`` copies
+  the result back to the GPU. Times are host times.
 
 A group of one process sends nothing: rows are "received" as they are (``ep`` = 1 runs the
 same pieces without communication).
@@ -21,8 +30,9 @@ same pieces without communication).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Callable
+import queue
+import threading
+from typing import Any, Callable
 
 import torch
 import torch.distributed as dist
@@ -30,28 +40,39 @@ import torch.distributed as dist
 from dualsim.runtime.clock import Mark, StepClock
 
 
-@dataclass
 class Pending:
-    """An all-to-all in flight: ``wait()`` returns the received rows.
+    """An all-to-all requested from the communication thread; ``wait()`` returns the rows.
 
     ``start``/``end`` are clock marks of when it could start (its data ready) and when it was
     done; ``nbytes`` the bytes this process sent to the others.
     """
 
-    finish: Callable[[], torch.Tensor]
-    start: Mark
-    nbytes: int
-    end: Mark | None = None
-    result: torch.Tensor | None = None
+    def __init__(self, start: Mark, nbytes: int = 0) -> None:
+        self.start, self.nbytes = start, nbytes
+        self.end: Mark | None = None
+        self.posted = threading.Event()
+        self.error: BaseException | None = None
+        self.finish: Callable[[], torch.Tensor] = lambda: torch.empty(0)
+        self._result: torch.Tensor | None = None
+
+    @staticmethod
+    def done(rows: torch.Tensor, mark: Mark) -> "Pending":
+        p = Pending(mark)
+        p.end, p._result = mark, rows
+        p.posted.set()
+        return p
 
     def wait(self) -> torch.Tensor:
-        if self.result is None:
-            self.result = self.finish()
-        return self.result
+        if self._result is None:
+            self.posted.wait()
+            if self.error is not None:
+                raise self.error
+            self._result = self.finish()
+        return self._result
 
 
 class ExpertComm:
-    """All-to-all of one process within its expert-parallel group."""
+    """All-to-all of one process within its expert-parallel group (see the module docstring)."""
 
     def __init__(self, group: dist.ProcessGroup | None, size: int, index: int,
                  device: torch.device, staging: bool, clock: StepClock) -> None:
@@ -59,37 +80,100 @@ class ExpertComm:
         self.device, self.staging, self.clock = device, staging, clock
         self.nccl = device.type == "cuda" and not staging
         self.stream = torch.cuda.Stream(device) if self.nccl else None
+        self._jobs: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
 
-    # ---- the counts exchange (DeepEP's "notify"): blocking, tiny --------------------------
-    def exchange_counts(self, counts: torch.Tensor) -> torch.Tensor:
-        """``counts[j]`` = rows for process j (any trailing shape); returns rows from each."""
-        if self.size == 1:
-            return counts
-        host = counts.to("cpu") if self.staging else counts
-        out = torch.empty_like(host)
-        dist.all_to_all_single(out, host, group=self.group)
-        return out.to(counts.device)
+    def _nbytes(self, rows: torch.Tensor, send_splits: list[int]) -> int:
+        row = rows[0:1].nbytes if len(rows) else 0
+        return (sum(send_splits) - send_splits[self.index]) * row
 
-    # ---- rows ------------------------------------------------------------------------------
+    # ---- requests (main thread) ------------------------------------------------------------
     def post(self, rows: torch.Tensor, send_splits: list[int], recv_splits: list[int]) -> Pending:
         """Send ``rows`` (split per process by ``send_splits``); receive ``sum(recv_splits)``."""
-        nbytes = (sum(send_splits) - send_splits[self.index]) * rows[0:1].nbytes \
-            if rows.dim() else 0
         if self.size == 1:
-            mark = self.clock.mark()
-            return Pending(lambda: rows, mark, 0, end=mark, result=rows)
+            return Pending.done(rows, self.clock.mark())
+        pending = Pending(self._ready_mark(), self._nbytes(rows, send_splits))
+        ready = self._ready_event()
+        self._submit(pending, lambda: self._move(pending, ready, rows, send_splits, recv_splits))
+        return pending
+
+    def dispatch(self, rows: torch.Tensor, send_counts: torch.Tensor,
+                 on_counts: Callable[[torch.Tensor], None]) -> Pending:
+        """Exchange the counts [ep, experts per process], call ``on_counts`` with the received
+        ones (on the communication thread), then move the rows (split by the counts)."""
+        send_splits = send_counts.sum(1).tolist()
+        if self.size == 1:
+            on_counts(send_counts)
+            return Pending.done(rows, self.clock.mark())
+        pending = Pending(self._ready_mark(), self._nbytes(rows, send_splits))
+        ready = self._ready_event()
+
+        def job() -> None:
+            recv_counts = self._counts(send_counts, ready)
+            on_counts(recv_counts)
+            self._move(pending, ready, rows, send_splits, recv_counts.sum(1).tolist())
+
+        self._submit(pending, job)
+        return pending
+
+    def _ready_mark(self) -> Mark:
+        # NCCL: the start is an event on the communication stream, set by the thread
+        return self.clock.host_mark()
+
+    def _ready_event(self) -> torch.cuda.Event | None:
+        if self.device.type != "cuda":
+            return None
+        event = torch.cuda.Event()
+        event.record(torch.cuda.current_stream(self.device))
+        return event
+
+    def _submit(self, pending: Pending, job: Callable[[], None]) -> None:
+        def run() -> None:
+            try:
+                job()
+            except BaseException as e:  # noqa: BLE001 - re-raised by wait() on the main thread
+                pending.error = e
+            pending.posted.set()
+
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._serve, name="dualsim-a2a", daemon=True)
+            self._thread.start()
+        self._jobs.put(run)
+
+    def _serve(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.set_device(self.device)  # the current device is per thread
+        while True:
+            self._jobs.get()()
+
+    # ---- the communication thread ---------------------------------------------------------
+    def _counts(self, counts: torch.Tensor, ready: Any) -> torch.Tensor:
+        if self.nccl:
+            assert self.stream is not None
+            with torch.cuda.stream(self.stream):
+                self.stream.wait_event(ready)
+                out = torch.empty_like(counts)
+                dist.all_to_all_single(out, counts, group=self.group)
+                return out.cpu()  # blocks this thread only
+        if ready is not None:
+            ready.synchronize()
+        host = counts.cpu()
+        out = torch.empty_like(host)
+        dist.all_to_all_single(out, host, group=self.group)
+        return out
+
+    def _move(self, pending: Pending, ready: Any, rows: torch.Tensor, send_splits: list[int],
+              recv_splits: list[int]) -> None:
         shape = (sum(recv_splits),) + tuple(rows.shape[1:])
         if self.nccl:
-            return self._post_nccl(rows, send_splits, recv_splits, shape, nbytes)
-        if self.device.type == "cuda":  # gloo: through host memory, timed on the host
-            torch.cuda.current_stream(self.device).synchronize()
-            start, send = self.clock.host_mark(), rows.to("cpu")
-        else:
-            start, send = self.clock.host_mark(), rows.contiguous()
+            self._move_nccl(pending, ready, rows, send_splits, recv_splits, shape)
+            return
+        if ready is not None:  # gloo with GPU tensors: through host memory
+            ready.synchronize()
+        send = rows.to("cpu").contiguous()
         out = torch.empty(shape, dtype=rows.dtype)
         work = dist.all_to_all_single(out, send, recv_splits, send_splits, group=self.group,
                                       async_op=True)
-        pending = Pending(lambda: out, start, nbytes)
 
         def done(_: object) -> None:  # on gloo's thread, when the collective completes
             pending.end = self.clock.host_mark()
@@ -98,34 +182,33 @@ class ExpertComm:
 
         def finish() -> torch.Tensor:
             work.wait()
-            del send_keep[:]  # the send buffer lived until the collective was done
+            del keep[:]  # the send buffer lived until the collective was done
             if pending.end is None:  # the callback may run just after wait() returns
                 pending.end = self.clock.host_mark()
             return out.to(self.device) if self.device.type == "cuda" else out
 
-        send_keep = [send]
+        keep = [send]
         pending.finish = finish
-        return pending
 
-    def _post_nccl(self, rows: torch.Tensor, send_splits: list[int], recv_splits: list[int],
-                   shape: tuple[int, ...], nbytes: int) -> Pending:
+    def _move_nccl(self, pending: Pending, ready: Any, rows: torch.Tensor,
+                   send_splits: list[int], recv_splits: list[int],
+                   shape: tuple[int, ...]) -> None:
         assert self.stream is not None
-        compute = torch.cuda.current_stream(self.device)
-        ready = torch.cuda.Event()
-        ready.record(compute)
-        out = torch.empty(shape, dtype=rows.dtype, device=self.device)
         with torch.cuda.stream(self.stream):
             self.stream.wait_event(ready)
-            start = self.clock.mark(self.stream)
+            pending.start = self.clock.mark(self.stream)
+            out = torch.empty(shape, dtype=rows.dtype, device=self.device)
             work = dist.all_to_all_single(out, rows, recv_splits, send_splits,
                                           group=self.group, async_op=True)
-            work.wait()  # the communication stream waits for NCCL's stream; the host does not
+            work.wait()  # the communication stream waits for NCCL's stream; no host wait
             end = self.clock.mark(self.stream)
         rows.record_stream(self.stream)
-        out.record_stream(self.stream)
+        pending.end = end
 
         def finish() -> torch.Tensor:
+            compute = torch.cuda.current_stream(self.device)
             compute.wait_event(end)  # type: ignore[arg-type]
+            out.record_stream(compute)
             return out
 
-        return Pending(finish, start, nbytes, end=end)
+        pending.finish = finish

@@ -82,7 +82,9 @@ class Dispatch:
         return Dispatch(token[order], slot[order], counts)
 
     def received(self, recv_counts: torch.Tensor) -> "Dispatch":
-        return Dispatch(self.token, self.slot, self.send_counts, recv_counts)
+        """With the counts the other processes send (on this process's device)."""
+        return Dispatch(self.token, self.slot, self.send_counts,
+                        recv_counts.to(self.send_counts.device))
 
     @property
     def send_splits(self) -> list[int]:

@@ -117,13 +117,15 @@ class Pass:
             self._forward_piece(node.name, layer)
 
     def post(self, node: Node, layer: int) -> Pending:
-        """Post an all-to-all (a forward dispatch first exchanges the row counts)."""
+        """Request an all-to-all (a forward dispatch exchanges the row counts first)."""
         assert node.stream == COMM
         d = self.dispatch[layer]
         if node.name == "dispatch":
-            d = self.dispatch[layer] = d.received(self.comm.exchange_counts(d.send_counts))
-            return self.comm.post(self.values[f"{layer}.send"].detach(), d.send_splits,
-                                  d.recv_splits)
+            def counted(recv_counts: torch.Tensor) -> None:
+                self.dispatch[layer] = d.received(recv_counts)
+
+            return self.comm.dispatch(self.values[f"{layer}.send"].detach(), d.send_counts,
+                                      counted)
         if node.name == "combine":
             return self.comm.post(self.values[f"{layer}.y"].detach(), d.recv_splits,
                                   d.send_splits)
