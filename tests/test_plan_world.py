@@ -72,8 +72,9 @@ def planned(tmp_path_factory) -> tuple[dict, Path]:
     """A plan emitted by `dualsim plan` with a comm-SM count that is not the profile's."""
     out = tmp_path_factory.mktemp("plan")
     res = runner.invoke(app, ["plan", "--model", "small-moe", "--gpus", "64", "--schedules",
-                              "dualpipe,zb-v", "--ranks", "4", "--microbatches", "32",
-                              "--comm-sms", "12", "--nvlink-gbps", "400", "--workers", "1",
+                              "dualpipe,zb-v", "--ranks", "4", "--ep", "8", "--precision", "fp8",
+                              "--microbatch-tokens", "4096", "--comm-sms", "12",
+                              "--nvlink-gbps", "400", "--workers", "1",
                               "--json", "--out", str(out), "--emit", str(out / "best.json")])
     assert res.exit_code == 0, res.output
     data = json.loads(res.stdout)

@@ -25,11 +25,37 @@ def app() -> typer.Typer:
 
 
 def test_candidates_cross_product_in_fixed_order():
-    cs = planner.candidates(["dualpipe", "1f1b"], [4], None, [16, 20], [None, 100.0])
-    assert len(cs) == 2 * 3 * 2 * 2  # default micro-batches 2R, 3R, 4R
-    assert cs[0] == Candidate("dualpipe", 4, 8, 16, None, None)
-    assert cs[1] == Candidate("dualpipe", 4, 8, 16, 100.0, None)
-    assert [c.microbatches for c in cs[::4]] == [8, 12, 16, 8, 12, 16]
+    cs = planner.candidates(["dualpipe", "1f1b"], [4], None, [16, 20], [None, 100.0],
+                            eps=[8, 16], precisions=["fp8"])
+    assert len(cs) == 2 * 2 * 2 * 2
+    assert cs[0] == Candidate("dualpipe", 4, None, 16, None, None, 8, None, "fp8")
+    assert cs[1] == Candidate("dualpipe", 4, None, 16, 100.0, None, 8, None, "fp8")
+    assert [(c.ep, c.comm_sms) for c in cs[:8:2]] == [(8, 16), (8, 20), (16, 16), (16, 20)]
+    assert [c.microbatches for c in planner.candidates(["1f1b"], [4], [8, 12], [20])] == [8, 12]
+
+
+def test_micro_batches_follow_from_the_fixed_global_batch():
+    """M = global batch x sequence / (tokens per micro-batch x pipelines): small-moe's 512
+    sequences of 4096 tokens on 64 GPUs."""
+    s = Setting("h800", "small-moe", 64, 80.0, global_batch=512)
+    for ranks, tokens, m in ((4, 4096, 32), (4, 8192, 16), (2, 4096, 16), (8, 16384, 16)):
+        c = planner.with_microbatches(Candidate("1f1b", ranks, None, 20, microbatch_tokens=tokens),
+                                      s)
+        assert c.microbatches == m
+        assert m * tokens * (64 // ranks) == 512 * 4096  # the same tokens per step
+    o = planner.screen(Candidate("1f1b", 4, None, 20, microbatch_tokens=8192), s)
+    assert o.status == "open" and o.candidate.microbatches == 16
+    assert o.figures["global_batch"] == 512
+
+
+def test_a_configuration_that_cannot_hold_the_batch_is_dropped_with_the_reason():
+    s = Setting("h800", "small-moe", 64, 80.0, global_batch=100)
+    o = planner.screen(Candidate("1f1b", 4, None, 20), s)
+    assert o.status == "dropped" and o.kind == "batch"
+    assert o.reason == (
+        "batch: --global-batch 100 (100 x 4096 tokens) does not split into whole micro-batches "
+        "of 4096 tokens on each of the 16 pipelines (64 GPUs / 4 ranks): use a multiple of 16 "
+        "sequences, e.g. 96 or 112")
 
 
 def test_rule_breakers_are_dropped_with_the_rule():
@@ -44,13 +70,17 @@ def test_impossible_layouts_are_dropped_with_the_reason():
 
 
 def test_memory_cap_drops_with_the_needed_amount_which_the_simulation_confirms():
-    tight = Setting("h800", "small-moe", 64, 10.0)
-    o = planner.screen(Candidate("gpipe", 4, 8, 20), tight)
-    assert o.status == "dropped" and o.reason.startswith("memory: rank ")
     full = simulate_hardware(generate("gpipe", 4, 8), "h800", "small-moe", gpus=64, comm_sms=20)
+    peak = full.extra["peak_memory_gb"]  # 25.9 GB on rank 3; its static state is 10.7 GB
+    o = planner.screen(Candidate("gpipe", 4, 8, 20), Setting("h800", "small-moe", 64, 20.0))
+    assert o.status == "dropped" and o.reason.startswith("memory: rank 3 needs ")
     # the screen's memory does not depend on timing: it is the simulation's, exactly
-    assert o.figures["peak_memory_gb"] == full.extra["peak_memory_gb"] > 10.0
-    assert f"needs {o.figures['peak_memory_gb']:.1f} GB, over the 10 GB cap" in o.reason
+    assert o.figures["peak_memory_gb"] == peak > 20.0
+    assert f"needs {peak:.1f} GB, over the 20 GB cap" in o.reason
+    # below the weights, gradients and optimizer state alone, it says so without the rest
+    o = planner.screen(Candidate("gpipe", 4, 8, 20), Setting("h800", "small-moe", 64, 10.0))
+    assert o.reason == ("memory: rank 0 needs at least 10.7 GB (weights, gradients, optimizer "
+                        "state, buffers), over the 10 GB cap")
 
 
 def test_screen_bound_is_above_the_simulated_throughput():
@@ -128,6 +158,7 @@ def test_plan_command_json_and_emit(tmp_path):
     res = CliRunner().invoke(app(), [
         "--model", "small-moe", "--gpus", "64", "--schedules", "dualpipe,1f1b",
         "--ranks", "4", "--microbatches", "8,9", "--comm-sms", "20", "--workers", "1",
+        "--ep", "8", "--microbatch-tokens", "4096", "--precision", "fp8",
         "--out", str(tmp_path / "out"), "--json", "--emit", str(emit)])
     assert res.exit_code == 0, res.output
     data = json.loads(res.stdout)
@@ -155,8 +186,8 @@ def test_plan_command_rejects_bad_lists(tmp_path):
     res = CliRunner().invoke(app(), ["--model", "small-moe", "--ranks", "4,x",
                                      "--out", str(tmp_path)])
     assert res.exit_code == 1
-    assert res.stderr.strip() == ("error: bad --ranks value 'x': expected a number, e.g. "
-                                  "--ranks 8,16")
+    assert res.stderr.strip() == ("error: bad --ranks value 'x': expected a number or a range, "
+                                  "e.g. --ranks 8,16 or --ranks 8..32:4")
     for flag in ("--schedules", "--ranks", "--ib-gbps"):
         res = CliRunner().invoke(app(), ["--model", "small-moe", flag, " , ", "--out",
                                          str(tmp_path)])
@@ -165,15 +196,52 @@ def test_plan_command_rejects_bad_lists(tmp_path):
                                       "the default sweep")
 
 
+def test_plan_command_holds_the_global_batch_and_takes_ranges(tmp_path):
+    res = CliRunner().invoke(app(), [
+        "--model", "small-moe", "--global-batch", "256", "--schedules", "1f1b,dualpipev",
+        "--ranks", "2..4:2", "--ep", "8", "--microbatch-tokens", "4096,8192", "--precision",
+        "fp8", "--comm-sms", "16..24:8", "--workers", "1", "--json", "--out", str(tmp_path)])
+    assert res.exit_code == 0, res.output
+    data = json.loads(res.stdout)
+    rows = data["results"] + data["pruned"] + data["dropped"]
+    grid = [r for r in rows if not r["reference"]]
+    assert len(grid) == 2 * 2 * 2 * 2  # families x R in {2, 4} x tokens x comm SMs {16, 24}
+    assert {(r["ranks"], r["comm_sms"]) for r in grid} == {(2, 16), (2, 24), (4, 16), (4, 24)}
+    for r in data["results"]:
+        assert r["global_batch"] == 256
+        assert r["microbatches"] * r["microbatch_tokens"] * (64 // r["ranks"]) == 256 * 4096
+    assert data["setting"]["global_batch"] == 256
+    assert data["reference"]["microbatches"] == 16  # dualpipe R=4: 256 sequences / 16 pipelines
+
+
+def test_plan_command_rejects_conflicting_batch_options_and_bad_ranges(tmp_path):
+    for extra, msg in (
+            (["--global-batch", "256", "--microbatches", "8"],
+             "error: --global-batch and --microbatches both set the micro-batches; give one of "
+             "them"),
+            (["--comm-sms", "32..8"],
+             "error: bad --comm-sms range '32..8': give A..B with A <= B and a step of 1 or more, "
+             "e.g. --comm-sms 8..32:4"),
+            (["--precision", "fp16"], "error: bad --precision value 'fp16': use fp8 and/or bf16"),
+            (["--global-batch", "0"], "error: --global-batch must be 1 or more, got 0")):
+        res = CliRunner().invoke(app(), ["--model", "small-moe", "--out", str(tmp_path / "o")]
+                                 + extra)
+        assert res.exit_code == 1
+        assert res.stderr.strip() == msg
+        assert not (tmp_path / "o").exists()
+
+
 def test_plan_command_rejects_non_positive_sizes_before_sweeping(tmp_path):
-    for flag, val in (("--gpus", "0"), ("--ep", "-1"), ("--microbatch-tokens", "0"),
-                      ("--workers", "0")):
+    for flag, val, msg in (("--gpus", "0", "must be 1 or more, got 0"),
+                           ("--ep", "-1", "values must be 1 or more, got [-1]"),
+                           ("--microbatch-tokens", "0", "values must be 1 or more, got [0]"),
+                           ("--workers", "0", "must be 1 or more, got 0")):
         out = tmp_path / flag.strip("-")
         res = CliRunner().invoke(app(), ["--model", "small-moe", flag, val, "--out", str(out),
                                          "--json"])
         assert res.exit_code == 1
         assert res.stdout == ""
-        assert res.stderr.strip() == f"error: {flag} must be 1 or more, got {val}"
+        assert res.stderr.strip() == f"error: {flag} {msg}"
         assert not out.exists()  # nothing swept, nothing written
     for flag, val in (("--ib-gbps", "0"), ("--nvlink-gbps", "nan"), ("--ib-gbps", "50,inf")):
         out = tmp_path / flag.strip("-")
@@ -216,7 +284,8 @@ def test_plan_command_with_emit_and_no_survivor_says_why(tmp_path):
     emit = tmp_path / "best.json"
     res = CliRunner().invoke(app(), [
         "--model", "small-moe", "--gpus", "64", "--schedules", "dualpipe", "--ranks", "4",
-        "--microbatches", "9", "--comm-sms", "20", "--workers", "1", "--json",
+        "--microbatches", "9", "--comm-sms", "20", "--workers", "1", "--json", "--ep", "8",
+        "--microbatch-tokens", "4096", "--precision", "fp8",
         "--memory-gb", "1", "--out", str(tmp_path / "out"), "--emit", str(emit)])
     assert res.exit_code == 1
     data = json.loads(res.stdout)

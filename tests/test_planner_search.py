@@ -78,8 +78,9 @@ def test_without_pruning_the_sweep_simulates_every_legal_configuration(exhaustiv
 def test_ray_executor_gives_the_local_executors_json(tmp_path) -> None:
     pytest.importorskip("ray")
     runner = CliRunner()
-    args = ["plan", "--model", "small-moe", "--gpus", "64", "--ranks", "2,4",
-            "--microbatches", "8,16", "--comm-sms", "8,24", "--json", "--top", "3"]
+    args = ["plan", "--model", "small-moe", "--gpus", "64", "--ranks", "2,4", "--ep", "8",
+            "--microbatch-tokens", "4096,8192", "--precision", "fp8", "--comm-sms", "8,24",
+            "--json", "--top", "3"]
     local = runner.invoke(app, args + ["--workers", "1", "--out", str(tmp_path / "a")])
     ray = runner.invoke(app, args + ["--executor", "ray", "--workers", "2",
                                      "--out", str(tmp_path / "b")])

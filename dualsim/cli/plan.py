@@ -44,18 +44,45 @@ def parse_list(values: Optional[list[str]], convert: Callable[[str], T], flag: s
     return list(dict.fromkeys(out))
 
 
+def parse_range(values: Optional[list[str]], flag: str) -> list[int]:
+    """Like parse_list for integers, where an entry may also be a range ``A..B`` (every integer
+    from A to B) or ``A..B:S`` (A, A+S, ... up to B)."""
+    out: list[int] = []
+    for v in values or []:
+        for part in filter(None, (p.strip() for p in v.split(","))):
+            lo, sep, rest = part.partition("..")
+            hi, _, step = rest.partition(":")
+            try:
+                if not sep:
+                    out.append(int(part))
+                    continue
+                a, b, k = int(lo), int(hi), int(step) if step else 1
+            except ValueError:
+                raise DualsimError(f"bad {flag} value {part!r}: expected a number or a range, "
+                                   f"e.g. {flag} 8,16 or {flag} 8..32:4") from None
+            if k < 1 or b < a:
+                raise DualsimError(f"bad {flag} range {part!r}: give A..B with A <= B and a "
+                                   f"step of 1 or more, e.g. {flag} 8..32:4")
+            out.extend(range(a, b + 1, k))
+    if values and not out:
+        raise DualsimError(f"{flag} was given no values; leave it out for the default sweep")
+    return list(dict.fromkeys(out))
+
+
 def plan_command(
     profile: str = typer.Option(DEFAULT_PROFILE, "--profile", help="Hardware profile name or TOML file."),
     model: str = typer.Option(DEFAULT_MODEL, "--model", help="Workload preset name, TOML file, or Hugging Face config.json."),
     gpus: Optional[int] = typer.Option(None, "--gpus", help="Total GPUs (default: the model's layout)."),
+    global_batch: Optional[int] = typer.Option(None, "--global-batch", help="Sequences per step, held fixed (default: the model's); M follows from the layout."),
     schedules: Optional[list[str]] = typer.Option(None, "--schedules", help="Families to sweep (default: all)."),
-    ranks: Optional[list[str]] = typer.Option(None, "--ranks", help="Pipeline ranks to sweep, e.g. 8,16."),
-    microbatches: Optional[list[str]] = typer.Option(None, "--microbatches", help="Micro-batches to sweep (default: 2R, 3R, 4R)."),
-    comm_sms: Optional[list[str]] = typer.Option(None, "--comm-sms", help="Communication SMs to sweep, e.g. 16,20,24."),
+    ranks: Optional[list[str]] = typer.Option(None, "--ranks", help="Pipeline ranks, a list or range: 8,16 or 4..32:4 (default: 4,8,16,32)."),
+    ep: Optional[list[str]] = typer.Option(None, "--ep", help="Expert-parallel degrees, a list or range (default: 8,16,32,64 for MoE models)."),
+    microbatch_tokens: Optional[list[str]] = typer.Option(None, "--microbatch-tokens", help="Tokens per micro-batch, a list or range (default: 1, 2 and 4 sequences)."),
+    precision: Optional[list[str]] = typer.Option(None, "--precision", help="GEMM precisions: fp8, bf16 (default: both where the profile has FP8)."),
+    comm_sms: Optional[list[str]] = typer.Option(None, "--comm-sms", help="Communication SMs, a list or range, e.g. 8..32:4."),
     ib_gbps: Optional[list[str]] = typer.Option(None, "--ib-gbps", help="What-if usable IB bandwidths per GPU (GB/s)."),
     nvlink_gbps: Optional[list[str]] = typer.Option(None, "--nvlink-gbps", help="What-if usable NVLink bandwidths per GPU (GB/s)."),
-    ep: Optional[int] = typer.Option(None, "--ep", help="Expert-parallel degree (default: the model's layout)."),
-    microbatch_tokens: Optional[int] = typer.Option(None, "--microbatch-tokens", help="Tokens per micro-batch."),
+    microbatches: Optional[list[str]] = typer.Option(None, "--microbatches", help="Micro-batch counts to sweep instead of holding --global-batch fixed."),
     memory_gb: Optional[float] = typer.Option(None, "--memory-gb", help="Memory cap per GPU in GB (default: the profile's HBM)."),
     top: int = typer.Option(10, "--top", help="Rows of the ranking to print."),
     out: Path = typer.Option(Path("dualsim-plan"), "--out", "-o", help="Folder for plan.csv and the Pareto chart."),
@@ -65,27 +92,41 @@ def plan_command(
     executor: str = typer.Option("local", "--executor", help="Where evaluations run: local or ray."),
     ray_address: Optional[str] = typer.Option(None, "--ray-address", help="Ray cluster to use, e.g. ray://head:10001 (default: a local Ray for the run)."),
 ) -> None:
-    """Search schedules x ranks x micro-batches x comm SMs (x what-ifs); rank by throughput."""
+    """Search families x ranks x EP x micro-batch size x precision x comm SMs (x what-ifs) at a
+    fixed global batch; rank by throughput next to the model's published layout."""
     with user_errors():
         from dualsim import planner
-        from dualsim.generators import FAMILIES
+        from dualsim.cluster.compute import precision_for
         from dualsim.cluster.profile import load_profile
+        from dualsim.generators import FAMILIES
         from dualsim.workload.model import default_layout, load_model
 
         prof = load_profile(profile)
         mdl = load_model(model)
         layout = default_layout(mdl)
-        names = parse_list(schedules, str, "--schedules") or list(planner.DEFAULT_SCHEDULES)
+        axes = planner.default_axes(mdl, prof)
+        names = parse_list(schedules, str, "--schedules") or axes["schedules"]
         unknown = [n for n in names if n not in FAMILIES]
         if unknown:
             raise DualsimError(f"unknown schedule {unknown[0]!r}: choose from "
                                f"{', '.join(FAMILIES)} (see `dualsim schedules`)")
-        rank_list = parse_list(ranks, int, "--ranks") or list(planner.DEFAULT_RANKS)
-        mb_list = parse_list(microbatches, int, "--microbatches") or None
-        sms_list = parse_list(comm_sms, int, "--comm-sms") or list(planner.DEFAULT_COMM_SMS)
+        rank_list = parse_range(ranks, "--ranks") or axes["ranks"]
+        ep_list = parse_range(ep, "--ep") or axes["eps"]
+        tok_list = parse_range(microbatch_tokens, "--microbatch-tokens") or axes[
+            "microbatch_tokens"]
+        sms_list = parse_range(comm_sms, "--comm-sms") or axes["comm_sms"]
+        mb_list = parse_range(microbatches, "--microbatches") or None
         ib_list = parse_list(ib_gbps, float, "--ib-gbps") or [None]
         nv_list = parse_list(nvlink_gbps, float, "--nvlink-gbps") or [None]
-        for flag, vals in (("--ranks", rank_list), ("--microbatches", mb_list or [1]),
+        prec_list = parse_list(precision, str, "--precision") or axes["precisions"]
+        bad = [p for p in prec_list if p not in ("fp8", "bf16")]
+        if bad:
+            raise DualsimError(f"bad --precision value {bad[0]!r}: use fp8 and/or bf16")
+        if mb_list is not None and global_batch is not None:
+            raise DualsimError("--global-batch and --microbatches both set the micro-batches; "
+                               "give one of them")
+        for flag, vals in (("--ranks", rank_list), ("--ep", ep_list),
+                           ("--microbatch-tokens", tok_list), ("--microbatches", mb_list or [1]),
                            ("--comm-sms", sms_list)):
             if any(v < 1 for v in vals):
                 raise DualsimError(f"{flag} values must be 1 or more, got {vals}")
@@ -93,8 +134,7 @@ def plan_command(
             for v in fvals:
                 if v is not None and not 0 < v < math.inf:  # would drop every configuration
                     raise DualsimError(f"{flag} must be a positive number of GB/s, got {v:g}")
-        for flag, val in (("--gpus", gpus), ("--ep", ep), ("--microbatch-tokens",
-                                                          microbatch_tokens)):
+        for flag, val in (("--gpus", gpus), ("--global-batch", global_batch)):
             if val is not None and val < 1:
                 raise DualsimError(f"{flag} must be 1 or more, got {val}")
         if top < 0:
@@ -104,16 +144,19 @@ def plan_command(
         cap = memory_gb if memory_gb is not None else prof.hbm_bytes / 1e9
         if not cap > 0:
             raise DualsimError(f"--memory-gb must be positive, got {cap:g}")
-        setting = planner.Setting(prof.name if Path(profile).suffix != ".toml" else profile,
-                                  mdl.name if Path(model).suffix != ".toml" else model,
-                                  gpus if gpus is not None else int(layout["gpus"]), float(cap),
-                                  ep, microbatch_tokens)
+        setting = planner.Setting(
+            prof.name if Path(profile).suffix != ".toml" else profile,
+            mdl.name if Path(model).suffix not in (".toml", ".json") else model,
+            gpus if gpus is not None else int(layout["gpus"]), float(cap),
+            global_batch=(global_batch if global_batch is not None or mb_list is not None
+                          else int(layout["global_batch"])))
         # a wrong --out or --emit fails now, not after a sweep of minutes
         check_writable_file(out / "plan.csv")
         if emit is not None:
             check_writable_file(emit)
-        cands = planner.candidates(names, rank_list, mb_list, sms_list, ib_list, nv_list)
-        ref = planner.reference(layout, prof.comm_sms, setting)
+        cands = planner.candidates(names, rank_list, mb_list, sms_list, ib_list, nv_list,
+                                   eps=ep_list, microbatch_tokens=tok_list, precisions=prec_list)
+        ref = planner.reference(layout, prof.comm_sms, precision_for(mdl, prof)[0].gemm_dtype)
         ex = planner.make_executor(executor, workers, ray_address)
         try:
             with progress() as bar:
@@ -156,11 +199,12 @@ def _print(result: SweepResult, top: int) -> None:
     from dualsim.cli.common import out_console
 
     s = result.setting
-    t = Table(title=f"{s.model} on {s.gpus} x {s.profile}, memory cap {s.memory_gb:g} GB: "
-                    f"{len(result.ranked)} of {result.evaluated} configurations fit "
-                    f"({len(result.pruned)} pruned by their bound)")
-    for col in ("#", "schedule", "R", "M", "EP", "comm SMs", "IB GB/s", "tok/s/GPU", "step (s)",
-                "MFU", "bubble", "peak mem (GB)"):
+    batch = f", global batch {s.global_batch}" if s.global_batch is not None else ""
+    t = Table(title=f"{s.model} on {s.gpus} x {s.profile}{batch}, memory cap {s.memory_gb:g} GB: "
+                    f"{len(result.ranked)} of {result.evaluated} configurations simulated "
+                    f"({len(result.pruned)} pruned by their bound, {len(result.dropped)} dropped)")
+    for col in ("#", "schedule", "R", "M", "EP", "tok/mb", "prec.", "comm SMs", "IB GB/s",
+                "tok/s/GPU", "step (s)", "MFU", "bubble", "peak mem (GB)"):
         t.add_column(col, justify="left" if col == "schedule" else "right")
     ref = result.reference
     rows = [(i + 1, o) for i, o in enumerate(result.ranked[:top])]
@@ -170,6 +214,7 @@ def _print(result: SweepResult, top: int) -> None:
         c, f = o.candidate, o.figures
         name = c.schedule + (" (published layout)" if o.reference else "")
         t.add_row(str(i), name, str(c.ranks), str(c.microbatches), str(f.get("ep", "")),
+                  str(f.get("microbatch_tokens", "")), str(f.get("precision", "")),
                   str(c.comm_sms if c.comm_sms is not None else f.get("comm_sms_used", "")),
                   "default" if c.ib_gbps is None else f"{c.ib_gbps:g}",
                   f"{f['tokens_per_s_per_gpu']:.0f}", f"{f['step_time_s']:.3f}",

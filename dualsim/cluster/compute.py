@@ -68,13 +68,28 @@ def kernel_time(kernels: Sequence[Kernel], tokens: float, profile: Profile, *,
                for k in kernels)
 
 
+#: piece_times results by (profile identity, piece, tokens, SMs, imbalance); the profile is
+#: kept with its entry so its id cannot be reused while cached. A model's layers share pieces,
+#: so a simulation or a planner sweep computes each piece's times once instead of per layer.
+_PIECE_TIMES: dict[tuple, tuple[Profile, tuple[float, float, float]]] = {}
+_PIECE_TIMES_MAX = 100_000
+
+
 def piece_times(piece: Piece, tokens: float, profile: Profile, *, sms: int | None = None,
                 imbalance: float = 1.0) -> tuple[float, float, float]:
     """(F, I, W) seconds of one piece for ``tokens`` tokens, on all SMs unless ``sms``."""
+    key = (id(profile), piece, tokens, sms, imbalance)
+    hit = _PIECE_TIMES.get(key)
+    if hit is not None and hit[0] is profile:
+        return hit[1]
     kw = {"sms": sms, "imbalance": imbalance}
-    return (kernel_time(piece.fwd, tokens, profile, **kw),
-            kernel_time(piece.bwd_input, tokens, profile, **kw),
-            kernel_time(piece.bwd_weight, tokens, profile, **kw))
+    times = (kernel_time(piece.fwd, tokens, profile, **kw),
+             kernel_time(piece.bwd_input, tokens, profile, **kw),
+             kernel_time(piece.bwd_weight, tokens, profile, **kw))
+    if len(_PIECE_TIMES) >= _PIECE_TIMES_MAX:
+        _PIECE_TIMES.clear()
+    _PIECE_TIMES[key] = (profile, times)
+    return times
 
 
 def unit_weight(profile: Profile, tokens: float = 4096.0,

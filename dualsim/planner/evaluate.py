@@ -1,10 +1,12 @@
 """What becomes of one configuration: screened, then (if promising) simulated.
 
-Two steps, each a plain function of (candidate, setting) so any executor can run it:
+Three steps, each a plain function of (candidate, setting) so any executor can run it:
 
-- ``screen``: the family's rules, the layout, the memory (exact: it does not depend on timing,
-  see sim/unit_model.py) and an upper bound of the throughput from a lower bound of the step.
-  Rule, layout and memory failures are dropped here with their reason.
+- ``screen``: the global batch, the family's rules, the layout, the memory (exact: it does not
+  depend on timing, see sim/unit_model.py) and an upper bound of the throughput from a cheap
+  lower bound of the step (the busiest rank's work). Batch, rule, layout and memory failures are
+  dropped here with their reason.
+- ``refine``: a tighter bound, from the whole step laid out unit by unit.
 - ``simulate``: the SimPy engine, whose figures are the ones ``dualsim simulate`` prints.
 
 Profiles, models and schedules are parsed or generated once per process (``_context``), not
@@ -14,7 +16,7 @@ once per configuration.
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from dualsim.errors import DualsimError, ScheduleError
@@ -48,7 +50,7 @@ class Outcome:
 
     @property
     def kind(self) -> str:
-        """What dropped it: "rule", "layout" or "memory" ("" when not dropped)."""
+        """What dropped it: "batch", "rule", "layout" or "memory" ("" when not dropped)."""
         return self.reason.split(":")[0] if self.status == "dropped" else ""
 
     def row(self) -> dict[str, Any]:
@@ -79,6 +81,22 @@ class _Context:
         self.profile = load_profile(setting.profile)
         self.model = load_model(setting.model)
         self.schedules: dict[tuple[str, int, int], Any] = {}
+        self.profiles: dict[tuple, Any] = {}
+
+    def setup(self, c: Candidate, setting: Setting) -> tuple[Any, Any]:
+        """hardware_setup's (profile, layout) for ``c``, with one Profile object per distinct
+        what-if (so per-piece times computed for one configuration serve the next)."""
+        from dualsim.sim.hardware_mode import hardware_setup
+
+        o = setting.overrides(c)
+        what_if = (o.pop("comm_sms"), o.pop("ib_gbps"), o.pop("nvlink_gbps"))
+        prof = self.profiles.get(what_if)
+        if prof is None:
+            prof = self.profiles[what_if] = self.profile.with_overrides(
+                comm_sms=what_if[0], ib_gbps=what_if[1], nvlink_gbps=what_if[2])
+        s, _ = self.schedule(c.schedule, c.ranks, c.microbatches)
+        prof, layout, _ = hardware_setup(s, prof, self.model, **o)
+        return prof, layout
 
     def schedule(self, name: str, ranks: int, mbs: int) -> Any:
         """(Schedule, ScheduleIndex) of a family, generated once."""
@@ -109,18 +127,39 @@ def _context(setting: Setting) -> _Context:
 def _step_model(c: Candidate, setting: Setting) -> Any:
     """The candidate's StepModel; ScheduleError or DualsimError (layout) for what cannot run."""
     from dualsim.generators import check
-    from dualsim.sim.hardware_mode import hardware_setup
     from dualsim.sim.unit_model import StepModel
 
     check(c.schedule, c.ranks, c.microbatches)
     ctx = _context(setting)
-    s, index = ctx.schedule(c.schedule, c.ranks, c.microbatches)
-    prof, layout, _ = hardware_setup(s, ctx.profile, ctx.model, **setting.overrides(c))
+    _, index = ctx.schedule(c.schedule, c.ranks, c.microbatches)
+    prof, layout = ctx.setup(c, setting)
     return StepModel(index, prof, layout)
 
 
+def with_microbatches(c: Candidate, setting: Setting) -> Candidate:
+    """``c`` with its M: given, or from the Setting's global batch (default the model's).
+    ProfileError when R does not divide the GPUs or the batch does not split."""
+    from dualsim.workload.layout import microbatches_for_global_batch
+
+    if c.microbatches is not None:
+        return c
+    lay = _context(setting).model.layout
+    tokens = c.microbatch_tokens or setting.microbatch_tokens or lay["microbatch_tokens"]
+    m = microbatches_for_global_batch(setting.global_batch or lay["global_batch"],
+                                      sequence=lay["sequence"], microbatch_tokens=tokens,
+                                      ranks=c.ranks, gpus=setting.gpus)
+    return replace(c, microbatches=m)
+
+
 def screen(c: Candidate, setting: Setting) -> Outcome:
-    """Rules, layout, memory and the throughput bound. Never raises a DualsimError."""
+    """The batch, rules, layout, memory and the throughput bound. Never raises a DualsimError."""
+    if setting.gpus % c.ranks:
+        return Outcome(c, "dropped", f"layout: --gpus {setting.gpus} is not divisible by the "
+                                     f"{c.ranks} pipeline ranks")
+    try:
+        c = with_microbatches(c, setting)
+    except DualsimError as e:
+        return Outcome(c, "dropped", f"batch: {e.message}")
     try:
         sm = _step_model(c, setting)
     except ScheduleError as e:
@@ -128,19 +167,37 @@ def screen(c: Candidate, setting: Setting) -> Outcome:
     except DualsimError as e:
         return Outcome(c, "dropped", f"layout: {e.message}")
     lay, prof = sm.layout, sm.profile
+    static = sm.static_memory_gb()
+    if max(static) > setting.memory_gb:  # hopeless before any activation: skip the rest
+        worst = max(range(len(static)), key=static.__getitem__)
+        return Outcome(c, "dropped", f"memory: rank {worst} needs at least {static[worst]:.1f} "
+                       f"GB (weights, gradients, optimizer state, buffers), over the "
+                       f"{setting.memory_gb:g} GB cap")
     peaks = sm.peak_memory_gb()
     figures: dict[str, Any] = {"peak_memory_gb": round(max(peaks), 6), "ep": lay.ep,
                                "gpus": lay.gpus, "comm_sms_used": prof.comm_sms,
                                "microbatch_tokens": lay.microbatch_tokens,
                                "global_batch": _sequences(lay),
                                "precision": lay.model.gemm_dtype}
-    bound = lay.tokens_per_step / sm.lower_bound() / lay.gpus * (1 + BOUND_SLACK)
+    bound = _throughput(sm, sm.busy_lower_bound())
     if figures["peak_memory_gb"] > setting.memory_gb:
         worst = max(range(len(peaks)), key=peaks.__getitem__)
         return Outcome(c, "dropped", f"memory: rank {worst} needs "
                        f"{figures['peak_memory_gb']:.1f} GB, over the {setting.memory_gb:g} GB cap",
                        figures, bound=bound)
     return Outcome(c, "open", figures=figures, bound=bound)
+
+
+def _throughput(sm: Any, step: float) -> float:
+    """Tokens/s per GPU of a step of ``step`` seconds (with the bound's slack)."""
+    lay = sm.layout
+    return lay.tokens_per_step / step / lay.gpus * (1 + BOUND_SLACK)
+
+
+def refine(c: Candidate, setting: Setting) -> float:
+    """The tighter throughput bound of a screened candidate: the whole step laid out."""
+    sm = _step_model(c, setting)
+    return _throughput(sm, sm.lower_bound())
 
 
 def _sequences(lay: Any) -> int | float:

@@ -17,6 +17,7 @@ ascending, then the configuration's place in the sweep.
 
 from __future__ import annotations
 
+import heapq
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Sequence
 
@@ -113,6 +114,10 @@ def _screen_chunk(cands: list[Candidate], setting: Setting) -> list[Outcome]:
     return [ev.screen(c, setting) for c in cands]
 
 
+def _call(fn: Callable[..., Any], *args: Any) -> Any:
+    return fn(*args)
+
+
 def sweep(cands: Sequence[Candidate], setting: Setting, *, workers: int | None = None,
           executor: Executor | None = None, keep: int = 10, round_size: int = ROUND, reference: Candidate | None = None,
           prune: bool = True,
@@ -160,26 +165,34 @@ def _search(cands: list[Candidate], setting: Setting, ex: Executor, keep: int, r
             tally.screened += 1
             tally.dropped += o.status == "dropped"
         tell()
-    # 2. simulate best bound first, pruning what cannot reach the top `keep`
-    waiting = sorted((o for o in outcomes if o.status == "open"),
-                     key=lambda o: (-(o.bound or 0.0), o.order))
+    # 2. best bound first: refine a bound, or simulate a refined one; prune below the cut
+    heap = [(-(o.bound or 0.0), o.order, o) for o in outcomes if o.status == "open"]
+    heapq.heapify(heap)
+    refined: set[int] = set()
     kept: list[Outcome] = []
     threshold = float("-inf")
-    i = 0
-    while i < len(waiting):
-        batch: list[Outcome] = []
-        while i < len(waiting) and len(batch) < round_size:
-            o = waiting[i]
-            i += 1
+    while heap:
+        refine: list[Outcome] = []
+        run: list[Outcome] = []
+        while heap and len(refine) + len(run) < round_size:
+            o = heapq.heappop(heap)[2]
             if prune and not o.reference and (o.bound or 0.0) < threshold:
                 o.status = "pruned"
                 o.reason = (f"pruned: at most {o.bound:.0f} tokens/s/GPU, below the "
                             f"{_ordinal(keep)} best simulated ({threshold:.0f})")
                 tally.pruned += 1
+            elif o.order in refined or not prune:
+                run.append(o)
             else:
-                batch.append(o)
-        for o, figures in zip(batch, ex.map(ev.simulate, [(o.candidate, setting)
-                                                            for o in batch])):
+                refine.append(o)
+        jobs = [(ev.refine, o.candidate, setting) for o in refine] + [
+            (ev.simulate, o.candidate, setting) for o in run]
+        results = list(ex.map(_call, jobs))
+        for o, bound in zip(refine, results):
+            o.bound = min(o.bound or bound, bound)
+            refined.add(o.order)
+            heapq.heappush(heap, (-o.bound, o.order, o))
+        for o, figures in zip(run, results[len(refine):]):
             o.figures.update(figures)
             o.status = "kept"
             kept.append(o)

@@ -25,6 +25,7 @@ The peak is taken over the simulated timeline (frees first at equal times).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Iterator
 
 import pandas as pd
 
@@ -157,40 +158,54 @@ def static_components(layout: Layout, schedule: Schedule, profile: Profile,
             "a2a_buffers": a2a_buffer_bytes(layout, profile), "logits_grad": logits_grad}
 
 
+def live_walk(deltas: list[tuple[float, tuple[float, float, float]]]
+              ) -> Iterator[tuple[float, list[float]]]:
+    """(time, live bytes per LIVE entry) after each of a rank's ledger deltas, in time order
+    (frees first at equal times)."""
+    live = [0.0, 0.0, 0.0]
+    for t, d in sorted(deltas, key=lambda x: (x[0], sum(x[1]) > 0)):
+        live = [max(0.0, a + b) for a, b in zip(live, d)]
+        yield t, live
+
+
+def live_at_peak(deltas: list[tuple[float, tuple[float, float, float]]]) -> list[float]:
+    """The live bytes per LIVE entry when their sum peaks (zeros when nothing is ever live)."""
+    best, best_live = -1.0, [0.0, 0.0, 0.0]
+    for _, live in live_walk(deltas):
+        if sum(live) > best:
+            best, best_live = sum(live), live
+    return best_live
+
+
+def peak_breakdown(static: dict[str, float], live: list[float],
+                   profile: Profile) -> dict[str, float]:
+    """A rank's breakdown (GB) given its STATIC bytes and its LIVE bytes at the peak."""
+    total = sum(static.values()) + sum(live)
+    peak = {k: static[k] / GB for k in STATIC}
+    peak.update({k: v / GB for k, v in zip(LIVE, live)})
+    peak["workspace"] = (profile.workspace_bytes + profile.fragmentation * total) / GB
+    return peak
+
+
 def memory_timeline(layout: Layout, schedule: Schedule, profile: Profile,
-                    ledger: ActivationLedger, *, frame: bool = True
-                    ) -> tuple[pd.DataFrame | None, list[dict[str, float]]]:
-    """The memory DataFrame (one ``<component>_gb`` column per entry; None without ``frame``,
-    for callers that only need the peaks) and, per rank, the breakdown (GB) at its peak."""
+                    ledger: ActivationLedger) -> tuple[pd.DataFrame, list[dict[str, float]]]:
+    """The memory DataFrame (one ``<component>_gb`` column per entry) and, per rank, the
+    breakdown (GB) at its peak."""
     rows: list[tuple] = []
     peaks = []
     frag, fixed = profile.fragmentation, profile.workspace_bytes
     for r in range(schedule.ranks):
         static = static_components(layout, schedule, profile, r)
         base = sum(static.values())
-        live = [0.0, 0.0, 0.0]
 
-        def row(t: float) -> tuple:
+        def row(t: float, live: list[float]) -> tuple:
             work = fixed + frag * (base + sum(live))
             parts = [static[k] for k in STATIC] + live + [work]
             return (r, t, *(p / GB for p in parts), sum(parts) / GB)
 
-        if frame:
-            rows.append(row(0.0))
-        best, best_live = -1.0, list(live)
-        for t, d in sorted(ledger.deltas[r], key=lambda x: (x[0], sum(x[1]) > 0)):
-            live = [max(0.0, a + b) for a, b in zip(live, d)]
-            if frame:
-                rows.append(row(t))
-            if sum(live) > best:
-                best, best_live = sum(live), list(live)
-        total = base + sum(best_live)
-        peak = {k: static[k] / GB for k in STATIC}
-        peak.update({k: v / GB for k, v in zip(LIVE, best_live)})
-        peak["workspace"] = (fixed + frag * total) / GB
-        peaks.append(peak)
-    if not frame:
-        return None, peaks
+        rows.append(row(0.0, [0.0, 0.0, 0.0]))
+        rows.extend(row(t, live) for t, live in live_walk(ledger.deltas[r]))
+        peaks.append(peak_breakdown(static, live_at_peak(ledger.deltas[r]), profile))
     df = pd.DataFrame(rows, columns=["rank", "time", *(f"{c}_gb" for c in COMPONENTS),
                                      "total_gb"])
     return df, peaks

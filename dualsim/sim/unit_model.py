@@ -16,7 +16,9 @@ without simulating:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Callable
 
 import simpy
@@ -25,7 +27,8 @@ from dualsim.cluster.comm import pp_flow
 from dualsim.cluster.profile import Profile
 from dualsim.ir import Action, Op, Schedule
 from dualsim.sim.hardware_mode import HardwareExecutor
-from dualsim.sim.memory import ActivationLedger, memory_timeline, replicas, slice_params
+from dualsim.sim.memory import (ActivationLedger, live_at_peak, pair_bytes, peak_breakdown,
+                                replicas, slice_params, static_components)
 from dualsim.sim.unit_level import UnitTimes, compute_rows, lay_out, stage_latencies
 from dualsim.sim.unit_pieces import UnitPieces
 from dualsim.workload.layout import Layout
@@ -33,12 +36,16 @@ from dualsim.workload.layout import Layout
 @dataclass(frozen=True)
 class ScheduleIndex:
     """What a schedule alone decides, shared by every configuration that runs it: each rank's
-    compute units and their kinds ((op, forward position, backward position)), and where each
-    slice's gradients are complete (the last B or W of its stages)."""
+    compute units, their kinds ((op, forward position, backward position)) and how many of each
+    kind it runs, the units after which each slice's gradients are complete (the last B or W of
+    each of its stages), and the memory peaks already worked out for it (``memory``)."""
 
     schedule: Schedule
     rows: list[list[Action]]
     kinds: list[list[tuple[str, int, int]]]
+    counts: list[dict[tuple[str, int, int], int]]
+    last_grad: dict[int, list[tuple[int, int]]]  # position -> (rank, unit index) per stage
+    memory: dict[tuple, list[list[float]]] = field(default_factory=dict, compare=False)
 
     @staticmethod
     def of(schedule: Schedule) -> "ScheduleIndex":
@@ -46,7 +53,18 @@ class ScheduleIndex:
         pos = {st.stage: st.position for st in schedule.stages}
         kinds = [[("FB", pos[a.pair[0].stage], pos[a.pair[1].stage]) if a.op is Op.FB  # type: ignore[index]
                   else (a.op.value, pos[a.stage], pos[a.stage]) for a in row] for row in rows]
-        return ScheduleIndex(schedule, rows, kinds)
+        last: dict[int, tuple[int, int]] = {}  # stage -> its last unit with a B or W part
+        for r, row in enumerate(rows):
+            for i, a in enumerate(row):
+                if any(part.op is Op.B or part.op is Op.W for part in a.parts):
+                    for part in a.parts:
+                        if part.op is Op.B or part.op is Op.W:
+                            last[part.stage] = (r, i)
+        last_grad: dict[int, list[tuple[int, int]]] = {}
+        for stage, at in sorted(last.items()):
+            last_grad.setdefault(pos[stage], []).append(at)
+        return ScheduleIndex(schedule, rows, kinds, [dict(Counter(k)) for k in kinds],
+                             last_grad)
 
 
 class StepModel:
@@ -54,15 +72,23 @@ class StepModel:
 
     def __init__(self, index: ScheduleIndex, profile: Profile, layout: Layout) -> None:
         self.index, self.profile, self.layout = index, profile, layout
-        s = index.schedule
-        # the SimPy executor builds each unit's pieces, as it does for a simulation
-        ex = HardwareExecutor(simpy.Environment(), s, layout, profile)
+
+    @cached_property
+    def pieces(self) -> dict[tuple[str, int, int], UnitPieces]:
+        """Each kind of unit's pieces, built by the SimPy executor as for a simulation."""
+        ex = HardwareExecutor(simpy.Environment(), self.index.schedule, self.layout,
+                              self.profile)
         example: dict[tuple[str, int, int], Action] = {}
-        for row, kinds in zip(index.rows, index.kinds):
+        for row, kinds in zip(self.index.rows, self.index.kinds):
             for a, k in zip(row, kinds):
                 example.setdefault(k, a)
-        self.pieces: dict[tuple[str, int, int], UnitPieces] = {
-            k: ex.pieces(a) for k, a in example.items()}
+        return {k: ex.pieces(a) for k, a in example.items()}
+
+    def static_memory_gb(self) -> list[float]:
+        """Memory per rank (GB) before any activation: a lower bound of its peak."""
+        lay, s, prof = self.layout, self.index.schedule, self.profile
+        return [sum(peak_breakdown(static_components(lay, s, prof, r), [0.0, 0.0, 0.0],
+                                   prof).values()) for r in range(s.ranks)]
 
     # ---- per-unit durations ------------------------------------------------------------------
     def durations(self, unit_time: Callable[[UnitPieces], float]) -> list[list[float]]:
@@ -95,16 +121,8 @@ class StepModel:
 
     def _grads_done(self, times: UnitTimes) -> dict[int, float]:
         """Per position, when the last B or W of any of its stages has ended."""
-        pos = {st.stage: st.position for st in self.index.schedule.stages}
-        done: dict[int, float] = {}
-        for row, ends in zip(times.rows, times.ends):
-            for a, e in zip(row, ends):
-                for part in a.parts:
-                    if part.op is Op.B or part.op is Op.W:
-                        p = pos[part.stage]
-                        if e > done.get(p, 0.0):
-                            done[p] = e
-        return done
+        return {p: max(times.ends[r][i] for r, i in at)
+                for p, at in self.index.last_grad.items()}
 
     def _dp_lower_bound(self, times: UnitTimes) -> float:
         """When the last gradient sync could end at the earliest: each alone on its link, once
@@ -114,6 +132,13 @@ class StepModel:
                     for p, nbytes, link in self.dp_flows()), default=0.0)
 
     # ---- the step ----------------------------------------------------------------------------
+    def busy_lower_bound(self) -> float:
+        """A cheaper, looser lower bound of the step: the busiest rank's units back to back,
+        each at its lower bound (no bubble, no transfer, no gradient sync)."""
+        per_kind = {k: unit_lower_bound(p, self.profile) for k, p in self.pieces.items()}
+        return max(sum(per_kind[k] * n for k, n in counts.items())
+                   for counts in self.index.counts)
+
     def lower_bound(self) -> float:
         """A lower bound of the step in seconds (module docstring)."""
         fwd, bwd = stage_latencies(self.index.schedule, self.pp_latency())
@@ -128,20 +153,25 @@ class StepModel:
         return [sum(per_kind[k] for k in kinds) for kinds in self.index.kinds]
 
     def peak_memory_gb(self) -> list[float]:
-        """Peak memory per rank (GB), every entry of the simulation's breakdown: a rank's units
+        """Peak memory per rank (GB), every entry of the simulation's breakdown. A rank's units
         book their activations (sim/memory.py's ledger) at their start and end in list order,
         whatever the timing, so unit positions stand in for times (frees before allocations at
-        a unit boundary, as in the simulation)."""
-        ledger = ActivationLedger(self.layout, self.index.schedule)
-        for r, row in enumerate(self.index.rows):
-            for i, a in enumerate(row):
-                fwd = a.pair[0] if a.op is Op.FB else a  # type: ignore[index]
-                if fwd.op is Op.F:
-                    ledger.forward(r, i, fwd.stage)
-                ledger.backward(r, i + 0.5, a)
-        _, peaks = memory_timeline(self.layout, self.index.schedule, self.profile, ledger,
-                                   frame=False)
-        return [sum(p.values()) for p in peaks]
+        a unit boundary, as in the simulation); the live bytes at each rank's peak are worked
+        out once per schedule and per what a micro-batch keeps on each slice."""
+        lay, s, prof = self.layout, self.index.schedule, self.profile
+        key = tuple(pair_bytes(lay, p) for p in range(len(lay.slices)))
+        live = self.index.memory.get(key)
+        if live is None:
+            ledger = ActivationLedger(lay, s)
+            for r, row in enumerate(self.index.rows):
+                for i, a in enumerate(row):
+                    fwd = a.pair[0] if a.op is Op.FB else a  # type: ignore[index]
+                    if fwd.op is Op.F:
+                        ledger.forward(r, i, fwd.stage)
+                    ledger.backward(r, i + 0.5, a)
+            live = self.index.memory[key] = [live_at_peak(d) for d in ledger.deltas]
+        return [sum(peak_breakdown(static_components(lay, s, prof, r), live[r], prof).values())
+                for r in range(s.ranks)]
 
 
 def unit_lower_bound(pieces: UnitPieces, profile: Profile) -> float:

@@ -263,8 +263,12 @@ def model_units(model: Model, seq: int, ep: int = 1) -> list[Unit]:
         return Unit(name, moe, pieces, ap + mp + extra_params, me, act, af + mf,
                     attn_output_bytes=ao)
 
+    shapes: dict[bool, Unit] = {}  # every dense (MoE) layer is the same block but for its name
     for i in range(model.layers):
-        units.append(block(f"layer{i}", model.layer_is_moe(i)))
+        moe = model.layer_is_moe(i)
+        if moe not in shapes:
+            shapes[moe] = block("layer", moe)
+        units.append(replace(shapes[moe], name=f"layer{i}"))
     head_flops = 2 * h * V
     logits = V * 2  # BF16 logits kept for the loss backward
     head_act = h * 2 + logits  # and the head's input
