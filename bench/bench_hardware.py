@@ -3,7 +3,7 @@
 Prints the wall time of each simulation, the SimPy events per second, the pieces simulated and
 the headline figures. Not a test: run it by hand, e.g. ``python bench/bench_hardware.py``;
 ``--profile`` adds a cProfile of the DualPipe run (top 15 functions by own time);
-``--chart PATH`` draws the what-if figure of docs/hardware-mode.md (about 30 full-size runs).
+``--chart PATH`` draws the what-if figure of docs/hardware-mode.md (about 70 full-size runs).
 """
 
 from __future__ import annotations
@@ -43,50 +43,59 @@ def run(name: str, ranks: int, mbs: int) -> None:
           f"comm hidden {x['comm_hidden_fraction']:.0%}")
 
 
+CHART_SCHEDULES = ["dualpipe", "dualpipev", "zb-v", "1f1b", "1f1b-overlap", "interleaved-overlap"]
+
+
 def chart(path: str) -> None:
-    """Three panels: step breakdown per schedule, link bandwidth sweep, comm-SM sweep."""
+    """Three panels: step breakdown per schedule, link bandwidth sweep, comm-SM sweeps."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    names = ["dualpipe", "dualpipev", "zb-v", "1f1b"]
+    names = CHART_SCHEDULES
     scheds = {n: generate(n, 16, 120) for n in names}
-    fig, ax = plt.subplots(1, 3, figsize=(16, 4.8))
+    fig, ax = plt.subplots(1, 3, figsize=(18, 5.2))
+    parts = (("compute on all SMs", "tab:blue"), ("SM sharing slowdown", "#3B1F5C"),
+             ("exposed communication", "tab:red"), ("bubble, imbalance, DP sync", "lightgray"))
     for i, n in enumerate(names):
         res = simulate_hardware(scheds[n])
-        busy, exposed = res.ideal, res.extra["comm_exposed_s"]
-        rest = res.makespan - busy - exposed
-        ax[0].bar(i, busy, color="tab:blue", label="compute" if i == 0 else None)
-        ax[0].bar(i, exposed, bottom=busy, color="tab:red",
-                  label="exposed communication" if i == 0 else None)
-        ax[0].bar(i, rest, bottom=busy + exposed, color="lightgray",
-                  label="bubble, imbalance, DP sync" if i == 0 else None)
-        print(f"{n}: step {res.makespan:.2f} s = compute {busy:.2f} + exposed comm "
-              f"{exposed:.2f} + rest {rest:.2f}")
-    ax[0].set_xticks(range(len(names)), names)
+        x = res.extra
+        work, busy, exposed = x["compute_work_s"], res.ideal, x["comm_exposed_s"]
+        values = (work, busy - work, exposed, res.makespan - busy - exposed)
+        bottom = 0.0
+        for (label, color), v in zip(parts, values):
+            ax[0].bar(i, v, bottom=bottom, color=color, label=label if i == 0 else None)
+            bottom += v
+        print(f"{n}: step {res.makespan:.2f} s = compute {work:.2f} + SM sharing "
+              f"{busy - work:.2f} + exposed comm {exposed:.2f} + rest "
+              f"{res.makespan - busy - exposed:.2f}")
+    ax[0].set_xticks(range(len(names)), names, rotation=20)
     ax[0].set_ylabel("step time (s)")
     ax[0].set_title("deepseek-v3 on h800, defaults")
-    ax[0].legend(loc="lower right", fontsize=8)
+    ax[0].legend(loc="lower right", fontsize=7)
     scales = [0.5, 1, 2, 4, 8, 1000]
-    for n in ("dualpipe", "zb-v", "1f1b"):
+    for n in names:
         t = [simulate_hardware(scheds[n], ib_gbps=50 * k, nvlink_gbps=160 * k).makespan
              for k in scales]
-        print(n, "link sweep", [round(x, 2) for x in t])
+        print(n, "link sweep", [round(v, 2) for v in t])
         ax[1].plot(range(len(scales)), t, marker="o", label=n)
     ax[1].set_xticks(range(len(scales)), ["0.5x", "1x", "2x", "4x", "8x", "free"])
     ax[1].set_xlabel("IB and NVLink bandwidth (1x = 50 / 160 GB/s)")
     ax[1].set_ylabel("step time (s)")
-    ax[1].set_title("faster links: DualPipe's edge shrinks")
+    ax[1].set_title("faster links (the comm SMs still bound the all-to-all)")
     ax[1].legend(fontsize=8)
-    sms = [4, 8, 12, 16, 20, 24, 32, 48]
-    t = [simulate_hardware(scheds["dualpipe"], comm_sms=k).makespan for k in sms]
-    print("dualpipe comm-SM sweep", dict(zip(sms, [round(x, 2) for x in t])))
-    ax[2].plot(sms, t, marker="o", color="tab:green")
+    sms = [8, 12, 16, 20, 24, 32, 40, 48, 64, 96]
+    for ib in (25, 50, 100, 200):
+        t = [simulate_hardware(scheds["dualpipe"], comm_sms=k, ib_gbps=ib).makespan for k in sms]
+        best = sms[min(range(len(sms)), key=t.__getitem__)]
+        print(f"dualpipe comm-SM sweep at IB {ib} GB/s (best {best})",
+              dict(zip(sms, [round(v, 2) for v in t])))
+        ax[2].plot(sms, t, marker="o", label=f"IB {ib} GB/s (best {best} SMs)")
     ax[2].axvline(20, color="gray", ls=":", label="DeepSeek's 20 SMs")
-    ax[2].set_xlabel("communication SMs (of 132)")
+    ax[2].set_xlabel("all-to-all SMs (--comm-sms, of 132)")
     ax[2].set_ylabel("DualPipe step time (s)")
-    ax[2].set_title("more comm SMs: faster all-to-all, slower compute")
+    ax[2].set_title("faster IB needs more all-to-all SMs")
     ax[2].legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -96,7 +105,7 @@ def chart(path: str) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--profile", action="store_true", help="cProfile the DualPipe run")
-    ap.add_argument("--schedules", default="dualpipe,dualpipev,zb-v,1f1b")
+    ap.add_argument("--schedules", default=",".join(CHART_SCHEDULES))
     ap.add_argument("--chart", metavar="PATH", help="write the what-if chart (PNG)")
     args = ap.parse_args()
     if args.chart:

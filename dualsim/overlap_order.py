@@ -45,6 +45,7 @@ class Node:
     stream: str
     name: str
     is_w: bool = False  # a weight-gradient compute piece
+    unit: int = 0  # index of its unit in the stage, forward order (forward_/backward_chain)
 
 
 @dataclass(frozen=True)
@@ -84,23 +85,23 @@ PieceSpec = tuple[str, str | None]
 def forward_chain(units: Sequence[Sequence[PieceSpec]]) -> list[Node]:
     """The forward chain of a stage whose units (in model order) have these pieces."""
     out: list[Node] = []
-    for pieces in units:
+    for u, pieces in enumerate(units):
         for name, a2a in pieces:
-            out.append(Node(COMPUTE, name))
+            out.append(Node(COMPUTE, name, unit=u))
             if a2a is not None:
-                out.append(Node(COMM, a2a))
+                out.append(Node(COMM, a2a, unit=u))
     return out
 
 
 def backward_chain(units: Sequence[Sequence[PieceSpec]]) -> list[Node]:
     """The backward chain (units and pieces reversed; per piece: a2a backward, I, W)."""
     out: list[Node] = []
-    for pieces in reversed(units):
-        for name, a2a in reversed(pieces):
+    for u in reversed(range(len(units))):
+        for name, a2a in reversed(units[u]):
             if a2a is not None:
-                out.append(Node(COMM, f"{a2a}_bwd"))
-            out.append(Node(COMPUTE, f"{name}_bwd"))
-            out.append(Node(COMPUTE, f"{name}_w", is_w=True))
+                out.append(Node(COMM, f"{a2a}_bwd", unit=u))
+            out.append(Node(COMPUTE, f"{name}_bwd", unit=u))
+            out.append(Node(COMPUTE, f"{name}_w", is_w=True, unit=u))
     return out
 
 

@@ -14,6 +14,10 @@ this. Columns (always present, in this order):
   (``attn``, ``mlp``, ``mlp_bwd``, ...), "" for a whole action
 - ``start``, ``end`` (float): in the time unit of the producer (abstract cost units, or seconds)
 - ``action``: the action's string form (``(0F7;7B3)`` for an FB)
+- ``sms`` (int): SMs the row's kernel held while it ran (hardware mode's communication kernels:
+  all-to-all, PP send/receive, gradient sync); 0 for compute rows and where not modelled. Where
+  a compute row overlaps a comm row with ``sms`` > 0 on the same rank, compute shared the GPU's
+  SMs and ran slower (``sm_shared_intervals``).
 """
 
 from __future__ import annotations
@@ -26,9 +30,9 @@ from dualsim.ir import Action, Op, Schedule
 
 COLUMNS: tuple[str, ...] = (
     "rank", "stream", "op", "stage", "microbatch", "chain",
-    "stage2", "microbatch2", "chain2", "piece", "start", "end", "action",
+    "stage2", "microbatch2", "chain2", "piece", "start", "end", "action", "sms",
 )
-INT_COLUMNS = ("rank", "stage", "microbatch", "chain", "stage2", "microbatch2", "chain2")
+INT_COLUMNS = ("rank", "stage", "microbatch", "chain", "stage2", "microbatch2", "chain2", "sms")
 
 
 def action_fields(schedule: Schedule, action: Action) -> tuple[Any, ...]:
@@ -42,8 +46,10 @@ def action_fields(schedule: Schedule, action: Action) -> tuple[Any, ...]:
 
 
 def from_rows(rows: Iterable[Sequence[Any]]) -> pd.DataFrame:
-    """Build a Timeline from rows in COLUMNS order, sorted by (rank, stream, start)."""
-    df = pd.DataFrame(list(rows), columns=list(COLUMNS))
+    """Build a Timeline from rows in COLUMNS order, sorted by (rank, stream, start). A row may
+    leave out the last column, ``sms`` (then 0: no SMs held)."""
+    n = len(COLUMNS)
+    df = pd.DataFrame([r if len(r) == n else (*r, 0) for r in rows], columns=list(COLUMNS))
     for c in INT_COLUMNS:
         df[c] = df[c].astype("int64")
     df["start"] = df["start"].astype("float64")
@@ -79,3 +85,28 @@ def exposed(busy: Sequence[tuple[float, float]],
             covered += min(e, busy[j][1]) - max(s, busy[j][0])
             j += 1
     return total, total - covered
+
+
+def sm_shared_intervals(timeline: pd.DataFrame, rank: int) -> list[tuple[float, float]]:
+    """Where ``rank``'s compute ran beside comm kernels holding SMs: the intersection of its
+    compute rows with its comm rows of ``sms`` > 0, as sorted disjoint (start, end) intervals."""
+    if "sms" not in timeline.columns:
+        return []
+    mine = timeline[timeline["rank"] == rank]
+    comp = intervals_union(_pairs(mine[mine["stream"] == "compute"]))
+    held = intervals_union(_pairs(mine[(mine["stream"] == "comm") & (mine["sms"] > 0)]))
+    out, j = [], 0
+    for s, e in comp:
+        while j < len(held) and held[j][1] <= s:
+            j += 1
+        k = j
+        while k < len(held) and held[k][0] < e:
+            lo, hi = max(s, held[k][0]), min(e, held[k][1])
+            if hi > lo:
+                out.append((lo, hi))
+            k += 1
+    return out
+
+
+def _pairs(rows: pd.DataFrame) -> list[tuple[float, float]]:
+    return list(zip(rows["start"].tolist(), rows["end"].tolist()))

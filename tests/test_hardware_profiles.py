@@ -25,7 +25,13 @@ def test_h800_numbers() -> None:
     assert p.bf16_flops == 989e12 and p.fp8_flops == 1979e12
     assert p.ib_bandwidth == 50e9 and p.nvlink_bandwidth == 160e9
     assert p.gpus_per_node == 8
-    assert p.a2a_latency == pytest.approx(0.35e-3)
+    # the comm law's numbers in SI units (ms, us and GB/s in the file)
+    assert p.a2a_per_sm == 7.19e9 and p.nccl_per_sm == 25e9
+    assert p.dispatch_latency == pytest.approx(0.208e-3)
+    assert p.combine_latency == pytest.approx(0.521e-3)
+    assert p.a2a_peer_latency == pytest.approx(0.9e-6)
+    assert p.nccl_latency == pytest.approx(20e-6)
+    assert (p.a2a_overlap_rate, p.interference, p.pp_sms, p.dp_sms) == (0.66, 0.011, 2, 8)
 
 
 @pytest.mark.parametrize("name, sms, hbm_gb, bf16, fp8", [  # DESIGN.md §6
@@ -69,6 +75,10 @@ def _broken(tmp_path: Path, old: str, new: str) -> str:
     ('sms = { value = 132, unit = "SM"', 'sms = { value = 132, unit = "cores"', "gpu.sms"),
     ("[efficiency]\n", "[efficiency]\nturbo = { value = 1, unit = \"x\", source = \"s\" }\n",
      "efficiency.turbo"),
+    ("interference = { value = 0.011,", "interference = { value = 1.0,", "comm.interference"),
+    ('pp_sms = { value = 2,', 'pp_sms = { value = 132,', "comm.pp_sms"),
+    ('a2a_per_sm = { value = 7.19, unit = "GB/s/SM"', 'a2a_per_sm = { value = 7.19, unit = "GB/s"',
+     "comm.a2a_per_sm"),
 ])
 def test_bad_field_names_file_and_field(tmp_path: Path, old: str, new: str, field: str) -> None:
     path = _broken(tmp_path, old, new)

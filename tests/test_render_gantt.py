@@ -8,7 +8,7 @@ import pytest
 
 from dualsim.generators import generate
 from dualsim.render.gantt import (COMM_COLORS, COMPUTE_COLORS, EXPOSED_BAR, EXPOSED_RED,
-                                  REVERSE_HATCH, comm_color, darken,
+                                  REVERSE_HATCH, SM_BAND, SM_SHARED_COLOR, comm_color, darken,
                                   gantt_layout, lighten, render_gantt, render_gantt_grid,
                                   split_hidden)
 from dualsim.timeline import from_rows
@@ -96,6 +96,20 @@ def test_comm_lane_below_compute_with_hidden_and_exposed_parts():
     assert (comm[2].color, comm[2].y0, comm[2].y1) == (EXPOSED_RED, EXPOSED_BAR, 1.0)
     assert all(b.row == 1 for b in comm)
     assert lay.legend[-3:] == ("comm:dispatch", "hidden", "exposed")
+
+
+def test_shared_sms_are_a_band_on_top_of_the_compute_lane():
+    # a comm kernel holding 20 SMs in [1, 4) beside compute in [0, 3): shared in [1, 3)
+    tl = from_rows([
+        row(0, "F", 0, 0, 0.0, 3.0, piece="attn"),
+        (*row(0, "dispatch", 0, 0, 1.0, 4.0, stream="comm", action="0F0"), 20),
+        (*row(0, "pp_send", 0, 0, 3.5, 3.8, stream="comm", action="0F0"), 2),
+    ])
+    lay = gantt_layout(tl)
+    band = [b for b in lay.boxes if b.lane == "sm"]
+    assert [(b.row, b.x0, b.x1, b.y0, b.y1, b.color) for b in band] == [
+        (0, 1.0, 3.0, 0.0, SM_BAND, SM_SHARED_COLOR)]
+    assert lay.legend[-1] == "sm_shared"
 
 
 @pytest.mark.parametrize("suffix", [".png", ".svg"])

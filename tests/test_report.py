@@ -143,7 +143,7 @@ def test_real_hardware_report_has_memory_flows_and_counters(tmp_path):
     threads = {(e["pid"], e["args"]["name"]) for e in ev if e["name"] == "thread_name"}
     assert {(p, n) for p in range(4) for n in ("compute", "comm")} <= threads
     md = (tmp_path / "report.md").read_text()
-    assert "HBM 80 GB" in md and "- **calibration**: all-to-all runs at" in md
+    assert "HBM 80 GB" in md and "- **calibration**: an all-to-all SM moves 7.19 GB/s" in md
 
 
 def test_table_helpers_format_per_rank_values_and_escape_pipes():

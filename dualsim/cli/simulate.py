@@ -13,9 +13,9 @@ import typer
 from dualsim.cli import simulation as simcmd
 from dualsim.cli.common import print_json, user_errors
 from dualsim.cli.options import (ChunksOpt, CommOpt, CommSmsOpt, CostsOpt, EpOpt, GpusOpt, IbOpt,
-                                 GlobalBatchOpt, JsonOpt, MbsOpt, ModelOpt, NvOpt,
+                                 GlobalBatchOpt, ImbalanceOpt, JsonOpt, MbsOpt, ModelOpt, NvOpt,
                                  PrecisionOpt, ProfileOpt, RanksOpt, RecomputeOpt, SeqLenOpt,
-                                 TokensOpt)
+                                 SmSharingOpt, TokensOpt)
 
 
 def simulate_cmd(
@@ -37,6 +37,8 @@ def simulate_cmd(
     global_batch: Optional[int] = GlobalBatchOpt,
     seq_len: Optional[int] = SeqLenOpt,
     recompute: Optional[str] = RecomputeOpt,
+    routing_imbalance: Optional[float] = ImbalanceOpt,
+    sm_sharing: Optional[str] = SmSharingOpt,
     as_json: bool = JsonOpt,
     trace: Optional[Path] = typer.Option(None, "--trace", help="Write a Perfetto/Chrome trace (JSON)."),
     gantt: Optional[Path] = typer.Option(None, "--gantt", help="Write a Gantt chart (.png or .svg)."),
@@ -55,7 +57,8 @@ def simulate_cmd(
         cfg = simcmd.Config.make(ranks, microbatches, chunks, costs, comm, profile, model, ep,
                                  gpus, comm_sms, microbatch_tokens, ib_gbps, nvlink_gbps,
                                  precision=precision, global_batch=global_batch,
-                                 seq_len=seq_len, recompute=recompute, world=world)
+                                 seq_len=seq_len, recompute=recompute, world=world,
+                                 routing_imbalance=routing_imbalance, sm_sharing=sm_sharing)
         s = simcmd.load_schedule(schedule, cfg, plan=plan)
         if simcmd.is_plan_path(schedule):
             simcmd.check_plan_options(s, ranks, microbatches, chunks)
@@ -95,6 +98,8 @@ def compare_cmd(
     global_batch: Optional[int] = GlobalBatchOpt,
     seq_len: Optional[int] = SeqLenOpt,
     recompute: Optional[str] = RecomputeOpt,
+    routing_imbalance: Optional[float] = ImbalanceOpt,
+    sm_sharing: Optional[str] = SmSharingOpt,
     out: Path = typer.Option(Path("dualsim-compare"), "--out", "-o", help="Folder for the charts and report."),
     as_json: bool = JsonOpt,
 ) -> None:
@@ -108,7 +113,8 @@ def compare_cmd(
         cfg = simcmd.Config.make(ranks, microbatches, chunks, costs, comm, profile, model, ep,
                                  gpus, comm_sms, microbatch_tokens, ib_gbps, nvlink_gbps,
                                  precision=precision, global_batch=global_batch,
-                                 seq_len=seq_len, recompute=recompute)
+                                 seq_len=seq_len, recompute=recompute,
+                                 routing_imbalance=routing_imbalance, sm_sharing=sm_sharing)
         results, built, skipped = simcmd.compare(schedules or [], cfg)
         simcmd.print_warnings(results)
         written = simcmd.write_outputs(out, results, built, skipped, cfg)

@@ -52,13 +52,16 @@ class Config:
              microbatch_tokens: int | None, ib_gbps: float | None,
              nvlink_gbps: float | None, *, precision: str | None = None,
              global_batch: int | None = None, seq_len: int | None = None,
-             recompute: str | None = None, world: World | None = None) -> "Config":
+             recompute: str | None = None, world: World | None = None,
+             routing_imbalance: float | None = None,
+             sm_sharing: str | None = None) -> "Config":
         """``world``: a plan file's recorded hardware world, used where no flag is given (the
         flags that override it are named in one note on stderr); ignored in abstract mode."""
         overrides = {"ep": ep, "gpus": gpus, "comm_sms": comm_sms,
                      "microbatch_tokens": microbatch_tokens, "ib_gbps": ib_gbps,
                      "nvlink_gbps": nvlink_gbps, "precision": precision, "seq_len": seq_len,
-                     "recompute": recompute}
+                     "recompute": recompute, "routing_imbalance": routing_imbalance,
+                     "sm_sharing": sm_sharing}
         if world is not None and costs is None and comm == 0:
             profile, model = _apply_world(world, profile, model, overrides)
         elif world is not None:

@@ -2,7 +2,8 @@
 
 Used to check the cost model against the measured profile (docs/hardware-mode.md) and by the
 what-if tools: attention and MLP forward and input-gradient times, the weight gradient, and the
-four all-to-alls timed as they run overlapped with compute (inside an FB).
+four all-to-alls, all timed as they run inside an FB: compute beside a resident all-to-all kernel
+(on the SMs it leaves, slowed by the interference), the all-to-all beside compute.
 """
 
 from __future__ import annotations
@@ -39,15 +40,14 @@ class LayerTimes:
 
 
 def moe_layer_times(layout: Layout, profile: Profile) -> LayerTimes:
-    """The model's numbers for one MoE layer, all-to-all overlapped with compute (as in an FB).
-
-    Compute runs on the SMs the communication kernels leave (as in DeepSeek's trace, where the
-    GEMMs were launched on 132 - 20 = 112 SMs).
-    """
+    """The model's numbers for one MoE layer, compute and all-to-all overlapped (as in an FB):
+    compute at the simulator's rate beside a resident all-to-all kernel, (S - s)/S x (1 -
+    interference) of its all-SM time (DeepSeek's trace launched its GEMMs on 132 - 20 = 112 SMs),
+    the all-to-all beside compute."""
     unit = next(u for s in layout.slices for u in s.units if u.moe and u.name.startswith("layer"))
     tokens = layout.microbatch_tokens
-    sms = profile.sms - profile.comm_sms
-    attn, mlp = (piece_times(p, tokens, profile, sms=sms) for p in unit.pieces)
+    shared = (profile.sms - profile.comm_sms) / profile.sms * (1 - profile.interference)
+    attn, mlp = ([t / shared for t in piece_times(p, tokens, profile)] for p in unit.pieces)
     t = {k: a2a_flow(layout.model, profile, layout.ep, tokens, k).standalone_time(profile, True)
          for k in A2A_KINDS}
     return LayerTimes(attn[0], mlp[0], attn[1], mlp[1], attn[2] + mlp[2], t["dispatch"],

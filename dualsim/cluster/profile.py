@@ -21,7 +21,7 @@ from dualsim.datafiles import builtin_files, read_toml, resolve
 from dualsim.errors import ProfileError
 
 #: section -> key -> (unit, rule, required). Rules: "pos" > 0, "int" integer > 0,
-#: "frac" in (0, 1], "nonneg" >= 0.
+#: "frac" in (0, 1], "share" in [0, 1), "nonneg" >= 0.
 PROFILE_SCHEMA: dict[str, dict[str, tuple[str, str, bool]]] = {
     "gpu": {
         "sms": ("SM", "int", True),
@@ -37,11 +37,18 @@ PROFILE_SCHEMA: dict[str, dict[str, tuple[str, str, bool]]] = {
         "nvlink_bandwidth": ("GB/s", "pos", True),
         "ib_bandwidth": ("GB/s", "pos", True),
     },
-    "comm": {
-        "sms": ("SM", "int", True),
-        "a2a_sm_scale": ("SM", "pos", True),
-        "overlap_rate": ("fraction", "frac", True),
-        "a2a_latency": ("ms", "nonneg", True),
+    "comm": {  # the communication law: dualsim/cluster/comm.py, fit in cluster/comm_fit.py
+        "sms": ("SM", "int", True),  # SMs of the all-to-all kernels (DeepEP num_sms)
+        "a2a_per_sm": ("GB/s/SM", "pos", True),
+        "dispatch_latency": ("ms", "nonneg", True),
+        "combine_latency": ("ms", "nonneg", True),
+        "a2a_peer_latency": ("us", "nonneg", True),
+        "a2a_overlap_rate": ("fraction", "frac", True),
+        "interference": ("fraction", "share", True),
+        "pp_sms": ("SM", "int", True),
+        "dp_sms": ("SM", "int", True),
+        "nccl_per_sm": ("GB/s/SM", "pos", True),
+        "nccl_latency": ("us", "nonneg", True),
     },
     "gemm": {  # the shape-aware GEMM model (dualsim/cluster/gemm.py)
         "fp8_mainloop": ("fraction", "frac", False),  # required with gpu.fp8_peak
@@ -78,10 +85,17 @@ class Profile:
     gpus_per_node: int
     nvlink_bandwidth: float
     ib_bandwidth: float
-    comm_sms: int
-    a2a_sm_scale: float
-    overlap_rate: float
-    a2a_latency: float
+    comm_sms: int  # SMs an all-to-all kernel holds while it runs
+    a2a_per_sm: float  # bytes/s of token copies (IB sends + NVLink forwards) one a2a SM moves
+    dispatch_latency: float  # fixed cost of a dispatch-type all-to-all kernel, no peers
+    combine_latency: float
+    a2a_peer_latency: float  # added to an all-to-all's fixed cost per EP peer
+    a2a_overlap_rate: float  # all-to-all per-SM rate factor while compute runs beside it
+    interference: float  # compute slowdown (beyond the lost SMs) while a comm kernel is resident
+    pp_sms: int  # NCCL channels (SMs) of a PP send or receive
+    dp_sms: int  # NCCL channels (SMs) of the gradient sync
+    nccl_per_sm: float  # bytes/s one NCCL channel moves
+    nccl_latency: float
     efficiency: dict[str, float]  # attention_fwd, attention_bwd, elementwise (of HBM bandwidth)
     gemm: GemmParams
     workspace_bytes: float  # CUDA context, library workspaces, communicator buffers
@@ -92,6 +106,10 @@ class Profile:
         if dtype == "fp8" and self.fp8_flops is not None:
             return self.fp8_flops
         return self.bf16_flops
+
+    def link_bandwidth(self, link: str) -> float:
+        """Bytes/s of one GPU's ``link`` ("ib" or "nvlink"), one direction."""
+        return self.ib_bandwidth if link == "ib" else self.nvlink_bandwidth
 
     def with_overrides(self, *, comm_sms: int | None = None, ib_gbps: float | None = None,
                        nvlink_gbps: float | None = None) -> "Profile":
@@ -147,6 +165,8 @@ def _field(raw: dict[str, Any], section: str, key: str, unit: str, rule: str,
         raise ProfileError(f"{where} must not be negative, got {v!r}")
     if rule == "frac" and not 0 < v <= 1:
         raise ProfileError(f"{where} must be a fraction in (0, 1], got {v!r}")
+    if rule == "share" and not 0 <= v < 1:
+        raise ProfileError(f"{where} must be a fraction in [0, 1), got {v!r}")
     return float(v)
 
 
@@ -176,8 +196,11 @@ def parse_profile(raw: dict[str, Any], file: str) -> Profile:
     if not isinstance(name, str):
         raise ProfileError(f"{file}: field name must be a string")
     sms, comm_sms = int(vals["gpu.sms"] or 0), int(vals["comm.sms"] or 0)
-    if comm_sms >= sms:
-        raise ProfileError(f"{file}: field comm.sms ({comm_sms}) must be below gpu.sms ({sms})")
+    for key in ("sms", "pp_sms", "dp_sms"):
+        if int(vals[f"comm.{key}"] or 0) >= sms:
+            raise ProfileError(f"{file}: field comm.{key} ({int(vals[f'comm.{key}'] or 0)}) "
+                               f"must be below gpu.sms ({sms})")
+    c = {k: float(vals[f"comm.{k}"] or 0) for k in PROFILE_SCHEMA["comm"]}
     fp8 = vals["gpu.fp8_peak"]
     mainloop = {"bf16": float(vals["gemm.bf16_mainloop"] or 0)}
     wgrad = {"bf16": float(vals["gemm.bf16_wgrad_mainloop"] or 0)}
@@ -198,9 +221,11 @@ def parse_profile(raw: dict[str, Any], file: str) -> Profile:
         gpus_per_node=int(vals["node.gpus_per_node"] or 0),
         nvlink_bandwidth=float(vals["node.nvlink_bandwidth"] or 0) * 1e9,
         ib_bandwidth=float(vals["node.ib_bandwidth"] or 0) * 1e9,
-        comm_sms=comm_sms, a2a_sm_scale=float(vals["comm.a2a_sm_scale"] or 0),
-        overlap_rate=float(vals["comm.overlap_rate"] or 0),
-        a2a_latency=float(vals["comm.a2a_latency"] or 0) * 1e-3,
+        comm_sms=comm_sms, a2a_per_sm=c["a2a_per_sm"] * 1e9,
+        dispatch_latency=c["dispatch_latency"] * 1e-3, combine_latency=c["combine_latency"] * 1e-3,
+        a2a_peer_latency=c["a2a_peer_latency"] * 1e-6, a2a_overlap_rate=c["a2a_overlap_rate"],
+        interference=c["interference"], pp_sms=int(c["pp_sms"]), dp_sms=int(c["dp_sms"]),
+        nccl_per_sm=c["nccl_per_sm"] * 1e9, nccl_latency=c["nccl_latency"] * 1e-6,
         efficiency={k: float(vals[f"efficiency.{k}"] or 0) for k in PROFILE_SCHEMA["efficiency"]},
         gemm=gemm, workspace_bytes=float(vals["gpu.workspace"] or 0) * 1e9,
         fragmentation=float(vals["gpu.fragmentation"] or 0),

@@ -7,7 +7,9 @@ of DualPipe's reverse direction (chain 1) are drawn in a darker shade with hatch
 mode every rank gets a second, thinner lane for its communication stream; its boxes are coloured
 by kind (dispatch, combine, pp_send, dp_sync) and split into the parts that overlap compute on
 the same rank ("hidden", pale) and the parts that do not ("exposed": full colour over a red bar).
-The runtime's measured all-to-all (stream ``a2a``) gets a third lane, drawn the same way.
+The runtime's measured all-to-all (stream ``a2a``) gets a third lane, drawn the same way. A thin
+dark band on top of a compute lane marks where compute shared the GPU's SMs with a resident
+communication kernel (and ran slower).
 Hatching is dropped on boxes too narrow to show it (their darker shade still tells them apart).
 
 ``gantt_layout`` computes every box (position, colour, label) without matplotlib, so tests can
@@ -26,7 +28,7 @@ from typing import Any, NamedTuple, Sequence
 import pandas as pd
 
 from dualsim.render.frames import records
-from dualsim.timeline import intervals_union
+from dualsim.timeline import intervals_union, sm_shared_intervals
 
 # --- palette ----------------------------------------------------------------------------------
 #: (colour of chain 0, colour of chain 1 = the reverse direction) per compute op
@@ -41,12 +43,15 @@ COMM_COLORS: dict[str, str] = {
     "dispatch": "#A98BD6",
     "combine": "#D4A373",
     "pp_send": "#E58FC8",
+    "pp_recv": "#F2C4E3",
     "dp_sync": "#8C8C8C",
 }
 OTHER_COMM = "#C7C76A"
 REVERSE_HATCH = "///"
 EXPOSED_RED = "#D62728"
 EXPOSED_BAR = 0.6  # the red bar of an exposed part fills its lane from here to the bottom
+SM_BAND = 0.14  # the band marking shared SMs covers the top of a compute lane down to here
+SM_SHARED_COLOR = "#3B1F5C"
 MIN_HATCH_PTS = 5.0  # narrower boxes are drawn without hatching
 RASTERIZE_ABOVE = 4000  # boxes per panel above which an SVG embeds the boxes as an image
 OP_NAMES = {"F": "forward (F)", "B": "backward (B)", "I": "backward for input (I)",
@@ -66,7 +71,7 @@ class Box(NamedTuple):
     A NamedTuple: a hardware chart has ~10^5 boxes and tuples are the cheapest to build."""
 
     rank: int
-    lane: str  # "compute", "comm" or "a2a"
+    lane: str  # "compute", "comm", "a2a", or "sm" (the shared-SM band over a compute lane)
     row: int  # index into GanttLayout.rows, 0 = top
     x0: float
     x1: float
@@ -234,6 +239,8 @@ def gantt_layout(timeline: pd.DataFrame) -> GanttLayout:
         comp = mine[mine["stream"] == "compute"]
         rows.append((rank, "compute"))
         boxes.extend(_compute_boxes(rank, len(rows) - 1, comp))
+        boxes.extend(Box(rank, "sm", len(rows) - 1, s, e, 0.0, SM_BAND, SM_SHARED_COLOR, "",
+                         "", "sm_shared") for s, e in sm_shared_intervals(mine, rank))
         busy = intervals_union(zip(comp["start"].astype(float), comp["end"].astype(float)))
         for lane in lanes:
             rows.append((rank, lane))
@@ -258,6 +265,8 @@ def _legend_keys(tl: pd.DataFrame, boxes: list[Box], two: bool) -> tuple[str, ..
                                      if o.removesuffix("_bwd") in known else 99, o))
     keys.extend(f"comm:{o}" for o in comm_ops)
     keys.extend(k for k in ("hidden", "exposed") if k in kinds)
+    if any(b.lane == "sm" for b in boxes):
+        keys.append("sm_shared")
     return tuple(keys)
 
 
@@ -304,6 +313,9 @@ def _legend_handles(keys: Sequence[str]) -> tuple[list[Any], list[str], dict[Any
         elif k == "exposed":
             handles.append(SplitCell("#8C8C8C", EXPOSED_RED))
             labels.append("comm exposed (red bar below)")
+        elif k == "sm_shared":
+            handles.append(Patch(facecolor=SM_SHARED_COLOR, edgecolor="white"))
+            labels.append("SMs shared with a comm kernel (band on top)")
     return handles, labels, {SplitCell: SplitHandler()}
 
 
@@ -326,7 +338,7 @@ def _boxes(ax: Any, layout: GanttLayout, *, pts_per_unit: float) -> None:
     for b in layout.boxes:
         width_pts = (b.x1 - b.x0) * pts_per_unit
         hatch = b.hatch if width_pts >= MIN_HATCH_PTS else ""
-        lw = (0.6 if b.lane == "compute" else 0.3) if width_pts >= 3.0 else 0.0
+        lw = (0.6 if b.lane == "compute" else 0.3) if width_pts >= 3.0 and b.lane != "sm" else 0.0
         h = heights[b.row]
         groups.setdefault((b.lane, hatch, b.color, lw), []).append(
             (b.x0, b.x1, tops[b.row] + b.y0 * h, tops[b.row] + b.y1 * h))

@@ -113,15 +113,19 @@ def _hardware_lines(config: Mapping[str, Any], results: list[tuple[str, SimResul
         fp8 = f", FP8 {prof.fp8_flops / 1e12:.0f} TFLOPS" if prof.fp8_flops else ", no FP8"
         lines.append(
             f"- **profile**: {prof.name} ({prof.description}): {prof.sms} SMs of which "
-            f"{prof.comm_sms} for communication, HBM {prof.hbm_bytes / 1e9:.0f} GB, BF16 "
+            f"{prof.comm_sms} for an all-to-all while it runs, HBM {prof.hbm_bytes / 1e9:.0f} GB, "
+            f"BF16 "
             f"{prof.bf16_flops / 1e12:.0f} TFLOPS{fp8}; usable NVLink "
             f"{prof.nvlink_bandwidth / 1e9:.0f} GB/s and IB {prof.ib_bandwidth / 1e9:.0f} GB/s "
             f"per GPU; {prof.gpus_per_node} GPUs per node. Source: `{Path(prof.source).name}`")
         eff = ", ".join(f"{k} {v:g}" for k, v in sorted(prof.efficiency.items()))
         lines.append(
-            f"- **calibration**: all-to-all runs at {prof.overlap_rate:.0%} of its standalone "
-            f"rate while overlapped with compute; all-to-all SM scaling {prof.a2a_sm_scale:g}; "
-            f"latency {prof.a2a_latency * 1e6:.0f} us; kernel efficiencies: {eff}")
+            f"- **calibration**: an all-to-all SM moves {prof.a2a_per_sm / 1e9:g} GB/s of token "
+            f"copies ({prof.a2a_overlap_rate:.0%} of that beside compute); all-to-all fixed cost "
+            f"{prof.dispatch_latency * 1e3:.3g} ms (dispatch) / {prof.combine_latency * 1e3:.3g} "
+            f"ms (combine) + {prof.a2a_peer_latency * 1e6:.2g} us per EP peer; compute beside a "
+            f"comm kernel runs on the SMs it leaves, {prof.interference:.1%} slower still; "
+            f"kernel efficiencies: {eff}")
         g = prof.gemm
         loops = ", ".join(f"{k} {v:g}" for k, v in sorted(g.mainloop_fraction.items()))
         wgrad = ", ".join(f"{k} {v:g}" for k, v in sorted(g.wgrad_fraction.items()))

@@ -163,5 +163,6 @@ def _timeline(schedule: Schedule, run: EngineRun, scale: int) -> pd.DataFrame:
         "start": start,
         "end": end,
         "action": labels,
+        "sms": np.zeros(n, dtype=np.int64),
     }
     return pd.DataFrame(data, columns=list(COLUMNS))

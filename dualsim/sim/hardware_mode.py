@@ -1,10 +1,13 @@
 """Hardware mode: simulate one pipeline of a modelled cluster with SimPy, in seconds.
 
 Every GPU (pipeline rank) has a compute stream and a communication stream; units expand into
-per-layer pieces (sim/unit_pieces.py). Each GPU's IB NIC and NVLink are fluid links shared by the
-all-to-all, the PP transfers and the data-parallel sync (sim/links.py). One pipeline's ranks are
-simulated explicitly; their EP peers (the same stage in other pipelines) run the same schedule at
-the same time, so by symmetry each GPU receives as much all-to-all traffic as it sends, on the
+per-layer pieces (sim/unit_pieces.py, in the order of dualsim/overlap_order.py). Each GPU's SMs
+are shared in time: a comm kernel (all-to-all, PP send or receive, gradient sync) holds its SMs
+only while it runs, and compute, fluid work in seconds on all SMs, runs slower while one is
+resident; each GPU's IB NIC and NVLink are fluid links shared by the all-to-all, the PP
+transfers and the data-parallel sync (sim/links.py; the law is dualsim/cluster/comm.py). One
+pipeline's ranks are simulated explicitly; their EP peers (the same stage in other pipelines) run
+the same schedule at the same time, so by symmetry each GPU receives as much all-to-all traffic as it sends, on the
 other direction of its full-duplex links, and only its outgoing share is simulated. At the end of
 the step each stage's gradients are synchronised over its ZeRO-1 group (reduce-scatter +
 all-gather, BF16, ring) once every rank holding a copy of that layer slice has finished its
@@ -15,48 +18,55 @@ weight gradients; this overlaps with the W of other stages still running.
 
 from __future__ import annotations
 
-from typing import Any, Generator
+import math
+from typing import Any, Callable, Generator
 
 import simpy
 
-from dualsim.cluster.comm import a2a_saturation, pp_flow
-
+from dualsim.cluster.comm import Flow, dp_sync_flow, pp_flow
 from dualsim.cluster.compute import precision_for, unit_weight
 from dualsim.cluster.profile import Profile, load_profile
 from dualsim.defaults import DEFAULT_MODEL, DEFAULT_PROFILE
+from dualsim.errors import ProfileError
 from dualsim.ir import Action, Op, Schedule
 from dualsim.sim.simpy_engine import Engine, peak_live
 from dualsim.sim.links import Gpu, Link
 from dualsim.sim.memory import GB, ActivationLedger, memory_timeline, replicas, slice_params
-from dualsim.sim.unit_pieces import UnitPieces, fb_pieces, only_w, plain_pieces, slice_chains, without_w
+from dualsim.sim.unit_pieces import UnitPieces, fb_pieces, plain_pieces, slice_chains, unit_chain
 from dualsim.sim.result import RankStats, SimResult
 from dualsim.sim.simpy_abstract import simulate_simpy
-from dualsim.timeline import action_fields, from_rows
+from dualsim.timeline import action_fields, exposed, from_rows, intervals_union
 from dualsim.validate import validate
 from dualsim.workload.layout import Layout, build_layout
 from dualsim.workload.model import Model, default_layout, load_model, with_training
 
-__all__ = ["simulate_hardware", "simulate_simpy"]
+__all__ = ["SM_SHARING", "simulate_hardware", "simulate_simpy"]
+
+#: how compute shares SMs with the all-to-all kernels: only while they run, or never
+SM_SHARING = ("dynamic", "static")
 
 
 class HardwareExecutor:
-    """Runs units as pieces on two streams per GPU, with flows on shared links."""
+    """Runs units as pieces on two streams per GPU, with SM-holding kernels on shared links."""
 
     def __init__(self, env: simpy.Environment, schedule: Schedule, layout: Layout,
-                 profile: Profile) -> None:
+                 profile: Profile, routing_imbalance: float = 1.0,
+                 sm_sharing: str = "dynamic") -> None:
         self.env, self.schedule, self.layout, self.profile = env, schedule, layout, profile
-        sat = a2a_saturation(profile)
-        self.gpus = [Gpu() for _ in range(schedule.ranks)]
-        self.links = [{"ib": Link(env, g, profile.ib_bandwidth, profile.ib_bandwidth * sat,
-                                  profile.overlap_rate),
-                       "nvlink": Link(env, g, profile.nvlink_bandwidth,
-                                      profile.nvlink_bandwidth * sat, profile.overlap_rate)}
-                      for g in self.gpus]
+        reserved = profile.comm_sms if sm_sharing == "static" else 0
+        self.gpus = [Gpu(env, profile.sms, profile.interference, reserved)
+                     for _ in range(schedule.ranks)]
+        self.links = [{"ib": Link(env, g, profile.ib_bandwidth),
+                       "nvlink": Link(env, g, profile.nvlink_bandwidth)} for g in self.gpus]
         self.position = {st.stage: st.position for st in schedule.stages}
-        self.chains = {p: slice_chains(sl, layout, profile) for p, sl in enumerate(layout.slices)}
+        self.chain_of = {st.stage: st.chain for st in schedule.stages}
+        self.pp: dict[tuple[int, int], Flow] = {}
+        self.chains = {p: slice_chains(sl, layout, profile, routing_imbalance)
+                       for p, sl in enumerate(layout.slices)}
         self.unit_pieces: dict[tuple, UnitPieces] = {}
         self.rows: list[tuple] = []
-        self.busy = [0.0] * schedule.ranks
+        self.busy = [0.0] * schedule.ranks  # compute-stream seconds (pieces running)
+        self.work = [0.0] * schedule.ranks  # the same work on all SMs (no sharing)
         self.memory = ActivationLedger(layout, schedule)
         self.dp_end = [0.0] * schedule.ranks
         # weight-gradient units left per (rank, stage), and per slice the holders still busy
@@ -67,7 +77,7 @@ class HardwareExecutor:
                     self.wleft[part.stage] = self.wleft.get(part.stage, 0) + 1
         self.slice_wait = {p: len(ranks) for p, ranks in enumerate(layout.holders)}
 
-    # ---- pieces of a unit --------------------------------------------------------------------------------
+    # ---- pieces of a unit ---------------------------------------------------------------------
     def pieces(self, a: Action) -> UnitPieces:
         op = a.op
         if op is Op.FB:
@@ -79,9 +89,7 @@ class HardwareExecutor:
             if op is Op.FB:
                 plan = fb_pieces(self.chains[key[1]][0], self.chains[key[2]][1])
             else:
-                fwd, bwd = self.chains[key[1]]
-                nodes = {"F": fwd, "B": bwd, "I": without_w(bwd), "W": only_w(bwd)}[op.value]
-                plan = plain_pieces(nodes)
+                plan = plain_pieces(unit_chain(op.value, *self.chains[key[1]]))
             self.unit_pieces[key] = plan
         return plan
 
@@ -94,57 +102,68 @@ class HardwareExecutor:
         fwd = a.forward if a.op is Op.FB else a
         if fwd.op is Op.F:
             self.memory.forward(rank, env.now, fwd.stage)
-        comm_done: list[simpy.Event] = []
-        signal: dict[int, simpy.Event] = {}
-        if plan.comm:
-            comm_done = [env.event() for _ in plan.comm]
-            signal = {i: env.event() for i in plan.signals}
-            env.process(self._comm(rank, plan, signal, comm_done, fields, label))
-        timeout = env.timeout
-        for i, (piece, secs, _, dep) in enumerate(plan.comp):
-            if dep >= 0:
-                ev = comm_done[dep]
-                if not ev.triggered:
-                    gpu.set_active(False)
-                    yield ev
+        comm = _CommStream(self, rank, plan, fields, label) if plan.comm else None
+        compute = gpu.compute
+        signals = plan.signals
+        busy = 0.0
+        for i, (piece, work, _, dep) in enumerate(plan.comp):
+            if dep >= 0 and not comm.done[dep]:  # type: ignore[union-attr]
+                gpu.set_active(False)
+                yield comm.wait(dep)  # type: ignore[union-attr]
             gpu.set_active(True)
             t0 = env.now
-            yield timeout(secs)
-            rows.append((rank, "compute", *fields, piece, t0, env.now, label))
-            if i in signal:
-                signal[i].succeed()
-        self.busy[rank] += plan.busy
-        if comm_done and not comm_done[-1].triggered:
+            yield compute(work)
+            gpu.computed()
+            rows.append((rank, "compute", *fields, piece, t0, env.now, label, 0))
+            busy += env.now - t0
+            if i in signals:
+                comm.produced(i)  # type: ignore[union-attr]
+        self.busy[rank] += busy
+        self.work[rank] += plan.busy
+        if comm is not None and not comm.done[-1]:
             gpu.set_active(False)
-            yield comm_done[-1]
+            yield comm.wait(len(comm.done) - 1)
         self.memory.backward(rank, env.now, a)
 
-    def _comm(self, rank: int, plan: UnitPieces, signal: dict[int, simpy.Event],
-              done: list[simpy.Event], fields: tuple, label: str) -> Generator[Any, Any, None]:
-        env, links = self.env, self.links[rank]
-        for j, (kind, tr, _, pred) in enumerate(plan.comm):
-            if pred >= 0:
-                yield signal[pred]
-            t0 = env.now
-            if tr.latency:
-                yield env.timeout(tr.latency)
-            yield links[tr.link].transfer(tr.nbytes, tr.a2a)
-            self.rows.append((rank, "comm", kind, *fields[1:], "", t0, env.now, label))
-            done[j].succeed()
+    def _kernel(self, rank: int, flow: Flow, then: Callable[[], None]) -> None:
+        """Start one comm kernel on ``rank``: it holds its SMs for its fixed cost and its
+        transfer, then releases them and calls ``then``."""
+        gpu, env = self.gpus[rank], self.env
+        link = self.links[rank][flow.link]
+        gpu.hold(flow.sms)
+
+        def moved() -> None:
+            gpu.release(flow.sms)
+            then()
+
+        def start(_e: simpy.Event | None = None) -> None:
+            link.transfer(flow.nbytes, flow.cap(False), flow.cap(True), moved)
+
+        if flow.latency:
+            env.timeout(flow.latency).callbacks.append(start)
+        else:
+            start()
 
     def send(self, eng: Engine, src: int, dst: int, kind: str, action: Action,
              arrival: simpy.Event) -> None:
-        tr = pp_flow(self.layout, self.profile, src, dst)
-        t0 = self.env.now
-        sched = self.schedule
-        row = (src, "comm", "pp_send", action.stage, action.microbatch,
-               sched.placement(action.stage).chain, -1, -1, -1, kind, t0)
+        """A PP transfer: a send kernel on ``src`` and a receive kernel on ``dst``, each holding
+        its NCCL channels' SMs, for the flow on the sender's link."""
+        flow = self.pp.get((src, dst))
+        if flow is None:
+            flow = self.pp[(src, dst)] = pp_flow(self.layout, self.profile, src, dst)
+        env, gpu = self.env, self.gpus[dst]
+        t0 = env.now
+        gpu.hold(flow.sms)
 
-        def arrived(_e: simpy.Event) -> None:
-            self.rows.append((*row, self.env.now, str(action)))
+        def arrived() -> None:
+            gpu.release(flow.sms)
+            chain = self.chain_of[action.stage]
+            for rank, op in ((src, "pp_send"), (dst, "pp_recv")):
+                self.rows.append((rank, "comm", op, action.stage, action.microbatch, chain, -1,
+                                  -1, -1, kind, t0, env.now, str(action), flow.sms))
             arrival.succeed()
 
-        self.links[src][tr.link].transfer(tr.nbytes, False).callbacks.append(arrived)
+        self._kernel(src, flow, arrived)
 
     def idle(self, rank: int) -> None:
         self.gpus[rank].set_active(False)
@@ -162,49 +181,72 @@ class HardwareExecutor:
     def _dp_sync(self, position: int) -> None:
         """Reduce-scatter + all-gather (BF16, ring) of one slice on every rank holding it."""
         lay = self.layout
-        dense, expert = slice_params(lay, position)
-        n_dense, n_expert = replicas(lay, position)
-        nbytes = 2 * 2 * (dense * (n_dense - 1) / n_dense + expert * (n_expert - 1) / n_expert)
-        if nbytes <= 0:
+        flow = dp_sync_flow(lay, self.profile, *slice_params(lay, position),
+                            replicas(lay, position))
+        if flow.nbytes <= 0:
             return
-        intranode = lay.pipelines == lay.ep and lay.ep <= self.profile.gpus_per_node
-        link = "nvlink" if intranode else "ib"
         for st in self.schedule.stages:
             if st.position != position:
                 continue
-            t0, rank = self.env.now, st.rank
-            row = (rank, "comm", "dp_sync", st.stage, -1, st.chain, -1, -1, -1, "", t0)
+            t0, rank, stage = self.env.now, st.rank, st.stage
+            row = (rank, "comm", "dp_sync", stage, -1, st.chain, -1, -1, -1, "", t0)
 
-            def synced(_e: simpy.Event, row: tuple = row, rank: int = rank) -> None:
-                self.rows.append((*row, self.env.now, f"dp_sync stage {row[3]}"))
+            def synced(row: tuple = row, rank: int = rank) -> None:
+                self.rows.append((*row, self.env.now, f"dp_sync stage {row[3]}", flow.sms))
                 self.dp_end[rank] = max(self.dp_end[rank], self.env.now)
 
-            self.links[rank][link].transfer(nbytes, False).callbacks.append(synced)
+            self._kernel(rank, flow, synced)
 
 
-def _union(starts: list[float], ends: list[float]) -> list[tuple[float, float]]:
-    out: list[list[float]] = []
-    for s, e in sorted(zip(starts, ends)):
-        if out and s <= out[-1][1]:
-            out[-1][1] = max(out[-1][1], e)
-        else:
-            out.append([s, e])
-    return [(s, e) for s, e in out]
+class _CommStream:
+    """One unit's communication stream on one GPU: its all-to-all kernels in stream order, each
+    started once the previous one is done and the compute piece producing its data has run."""
 
+    __slots__ = ("ex", "rank", "plan", "fields", "label", "next", "upto", "running", "done",
+                 "waiters")
 
-def _exposed(compute: list[tuple[float, float]],
-             comm: list[tuple[float, float]]) -> tuple[float, float]:
-    """(comm busy, comm exposed) seconds: union of comm, and its part outside compute."""
-    total = sum(e - s for s, e in comm)
-    covered, i = 0.0, 0
-    for s, e in comm:
-        while i < len(compute) and compute[i][1] <= s:
-            i += 1
-        j = i
-        while j < len(compute) and compute[j][0] < e:
-            covered += min(e, compute[j][1]) - max(s, compute[j][0])
-            j += 1
-    return total, total - covered
+    def __init__(self, ex: HardwareExecutor, rank: int, plan: UnitPieces, fields: tuple,
+                 label: str) -> None:
+        self.ex, self.rank, self.plan, self.fields, self.label = ex, rank, plan, fields, label
+        self.next = 0  # the next kernel to start
+        self.upto = -1  # the last compute piece done
+        self.running = False
+        self.done = [False] * len(plan.comm)
+        self.waiters: dict[int, simpy.Event] = {}
+        self._pump()
+
+    def produced(self, i: int) -> None:
+        """Compute piece ``i`` (a producer of some kernel's data) is done."""
+        self.upto = i
+        self._pump()
+
+    def wait(self, j: int) -> simpy.Event:
+        """An event that succeeds when kernel ``j`` is done."""
+        ev = self.waiters[j] = self.ex.env.event()
+        return ev
+
+    def _pump(self) -> None:
+        if self.running or self.next >= len(self.done):
+            return
+        j = self.next
+        kind, flow, _, after = self.plan.comm[j]
+        if after > self.upto:
+            return
+        self.running = True
+        t0 = self.ex.env.now
+        self.ex._kernel(self.rank, flow, lambda: self._finished(j, kind, flow.sms, t0))
+
+    def _finished(self, j: int, kind: str, sms: int, t0: float) -> None:
+        ex = self.ex
+        ex.rows.append((self.rank, "comm", kind, *self.fields[1:], "", t0, ex.env.now,
+                        self.label, sms))
+        self.done[j] = True
+        self.running = False
+        self.next += 1
+        ev = self.waiters.pop(j, None)
+        if ev is not None:
+            ev.succeed()
+        self._pump()
 
 
 def hardware_setup(schedule: Schedule, profile: str | Profile, model: str | Model, *,
@@ -229,7 +271,7 @@ def hardware_setup(schedule: Schedule, profile: str | Profile, model: str | Mode
                           ep=ep if ep is not None else d["ep"],
                           gpus=gpus if gpus is not None else d["gpus"],
                           microbatch_tokens=tokens, sequence=d["sequence"],
-                          weight=unit_weight(prof, tokens, sms=prof.sms - prof.comm_sms))
+                          weight=unit_weight(prof, tokens))
     return prof, layout, warnings
 
 
@@ -238,12 +280,22 @@ def simulate_hardware(schedule: Schedule, profile: str | Profile = DEFAULT_PROFI
                       gpus: int | None = None, comm_sms: int | None = None,
                       microbatch_tokens: int | None = None, ib_gbps: float | None = None,
                       nvlink_gbps: float | None = None, precision: str | None = None,
-                      seq_len: int | None = None, recompute: str | None = None) -> SimResult:
+                      seq_len: int | None = None, recompute: str | None = None,
+                      routing_imbalance: float = 1.0, sm_sharing: str = "dynamic") -> SimResult:
     """One training step of ``schedule`` on a modelled cluster; times in seconds.
 
     ``precision`` ("fp8" / "bf16") overrides the model preset's GEMM precision; ``seq_len`` and
-    ``recompute`` its sequence length and recomputation (workload.model.with_training).
+    ``recompute`` its sequence length and recomputation (workload.model.with_training);
+    ``routing_imbalance`` is max/mean tokens received per GPU in the all-to-all (1.0: balanced);
+    ``sm_sharing`` "dynamic" (comm kernels hold their SMs only while they run) or "static"
+    (compute never gets the all-to-all's ``comm_sms``, as DeepSeek's GEMMs were launched).
     """
+    if not (routing_imbalance >= 1.0 and math.isfinite(routing_imbalance)):
+        raise ProfileError(f"--routing-imbalance must be a number >= 1 (max/mean tokens received "
+                           f"per GPU; 1 = balanced), got {routing_imbalance}")
+    if sm_sharing not in SM_SHARING:
+        raise ProfileError(f"--sm-sharing must be one of {', '.join(SM_SHARING)}, got "
+                           f"{sm_sharing!r}")
     prof, layout, warnings = hardware_setup(
         schedule, profile, model, ep=ep, gpus=gpus, comm_sms=comm_sms,
         microbatch_tokens=microbatch_tokens, ib_gbps=ib_gbps, nvlink_gbps=nvlink_gbps,
@@ -258,10 +310,13 @@ def simulate_hardware(schedule: Schedule, profile: str | Profile = DEFAULT_PROFI
                         f"({mdl.layers} layers over {len(layout.slices)} slices): their stages "
                         "only pass activations on; use fewer --ranks")
     env = simpy.Environment()
-    ex = HardwareExecutor(env, schedule, layout, prof)
+    ex = HardwareExecutor(env, schedule, layout, prof, routing_imbalance, sm_sharing)
     eng = Engine(schedule, ex, env)
     eng.run()
-    return _result(schedule, layout, prof, eng, ex, warnings)
+    res = _result(schedule, layout, prof, eng, ex, warnings)
+    res.extra["routing_imbalance"] = routing_imbalance
+    res.extra["sm_sharing"] = sm_sharing
+    return res
 
 
 def _sequences(tokens: int, sequence: int) -> int | float:
@@ -277,11 +332,15 @@ def _result(schedule: Schedule, layout: Layout, prof: Profile, eng: Engine,
     span = max(e[-1] - s[0] for s, e in zip(eng.starts, eng.ends) if e)
     memory, peaks = memory_timeline(layout, schedule, prof, ex.memory)
     timeline = from_rows(ex.rows)
-    comm = []
-    for r, rows in timeline.groupby("rank", sort=True):
-        streams = {k: _union(g["start"].tolist(), g["end"].tolist())
-                   for k, g in rows.groupby("stream")}
-        comm.append(_exposed(streams.get("compute", []), streams.get("comm", [])))
+    # per rank: (comm busy, comm exposed); a PP transfer counts once, on its sender (its receive
+    # kernel's row is there for the SM record)
+    spans: list[dict[str, list[tuple[float, float]]]] = [
+        {"compute": [], "comm": []} for _ in range(R)]
+    for row in ex.rows:
+        if row[2] != "pp_recv":
+            spans[row[0]][row[1]].append((row[10], row[11]))
+    comm = [exposed(intervals_union(sp["compute"]), intervals_union(sp["comm"]))
+            for sp in spans]
     per_rank = []
     for r in range(R):
         total_gb = sum(peaks[r].values())
@@ -302,6 +361,8 @@ def _result(schedule: Schedule, layout: Layout, prof: Profile, eng: Engine,
         "comm_exposed_s": sum(c[1] for c in comm) / R,
         "comm_hidden_fraction": 1 - sum(c[1] for c in comm) / max(1e-30, sum(c[0] for c in comm)),
         "dp_sync_end_s": max(ex.dp_end),
+        "compute_work_s": sum(ex.work) / R,
+        "sm_shared_s": sum(g.shared for g in ex.gpus) / R,
         "profile": prof.name, "model": layout.model.name, "ep": layout.ep, "gpus": layout.gpus,
         "comm_sms": prof.comm_sms, "microbatch_tokens": layout.microbatch_tokens,
         "tokens_per_step": tokens,

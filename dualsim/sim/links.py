@@ -1,67 +1,159 @@
-"""Shared links for the SimPy engine: a GPU's IB NIC and NVLink as fluid, fairly shared pipes.
+"""A GPU's shared resources for the SimPy engine: its SMs (fluid compute) and its links (fluid flows).
 
-Every transfer is a flow of bytes on one link. Concurrent flows share the link's bandwidth
-max-min fairly; an all-to-all flow is also capped by what the communication SMs can drive
-(link x saturation), and that cap drops to ``overlap_rate`` of itself while the GPU's compute
-stream is busy (interference measured by DeepSeek). Rates are recomputed whenever a flow starts
-or ends or the compute stream changes state; one pending timer per link marks the next finish.
+**SMs.** A GPU has ``sms`` SMs. A communication kernel holds its SMs only while it runs
+(``Gpu.hold`` / ``Gpu.release``). Compute is fluid work, in seconds on all SMs: with no comm
+kernel resident it runs at rate 1; while kernels holding ``s`` SMs are resident it runs at
+``(sms - s) / sms x (1 - interference)`` (at least one SM is left to compute). The running
+piece is re-rated whenever a kernel starts or ends. With
+``reserved`` SMs (a static partition, as DeepSeek's GEMMs were launched) compute never gets
+more than ``sms - reserved``.
+
+**Links.** Each GPU's IB NIC and NVLink are fluid links. Every comm kernel is a flow of bytes on
+one link, capped by what its SMs can drive (``Flow.cap``: lower while the GPU computes, for the
+all-to-all); concurrent flows share the link's bandwidth max-min fairly. Rates are recomputed
+whenever a flow starts or ends or the compute stream changes state.
+
+A link keeps one pending timer for its next finish; a re-rate bumps a version number so that the
+stale timer does nothing when it fires. The running compute piece is one Timeout; a re-rate
+replaces it and moves the waiting process over to the new one.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Callable
 
 import simpy
 
 _INF = float("inf")
 
 
+def _done_within(env: simpy.Environment, left: float, rate: float) -> bool:
+    """Whether ``left`` units at ``rate`` are float dust: under one unit's worth of the clock's
+    resolution at this time (late in a long step, now + dt == now for tiny dt)."""
+    return left <= rate * 4 * math.ulp(max(env.now, 1.0))
+
+
 class Gpu:
-    """One GPU's compute-activity flag and its links (whose a2a caps depend on the flag)."""
+    """One GPU: its SMs shared by compute and resident comm kernels, and its links."""
 
-    __slots__ = ("active", "links")
+    __slots__ = ("env", "sms", "keep", "reserved", "held", "kernels", "active", "links", "work",
+                 "rate", "last", "job", "shared")
 
-    def __init__(self) -> None:
-        self.active = False
+    def __init__(self, env: simpy.Environment, sms: int = 1, interference: float = 0.0,
+                 reserved: int = 0) -> None:
+        self.env = env
+        self.sms = sms
+        self.keep = 1.0 - interference
+        self.reserved = reserved  # SMs compute never gets (0: dynamic sharing)
+        self.held = 0  # SMs held by resident comm kernels
+        self.kernels = 0  # resident comm kernels
+        self.active = False  # the compute stream is running a piece
         self.links: list[Link] = []
+        self.work = 0.0  # seconds-on-all-SMs left of the running compute piece
+        self.rate = 1.0
+        self.last = 0.0
+        self.job: simpy.Event | None = None
+        self.shared = 0.0  # compute seconds run while sharing SMs with comm kernels
+
+    # ---- compute ------------------------------------------------------------------------------
+    def compute_rate(self) -> float:
+        """Rate of compute now: 1 alone, (S - s)/S x (1 - interference) beside comm kernels
+        holding s SMs (s at least the reserved SMs of a static partition)."""
+        taken = min(max(self.held, self.reserved), self.sms - 1)
+        speed = (self.sms - taken) / self.sms
+        return speed * self.keep if self.kernels else speed
+
+    def compute(self, work: float) -> simpy.Event:
+        """An event that fires when ``work`` seconds-on-all-SMs of compute are done; the caller
+        yields it, then calls ``computed()``. It is a Timeout for the current rate; a re-rate
+        replaces it by one for the new finish time and moves its waiters there."""
+        self.work, self.last = work, self.env.now
+        self.rate = rate = self.compute_rate()
+        self.job = self.env.timeout(work / rate)
+        return self.job
+
+    def computed(self) -> None:
+        """The running piece is done (its event fired)."""
+        self._advance()
+        self.job = None
+
+    def _advance(self) -> None:
+        now = self.env.now
+        dt = now - self.last
+        if dt > 0 and self.job is not None:
+            self.work -= self.rate * dt
+            if self.kernels:
+                self.shared += dt
+        self.last = now
+
+    def _rerate(self) -> None:
+        job = self.job
+        if job is None or job.callbacks is None:  # no piece running (or it fires right now)
+            return
+        self.rate = rate = self.compute_rate()
+        self.job = self.env.timeout(max(self.work, 0.0) / rate)
+        self.job.callbacks, job.callbacks = job.callbacks, []
+
+    # ---- comm kernels -------------------------------------------------------------------------
+    def hold(self, sms: int) -> None:
+        """A comm kernel holding ``sms`` SMs becomes resident."""
+        self._advance()
+        self.held += sms
+        self.kernels += 1
+        self._rerate()
+
+    def release(self, sms: int) -> None:
+        """A comm kernel holding ``sms`` SMs ends."""
+        self._advance()
+        self.held -= sms
+        self.kernels -= 1
+        self._rerate()
 
     def set_active(self, flag: bool) -> None:
+        """Mark the compute stream busy or waiting (re-rates the flows that care)."""
         if flag is not self.active:
             self.active = flag
             for link in self.links:
-                if link.flows:
+                if link.sensitive:
                     link.update()
 
 
 class Link:
-    """A fluid link of ``bandwidth`` bytes/s; a2a flows capped at ``a2a_cap`` (x overlap rate)."""
+    """A fluid link of ``bandwidth`` bytes/s shared max-min fairly by capped flows."""
 
-    def __init__(self, env: simpy.Environment, gpu: Gpu, bandwidth: float, a2a_cap: float,
-                 overlap_rate: float) -> None:
+    def __init__(self, env: simpy.Environment, gpu: Gpu, bandwidth: float) -> None:
         self.env = env
         self.gpu = gpu
         self.bandwidth = bandwidth
-        self.a2a_cap = a2a_cap
-        self.overlap_rate = overlap_rate
-        self.flows: list[list[Any]] = []  # [remaining bytes, is_a2a, done event, rate]
+        # [remaining bytes, cap while idle, cap while computing, done event or callback, rate]
+        self.flows: list[list[Any]] = []
+        self.sensitive = 0  # flows whose cap depends on the compute stream
         self.last = 0.0
         self.version = 0
         gpu.links.append(self)
 
-    def transfer(self, nbytes: float, a2a: bool) -> simpy.Event:
-        """An event that succeeds when ``nbytes`` have crossed the link."""
-        done = self.env.event()
+    def transfer(self, nbytes: float, cap: float = _INF, busy_cap: float | None = None,
+                 then: Callable[[], None] | None = None) -> simpy.Event | None:
+        """Move ``nbytes`` over the link, at most ``cap`` bytes/s (``busy_cap`` while the GPU
+        computes; default ``cap``). Calls ``then()`` when done if given (returns None), else
+        returns an event that succeeds then."""
+        done: Any = then
+        if then is None:
+            done = self.env.event()
         if nbytes <= 0:
-            done.succeed()
-            return done
+            done() if then is not None else done.succeed()
+            return None if then is not None else done
+        busy = cap if busy_cap is None else busy_cap
         self._advance()
-        self.flows.append([nbytes, a2a, done, 0.0])
+        self.flows.append([nbytes, cap, busy, done, 0.0])
+        if busy != cap:
+            self.sensitive += 1
         self._reschedule()
-        return done
+        return None if then is not None else done
 
     def update(self) -> None:
-        """Re-rate the flows after the compute stream changed state."""
+        """Re-rate the flows (the compute stream changed state)."""
         self._advance()
         self._reschedule()
 
@@ -70,43 +162,45 @@ class Link:
         dt = now - self.last
         if dt > 0:
             for f in self.flows:
-                f[0] -= f[3] * dt
+                f[0] -= f[4] * dt
         self.last = now
 
     def _reschedule(self) -> None:
         flows = self.flows
-        a2a_cap = self.a2a_cap * (self.overlap_rate if self.gpu.active else 1.0)
+        k = 2 if self.gpu.active else 1
         if len(flows) == 1:
             f = flows[0]
-            f[3] = min(a2a_cap, self.bandwidth) if f[1] else self.bandwidth
+            f[4] = min(f[k], self.bandwidth)
         else:  # max-min fair share: satisfy the small caps first
             left, n = self.bandwidth, len(flows)
-            for f in sorted(flows, key=lambda f: a2a_cap if f[1] else _INF):
-                share = left / n
-                rate = min(a2a_cap, share) if f[1] else share
-                f[3] = rate
-                left -= rate
+            for f in sorted(flows, key=lambda f: f[k]):
+                f[4] = min(f[k], left / n)
+                left -= f[4]
                 n -= 1
         self.version += 1
         version = self.version
-        dt = min(f[0] / f[3] for f in flows)
-        timer = self.env.timeout(max(dt, 0.0))
-        timer.callbacks.append(lambda _e: self._on_timer(version))
+        dt = min(f[0] / f[4] for f in flows)
+        self.env.timeout(max(dt, 0.0)).callbacks.append(lambda _e: self._on_timer(version))
 
     def _on_timer(self, version: int) -> None:
         if version != self.version:
             return
         self._advance()
-        # A flow is done when what is left is float dust: under a byte, or under what the clock
-        # can still resolve at this time (late in a long step, now + dt == now for tiny dt, and a
-        # fixed byte threshold would re-arm a zero-length timer forever).
-        tick = 4 * math.ulp(max(self.env.now, 1.0))
-        keep = []
+        keep, finished = [], []
         for f in self.flows:
-            if f[0] <= max(1.0, f[3] * tick):
-                f[2].succeed()
+            # done when what is left is float dust: under a byte, or under what the clock can
+            # still resolve (a fixed byte threshold would re-arm a zero-length timer forever)
+            if f[0] <= 1.0 or _done_within(self.env, f[0], f[4]):
+                finished.append(f[3])
+                if f[1] != f[2]:
+                    self.sensitive -= 1
             else:
                 keep.append(f)
         self.flows = keep
         if keep:
             self._reschedule()
+        for done in finished:  # after the link is consistent: a callback may start a flow here
+            if isinstance(done, simpy.Event):
+                done.succeed()
+            else:
+                done()

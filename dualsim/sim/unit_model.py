@@ -23,7 +23,7 @@ from typing import Callable
 
 import simpy
 
-from dualsim.cluster.comm import pp_flow
+from dualsim.cluster.comm import dp_sync_flow, pp_flow
 from dualsim.cluster.profile import Profile
 from dualsim.ir import Action, Op, Schedule
 from dualsim.sim.hardware_mode import HardwareExecutor
@@ -105,16 +105,10 @@ class StepModel:
 
     def dp_flows(self) -> list[tuple[int, float, str]]:
         """(position, bytes per holder, link) of each slice's gradient sync."""
-        lay = self.layout
-        intranode = lay.pipelines == lay.ep and lay.ep <= self.profile.gpus_per_node
-        out = []
-        for p in range(len(lay.slices)):
-            dense, expert = slice_params(lay, p)
-            n_dense, n_expert = replicas(lay, p)
-            nbytes = 2 * 2 * (dense * (n_dense - 1) / n_dense + expert * (n_expert - 1) / n_expert)
-            if nbytes > 0:
-                out.append((p, nbytes, "nvlink" if intranode else "ib"))
-        return out
+        lay, prof = self.layout, self.profile
+        flows = ((p, dp_sync_flow(lay, prof, *slice_params(lay, p), replicas(lay, p)))
+                 for p in range(len(lay.slices)))
+        return [(p, f.nbytes, f.link) for p, f in flows if f.nbytes > 0]
 
     def _bandwidth(self, link: str) -> float:
         return self.profile.ib_bandwidth if link == "ib" else self.profile.nvlink_bandwidth

@@ -1,38 +1,56 @@
-"""Action expansion for hardware mode: per-layer pieces on a compute and a communication stream.
+"""Action expansion for hardware mode: a unit's per-layer pieces with their costs, on two streams.
 
-A stage's forward is, per layer: attn -> dispatch -> mlp -> combine (dense layers and the head
-have no all-to-all); its backward, in reverse: combine_bwd -> mlp_bwd (I) -> mlp_w (W) ->
-dispatch_bwd -> attn_bwd (I) -> attn_w (W). A plain F, I, W or B runs its chain strictly in
-sequence, so every all-to-all is exposed. An FB interleaves its two micro-batches as in
-DeepSeek-V3: the compute stream alternates forward pieces and backward pieces (each I piece
-followed by its W), while the communication stream carries the other micro-batch's all-to-all;
-inside an FB a W piece does not hold back the all-to-all that follows its I piece.
-
-A UnitPieces lists the compute pieces in stream order, each with the index of the comm piece it waits
-for, and the comm pieces in stream order (sorted by the compute piece that produces their data),
-each with the index of that compute piece. This order cannot deadlock: every piece waits only on
-pieces produced earlier in compute order.
+The order of the pieces (which compute piece waits for which all-to-all, which all-to-all waits
+for which compute piece, how an FB interleaves its two micro-batches) is dualsim/overlap_order.py,
+shared with the runtime. This module only gives each piece its cost on the profile: a compute
+piece its seconds on all the GPU's SMs (cluster/compute.py), an all-to-all its Flow
+(cluster/comm.py). With ``--routing-imbalance X`` an all-to-all moves X times the bytes (it
+ends when the hottest peer's share has moved), and the combine (and the dispatch's backward,
+which returns expert gradients) also waits for the hottest GPU's routed-expert GEMMs, which see X
+times the mean tokens (cluster/compute.py ``imbalance``): the difference from the mean GPU's
+mlp piece is added to its fixed cost.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Union
+from dataclasses import dataclass, replace
+from typing import Sequence
 
-from dualsim.cluster.comm import Flow, a2a_flow
-
+from dualsim.cluster.comm import A2A_KINDS, Flow, a2a_flow
 from dualsim.cluster.compute import piece_times
 from dualsim.cluster.profile import Profile
+from dualsim.overlap_order import (Node, Order, backward_chain, fb_order, forward_chain, only_w,
+                                   plain_order, without_w)
 from dualsim.workload.layout import LayerSlice, Layout
 
-# chain nodes: ("c", name, seconds, is_w) or ("m", kind, Flow)
-Node = Union[tuple[str, str, float, bool], tuple[str, str, Flow]]
+#: the all-to-all that carries a MoE unit's piece output in the forward
+A2A_AFTER = {"attn": "dispatch", "mlp": "combine"}
+
+
+@dataclass(frozen=True)
+class Chain:
+    """One half's nodes (overlap_order) and their costs: seconds on all SMs, or a Flow."""
+
+    nodes: tuple[Node, ...]
+    costs: tuple[float | Flow, ...]
+
+    def pick(self, keep: Sequence[Node]) -> "Chain":
+        """The sub-chain of the nodes in ``keep`` (a filtered copy of ``nodes``), with costs."""
+        it = iter(keep)
+        want = next(it, None)
+        pairs = []
+        for n, c in zip(self.nodes, self.costs):
+            if n is want:
+                pairs.append((n, c))
+                want = next(it, None)
+        return Chain(tuple(n for n, _ in pairs), tuple(c for _, c in pairs))
 
 
 @dataclass(frozen=True)
 class UnitPieces:
-    """Pieces of one unit. comp: (piece, seconds, half, comm dep or -1); comm: (kind, transfer,
-    half, producing compute piece or -1); ``signals``: compute pieces some comm piece waits on."""
+    """Pieces of one unit. comp: (piece, seconds on all SMs, half, comm dep or -1); comm: (kind,
+    flow, half, producing compute piece or -1); ``signals``: compute pieces some comm piece
+    waits on; ``busy``: the compute seconds on all SMs."""
 
     comp: tuple[tuple[str, float, int, int], ...]
     comm: tuple[tuple[str, Flow, int, int], ...]
@@ -40,102 +58,66 @@ class UnitPieces:
     busy: float
 
 
-def slice_chains(sl: LayerSlice, layout: Layout, profile: Profile) -> tuple[list[Node], list[Node]]:
-    """(forward nodes, backward nodes) of one layer slice for a micro-batch."""
-    tokens = layout.microbatch_tokens
-    # static SM split until the engine shares SMs dynamically: compute on the SMs the
-    # communication kernels leave (piece_times defaults to all SMs)
-    sms = profile.sms - profile.comm_sms
-    a2a = layout.model.is_moe and layout.ep > 1
-    tr = {k: a2a_flow(layout.model, profile, layout.ep, tokens, k) for k in
-          ("dispatch", "combine", "combine_bwd", "dispatch_bwd")} if a2a else {}
-    fwd: list[Node] = []
-    bwd: list[Node] = []
-    for unit in sl.units:
-        moe = a2a and unit.moe
-        for piece in unit.pieces:
-            f, _, _ = piece_times(piece, tokens, profile, sms=sms)
-            fwd.append(("c", piece.name, f, False))
-            if moe:
-                fwd.append(("m", "dispatch" if piece.name == "attn" else "combine",
-                             tr["dispatch" if piece.name == "attn" else "combine"]))
-    for unit in reversed(sl.units):
-        moe = a2a and unit.moe
-        for piece in reversed(unit.pieces):
-            _, i, w = piece_times(piece, tokens, profile, sms=sms)
-            if moe:
-                kind = "combine_bwd" if piece.name == "mlp" else "dispatch_bwd"
-                bwd.append(("m", kind, tr[kind]))
-            bwd.append(("c", f"{piece.name}_bwd", i, False))
-            bwd.append(("c", f"{piece.name}_w", w, True))
-    return fwd, bwd
 
 
-def _split(nodes: list[Node], overlapped: bool) -> tuple[list, list]:
-    """Per-chain compute (name, s, is_w, dep) and comm (kind, transfer, pred) lists."""
-    comp: list[tuple[str, float, bool, int]] = []
-    comm: list[tuple[str, Flow, int]] = []
-    last, pending = -1, -1
-    for node in nodes:
-        if node[0] == "m":
-            comm.append((node[1], node[2], last))  # type: ignore[arg-type]
-            pending = len(comm) - 1
-        else:
-            _, name, secs, is_w = node  # type: ignore[misc]
-            comp.append((name, secs, is_w, pending))
-            pending = -1
-            if not (overlapped and is_w):
-                last = len(comp) - 1
-    return comp, comm
+def slice_chains(sl: LayerSlice, layout: Layout, profile: Profile,
+                 imbalance: float = 1.0) -> tuple[Chain, Chain]:
+    """(forward chain, backward chain) of one layer slice for a micro-batch, with costs."""
+    tokens, model = layout.microbatch_tokens, layout.model
+    a2a = model.is_moe and layout.ep > 1
+    flows = {k: a2a_flow(model, profile, layout.ep, tokens, k, imbalance)
+             for k in A2A_KINDS} if a2a else {}
+    specs = [[(p.name, A2A_AFTER.get(p.name) if a2a and u.moe else None) for p in u.pieces]
+             for u in sl.units]
+    extra = imbalance - 1.0
+    cost: dict[tuple[int, str], float | Flow] = {}
+    for k, unit in enumerate(sl.units):
+        for p in unit.pieces:
+            f, i, w = piece_times(p, tokens, profile)
+            cost[(k, p.name)], cost[(k, f"{p.name}_bwd")], cost[(k, f"{p.name}_w")] = f, i, w
+        if not (a2a and unit.moe):
+            continue
+        for kind in A2A_KINDS:
+            cost[(k, kind)] = flows[kind]
+        mlp = next((p for p in unit.pieces if p.name == "mlp"), None)
+        if extra and mlp is not None:
+            # the combine waits for the hottest GPU's forward experts (its routed-expert GEMMs
+            # see X times the mean tokens), the dispatch's backward (which returns the experts'
+            # input gradients) for its input-gradient experts
+            hot, mean = (piece_times(mlp, tokens, profile, imbalance=x) for x in (imbalance, 1.0))
+            for kind, j in (("combine", 0), ("dispatch_bwd", 1)):
+                wait = hot[j] - mean[j]
+                cost[(k, kind)] = replace(flows[kind], latency=flows[kind].latency + wait)
+    fwd, bwd = forward_chain(specs), backward_chain(specs)
+    return (Chain(tuple(fwd), tuple(cost[(n.unit, n.name)] for n in fwd)),
+            Chain(tuple(bwd), tuple(cost[(n.unit, n.name)] for n in bwd)))
 
 
-def _assemble(halves: list[tuple[list, list]], order: list[tuple[int, int]]) -> UnitPieces:
-    gidx = {hj: g for g, hj in enumerate(order)}
-    comm_keys = []
-    for h, (_, comm) in enumerate(halves):
-        for j, (_, _, pred) in enumerate(comm):
-            comm_keys.append((gidx[(h, pred)] if pred >= 0 else -1, h, j))
-    comm_keys.sort()
-    cidx = {(h, j): g for g, (_, h, j) in enumerate(comm_keys)}
-    comp = []
-    for h, j in order:
-        name, secs, _, dep = halves[h][0][j]
-        comp.append((name, secs, h, cidx[(h, dep)] if dep >= 0 else -1))
-    comm = []
-    for pred, h, j in comm_keys:
-        kind, tr, _ = halves[h][1][j]
-        comm.append((kind, tr, h, pred))
-    return UnitPieces(tuple(comp), tuple(comm), frozenset(p for p, _, _ in comm_keys if p >= 0),
-                sum(c[1] for c in comp))
+def _pieces(chains: Sequence[Chain], order: Order) -> UnitPieces:
+    comp = tuple((chains[s.half].nodes[s.node].name, chains[s.half].costs[s.node], s.half,
+                  s.waits) for s in order.compute)
+    comm = tuple((chains[s.half].nodes[s.node].name, chains[s.half].costs[s.node], s.half,
+                  s.after) for s in order.comm)
+    return UnitPieces(comp, comm, order.signals,  # type: ignore[arg-type]
+                      sum(c[1] for c in comp))  # type: ignore[misc]
 
 
-def plain_pieces(nodes: list[Node]) -> UnitPieces:
-    """A unit that runs its chain in sequence (F, I, W or B)."""
-    half = _split(nodes, overlapped=False)
-    return _assemble([half], [(0, j) for j in range(len(half[0]))])
+def plain_pieces(chain: Chain) -> UnitPieces:
+    """A plain unit (F, I, W or B): its chain in order (overlap_order.plain_order)."""
+    return _pieces([chain], plain_order(chain.nodes))
 
 
-def fb_pieces(fwd: list[Node], bwd: list[Node]) -> UnitPieces:
-    """An FB: forward pieces alternate with backward groups (an I piece and its W pieces)."""
-    f, b = _split(fwd, overlapped=True), _split(bwd, overlapped=True)
-    groups: list[list[int]] = []
-    for j, (_, _, is_w, _) in enumerate(b[0]):
-        if is_w and groups:
-            groups[-1].append(j)
-        else:
-            groups.append([j])
-    order: list[tuple[int, int]] = []
-    for k in range(max(len(f[0]), len(groups))):
-        if k < len(f[0]):
-            order.append((0, k))
-        if k < len(groups):
-            order.extend((1, j) for j in groups[k])
-    return _assemble([f, b], order)
+def fb_pieces(fwd: Chain, bwd: Chain) -> UnitPieces:
+    """An FB: the forward chain of one micro-batch interleaved with the backward chain of
+    another (overlap_order.fb_order)."""
+    return _pieces([fwd, bwd], fb_order(fwd.nodes, bwd.nodes))
 
 
-def without_w(nodes: list[Node]) -> list[Node]:
-    return [n for n in nodes if not (n[0] == "c" and n[3])]  # type: ignore[misc]
+def unit_chain(op: str, fwd: Chain, bwd: Chain) -> Chain:
+    """The chain a plain F, B, I or W unit runs."""
+    if op == "F":
+        return fwd
+    if op == "B":
+        return bwd
+    return bwd.pick(without_w(bwd.nodes) if op == "I" else only_w(bwd.nodes))
 
-
-def only_w(nodes: list[Node]) -> list[Node]:
-    return [n for n in nodes if n[0] == "c" and n[3]]  # type: ignore[misc]
