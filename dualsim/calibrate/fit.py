@@ -68,7 +68,8 @@ class FitResult:
 def _bounds(key: str) -> tuple[float, float]:
     section, name = key.split(".", 1)
     rule = PROFILE_SCHEMA[section][name][1]
-    return {"frac": (1e-6, 1.0), "nonneg": (0.0, math.inf), "pos": (1e-9, math.inf)}[rule]
+    return {"frac": (1e-6, 1.0), "share": (0.0, 1.0 - 1e-6), "nonneg": (0.0, math.inf),
+            "pos": (1e-9, math.inf)}[rule]
 
 
 def _round(x: float) -> float:
@@ -100,7 +101,10 @@ def dependencies(rows: Sequence[Row], raw: dict[str, Any], file: str,
     for key in keys:
         v = _value(raw, key)
         lo, hi = _bounds(key)
-        step = v * 0.9 if v * 0.9 >= lo and v > 0 else min(hi, v * 1.1 + 1e-3)
+        if hi <= 1.0:  # fractions: an absolute step, so a small one (interference) moves too
+            step = v - 0.1 if v - 0.1 >= lo else min(hi, v + 0.1)
+        else:
+            step = v * 0.9 if v * 0.9 >= lo and v > 0 else min(hi, v * 1.1 + 1e-3)
         rel = abs(step - v) / max(abs(v), abs(step))
         prof = parse_profile(with_values(raw, {key: step}), file)
         deps[key] = [r.name for r in rows

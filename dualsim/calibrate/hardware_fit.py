@@ -14,7 +14,7 @@ from typing import Any, Sequence
 from dualsim.calibrate.fit import FitResult, fit
 from dualsim.calibrate.pieces import PieceTimes, piece_times
 from dualsim.calibrate.profile_toml import profile_text
-from dualsim.calibrate.rows import DEFAULT_HOLD_OUT, FITTED_KEYS, Setting, build_rows
+from dualsim.calibrate.rows import DEFAULT_FITTED, FITTED_KEYS, Setting, build_rows
 from dualsim.calibrate.trace import Trace, read_trace, require
 from dualsim.cluster.profile import parse_profile
 from dualsim.datafiles import read_toml, resolve
@@ -74,8 +74,10 @@ def calibrate_profile(trace: str | Path | Trace, profile: str, model: str | Mode
     require(trace)
     times = piece_times(trace)
     rows = build_rows(times, Setting(mdl, ep, tokens, min(lay["sequence"], tokens)))
-    held = DEFAULT_HOLD_OUT if hold_out is None else tuple(hold_out)
-    held = tuple(h for h in held if hold_out is not None or h in {r.name for r in rows})
+    if hold_out is None:
+        held = tuple(r.name for r in rows if r.name not in DEFAULT_FITTED and r.model)
+    else:
+        held = tuple(hold_out)
     result = fit(rows, raw, str(path), FITTED_KEYS, held)
     if name is not None:
         result.raw["name"] = name

@@ -139,6 +139,7 @@ class PieceTimes:
     samples: tuple[PieceSample, ...]
     gpu_span: float  # first kernel start to last kernel end over the whole trace
     gpu_busy: dict[str, float]  # per kernel class: time during which one of them runs
+    pairs: dict[str, Pairs]  # per kernel class: the same kernels with / without comm resident
 
     def of(self, key: str) -> list[PieceSample]:
         return [s for s in self.samples if s.key == key]
@@ -187,4 +188,4 @@ def piece_times(trace: Trace) -> PieceTimes:
     busy: dict[str, float] = {}
     for cls in {kernel_class(k.name) for k in ks}:
         busy[cls] = kernel_union(k for k in ks if kernel_class(k.name) == cls) * 1e-6
-    return PieceTimes(tuple(samples), span, dict(sorted(busy.items())))
+    return PieceTimes(tuple(samples), span, dict(sorted(busy.items())), comm_pairs(trace))

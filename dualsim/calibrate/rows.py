@@ -44,13 +44,12 @@ CLASS_TYPES = {"gemm": Gemm, "attention_core": AttentionCore, "other": Elementwi
 #: of forward and input-gradient GEMMs come from DeepGEMM's table (`dualsim profiles
 #: --gemm-fit`), not from the trace: the trace's GEMM rows are predictions of that fit.
 FITTED_KEYS = ("efficiency.attention_fwd", "efficiency.attention_bwd", "efficiency.elementwise",
-               "gemm.fp8_wgrad_mainloop", "comm.overlap_rate", "comm.a2a_latency")
-#: rows held out of the fit unless --hold-out says otherwise (rows that depend on no fitted
-#: field, e.g. the forward and input-gradient GEMMs, are predictions anyway): the forward pieces,
-#: the attention-core backward kernel and the experts' weight gradient set the parameters; the
-#: rest of the backward, attention's weight gradient and the backward all-to-alls are predicted
-DEFAULT_HOLD_OUT = ("attn_other_i", "mlp_other_i", "attn_gemm_w", "a2a_combine_b",
-                    "a2a_dispatch_b")
+               "gemm.fp8_wgrad_mainloop", "comm.a2a_overlap_rate", "comm.interference")
+#: rows fitted unless --hold-out says otherwise (every other row is held out and predicted):
+#: the attention-core kernels, the forward pass's elementwise kernels, the experts' weight
+#: gradient, the forward all-to-alls and the GEMM kernel pairs (interference)
+DEFAULT_FITTED = ("pairs_gemm", "attn_core_f", "attn_other_f", "attn_core_i", "mlp_other_f",
+                  "mlp_gemm_w", "a2a_dispatch_f", "a2a_combine_f")
 
 
 @dataclass(frozen=True)
@@ -85,6 +84,11 @@ def moe_unit(setting: Setting) -> Unit:
                        "trace needs the MoE model that was traced (--model)")
 
 
+def _shared_rate(prof: Profile) -> float:
+    """Compute rate beside a resident all-to-all kernel, relative to all SMs alone."""
+    return (prof.sms - prof.comm_sms) / prof.sms * (1.0 - prof.interference)
+
+
 def _of(kernels: tuple[Kernel, ...], cls: str | None) -> tuple[Kernel, ...]:
     """The kernels of one trace class (all of them for None)."""
     if cls is None:
@@ -99,8 +103,9 @@ def build_rows(times: PieceTimes, setting: Setting) -> list[Row]:
     tok = setting.tokens
 
     def compute(kernels: tuple[Kernel, ...]) -> Callable[[Profile], float]:
-        # as traced: on the SMs the all-to-all kernels leave
-        return lambda prof: kernel_time(kernels, tok, prof, sms=prof.sms - prof.comm_sms)
+        # as traced: beside a resident all-to-all kernel (the FB hid 96% of it), at the
+        # simulator's rate (S - s)/S x (1 - interference) of the all-SM time
+        return lambda prof: kernel_time(kernels, tok, prof) / _shared_rate(prof)
 
     def a2a(kind: str) -> Callable[[Profile], float]:
         def f(prof: Profile) -> float:
@@ -131,6 +136,21 @@ def build_rows(times: PieceTimes, setting: Setting) -> list[Row]:
              "data-moving all-to-all kernel of dispatch(B) (a combine, BF16)"),
         ]
     rows = []
+    pairs = times.pairs
+    if "gemm" in pairs and pairs["gemm"].alone > 0:
+        g = pairs["gemm"]
+        # GEMMs launched on a fixed grid (DeepSeek: 112 CTAs) lose no SMs, only interference
+        rows.append(Row("pairs_gemm", g.shared,
+                        lambda prof: g.alone / (1.0 - prof.interference),
+                        f"{g.positions} GEMM kernels with a comm kernel resident vs alone"))
+    if "other" in pairs and pairs["other"].alone > 0:
+        o = pairs["other"]
+        # full-GPU elementwise kernels alone ran on all SMs: they lose the comm SMs too
+        rows.append(Row("pairs_other", o.shared,
+                        lambda prof: o.alone * prof.sms / (prof.sms - prof.comm_sms)
+                        / (1.0 - prof.interference),
+                        f"{o.positions} elementwise kernels with a comm kernel resident vs "
+                        "alone"))
     for name, key, cls, model, what in spec:
         if not times.of(key):
             continue
