@@ -8,14 +8,16 @@ Also the all-to-all volume and routing mechanisms.
 
 from __future__ import annotations
 
+import tomllib
 from pathlib import Path
 
 import pytest
 
 from dualsim.calibrate.hardware_fit import calibrate_profile
-from dualsim.calibrate.rows import DEFAULT_FITTED
+from dualsim.calibrate.rows import DEFAULT_FITTED, FITTED_KEYS
 from dualsim.cluster.comm import a2a_copies, a2a_flow
 from dualsim.cluster.profile import load_profile
+from dualsim.datafiles import data_dir
 from dualsim.workload.layout import build_layout
 from dualsim.workload.model import load_model
 
@@ -39,6 +41,18 @@ def test_default_split_predicts_at_least_as_many_rows_as_it_fits(calibration) ->
     assert set(predicted) == set(PREDICTED_BOUND)
     assert {r.name for r in calibration.result.fitted} == set(DEFAULT_FITTED)
     assert len(predicted) >= len(calibration.result.fitted)
+
+
+def test_shipped_h800_is_this_calibration(calibration) -> None:
+    """The h800 profile's trace-fitted fields are exactly what `dualsim calibrate` writes
+    (regenerate: dualsim calibrate TRACE --profile h800 --model deepseek-v3 -o
+    dualsim/data/profiles/h800.toml)."""
+    shipped = tomllib.loads((data_dir("profiles") / "h800.toml").read_text())
+    assert [p.key for p in calibration.result.params] == list(FITTED_KEYS)
+    for p in calibration.result.params:
+        section, key = p.key.split(".")
+        assert shipped[section][key]["value"] == p.value, p.key
+        assert shipped[section][key]["source"].startswith("dualsim calibrate: fit to")
 
 
 @pytest.mark.parametrize("name", sorted(PREDICTED_BOUND))
