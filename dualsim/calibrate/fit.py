@@ -117,7 +117,9 @@ def _check_determined(jac: Any, x: Sequence[float], keys: Sequence[str],
     """TraceError when the fitted rows cannot set the parameters independently (rank)."""
     import numpy as np
 
-    j = np.asarray(jac, dtype=float) * np.asarray(x, dtype=float)  # per relative change
+    scale = np.asarray(x, dtype=float)
+    scale = np.where(np.abs(scale) > 1e-9, scale, 1.0)  # a value at 0 still has a direction
+    j = np.asarray(jac, dtype=float) * scale  # per relative change
     _, sv, vt = np.linalg.svd(j)
     if len(sv) == len(keys) and sv[-1] > 1e-6 * max(sv[0], 1e-300):
         return
