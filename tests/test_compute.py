@@ -110,7 +110,8 @@ def test_profile_gemm_section_is_checked(tmp_path) -> None:
     with pytest.raises(ProfileError, match=r"p.toml: missing field gemm.fp8_mainloop \(needed "
                                            r"with gpu.fp8_peak\)"):
         load_profile(str(f))
-    f.write_text(text.replace('unit = "us"', 'unit = "ms"'))
+    f.write_text(text.replace('launch = { value = 1.6, unit = "us"',
+                              'launch = { value = 1.6, unit = "ms"'))
     with pytest.raises(ProfileError, match=r"field gemm.launch has unit 'ms'; expected 'us'"):
         load_profile(str(f))
     f.write_text(text.replace("hbm_fraction = { value = 0.825", "hbm_fraction = { value = 1.2"))
