@@ -73,7 +73,7 @@ def planned(tmp_path_factory) -> tuple[dict, Path]:
     out = tmp_path_factory.mktemp("plan")
     res = runner.invoke(app, ["plan", "--model", "small-moe", "--gpus", "64", "--schedules",
                               "dualpipe,zb-v", "--ranks", "4", "--ep", "8", "--precision", "fp8",
-                              "--microbatch-tokens", "4096", "--comm-sms", "12",
+                              "--microbatch-tokens", "4096", "--comm-sms", "32",
                               "--nvlink-gbps", "400", "--workers", "1",
                               "--json", "--out", str(out), "--emit", str(out / "best.json")])
     assert res.exit_code == 0, res.output
@@ -91,7 +91,7 @@ def test_simulate_reproduces_the_planners_figures_from_the_plan_alone(planned) -
     sim = json.loads(res.stdout)
     for key in ("tokens_per_s_per_gpu", "step_time_s", "mfu", "peak_memory_gb"):
         assert sim[key] == data["best"][key]
-    assert (sim["comm_sms"], sim["ep"], sim["gpus"]) == (12, 8, 64)
+    assert (sim["comm_sms"], sim["ep"], sim["gpus"]) == (32, 8, 64)
     assert res.stderr == ""
     # the profile's own 20 SMs and NVLink give another number: the world mattered
     plain = simulate_hardware(generate("dualpipe", 4, 32), "h800", "small-moe", gpus=64)
@@ -103,7 +103,7 @@ def test_a_flag_overrides_the_recorded_value_and_says_so(planned) -> None:
     res = runner.invoke(app, ["simulate", str(best), "--comm-sms", "24", "--gpus", "64", "--json"])
     assert res.exit_code == 0, res.output
     assert res.stderr.strip() == ("note: the command line overrides the plan's recorded world: "
-                                  "--comm-sms 24 (recorded 12)")
+                                  "--comm-sms 24 (recorded 32)")
     b = data["best"]
     direct = simulate_hardware(generate(b["schedule"], b["ranks"], b["microbatches"]), "h800",
                                "small-moe", gpus=64, ep=8, comm_sms=24, nvlink_gbps=400.0)
