@@ -61,7 +61,7 @@ def chart(path: str) -> None:
     for i, n in enumerate(names):
         res = simulate_hardware(scheds[n])
         x = res.extra
-        work, busy, exposed = x["compute_work_s"], res.ideal, x["comm_exposed_s"]
+        work, busy, exposed = res.ideal, x["compute_stream_s"], x["comm_exposed_s"]
         values = (work, busy - work, exposed, res.makespan - busy - exposed)
         bottom = 0.0
         for (label, color), v in zip(parts, values):

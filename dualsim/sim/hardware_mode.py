@@ -65,8 +65,8 @@ class HardwareExecutor:
                        for p, sl in enumerate(layout.slices)}
         self.unit_pieces: dict[tuple, UnitPieces] = {}
         self.rows: list[tuple] = []
-        self.busy = [0.0] * schedule.ranks  # compute-stream seconds (pieces running)
-        self.work = [0.0] * schedule.ranks  # the same work on all SMs (no sharing)
+        self.busy = [0.0] * schedule.ranks  # compute work: seconds on all SMs (no sharing)
+        self.stream = [0.0] * schedule.ranks  # compute-stream seconds (slower beside comm)
         self.memory = ActivationLedger(layout, schedule)
         self.dp_end = [0.0] * schedule.ranks
         # weight-gradient units left per (rank, stage), and per slice the holders still busy
@@ -118,8 +118,8 @@ class HardwareExecutor:
             busy += env.now - t0
             if i in signals:
                 comm.produced(i)  # type: ignore[union-attr]
-        self.busy[rank] += busy
-        self.work[rank] += plan.busy
+        self.stream[rank] += busy
+        self.busy[rank] += plan.busy
         if comm is not None and not comm.done[-1]:
             gpu.set_active(False)
             yield comm.wait(len(comm.done) - 1)
@@ -361,7 +361,7 @@ def _result(schedule: Schedule, layout: Layout, prof: Profile, eng: Engine,
         "comm_exposed_s": sum(c[1] for c in comm) / R,
         "comm_hidden_fraction": 1 - sum(c[1] for c in comm) / max(1e-30, sum(c[0] for c in comm)),
         "dp_sync_end_s": max(ex.dp_end),
-        "compute_work_s": sum(ex.work) / R,
+        "compute_stream_s": sum(ex.stream) / R,
         "sm_shared_s": sum(g.shared for g in ex.gpus) / R,
         "profile": prof.name, "model": layout.model.name, "ep": layout.ep, "gpus": layout.gpus,
         "comm_sms": prof.comm_sms, "microbatch_tokens": layout.microbatch_tokens,

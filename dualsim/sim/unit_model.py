@@ -23,7 +23,7 @@ from typing import Callable
 
 import simpy
 
-from dualsim.cluster.comm import dp_sync_flow, pp_flow
+from dualsim.cluster.comm import Flow, dp_sync_flow, pp_flow
 from dualsim.cluster.profile import Profile
 from dualsim.ir import Action, Op, Schedule
 from dualsim.sim.hardware_mode import HardwareExecutor
@@ -103,15 +103,12 @@ class StepModel:
         return [[0.0 if a == b else pp_flow(lay, prof, a, b).standalone_time(prof)
                  for b in range(R)] for a in range(R)]
 
-    def dp_flows(self) -> list[tuple[int, float, str]]:
-        """(position, bytes per holder, link) of each slice's gradient sync."""
+    def dp_flows(self) -> list[tuple[int, Flow]]:
+        """(position, flow) of each slice's gradient sync (per holder)."""
         lay, prof = self.layout, self.profile
         flows = ((p, dp_sync_flow(lay, prof, *slice_params(lay, p), replicas(lay, p)))
                  for p in range(len(lay.slices)))
-        return [(p, f.nbytes, f.link) for p, f in flows if f.nbytes > 0]
-
-    def _bandwidth(self, link: str) -> float:
-        return self.profile.ib_bandwidth if link == "ib" else self.profile.nvlink_bandwidth
+        return [(p, f) for p, f in flows if f.nbytes > 0]
 
     def _grads_done(self, times: UnitTimes) -> dict[int, float]:
         """Per position, when the last B or W of any of its stages has ended."""
@@ -122,8 +119,8 @@ class StepModel:
         """When the last gradient sync could end at the earliest: each alone on its link, once
         the last B or W of its slice has ended."""
         done = self._grads_done(times)
-        return max((done.get(p, 0.0) + nbytes / self._bandwidth(link)
-                    for p, nbytes, link in self.dp_flows()), default=0.0)
+        return max((done.get(p, 0.0) + flow.standalone_time(self.profile)
+                    for p, flow in self.dp_flows()), default=0.0)
 
     # ---- the step ----------------------------------------------------------------------------
     def busy_lower_bound(self) -> float:
