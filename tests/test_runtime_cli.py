@@ -21,8 +21,9 @@ from dualsim.generators import generate  # noqa: E402
 from dualsim.ir import Schedule  # noqa: E402
 from dualsim.lower import lower  # noqa: E402
 from dualsim.overlap_order import backward_chain, fb_order, forward_chain, plain_order  # noqa: E402
-from dualsim.runtime.measure import (a2a_exposure, calibrate, effective_durations,  # noqa: E402
-                                     replay)
+from dualsim.errors import DualsimError  # noqa: E402
+from dualsim.runtime.measure import (a2a_exposure, calibrate, compare_sim,  # noqa: E402
+                                     effective_durations, replay)
 from dualsim.timeline import from_rows  # noqa: E402
 
 
@@ -60,7 +61,7 @@ def _toy_plan() -> Schedule:
     return lower(generate("1f1b", 2, 2))
 
 
-def test_calibration_reads_costs_and_latency_from_a_timeline() -> None:
+def _toy_rows() -> list[tuple]:
     # rank 0: F0 [0,2) F1 [2,4) then waits for B0 and B1; rank 1: F/B per micro-batch.
     # F = 2 s on both stages, B = 3 s; message latency 0.5 s, sends take 0.1 s to post.
     rows = []
@@ -85,7 +86,11 @@ def test_calibration_reads_costs_and_latency_from_a_timeline() -> None:
     row(0, "compute", "B", 0, 0, 8.0, 11.0, "0B0")
     row(0, "comm", "pp_recv", 0, 1, 11.0, 13.1, "0RECV_B1")
     row(0, "compute", "B", 0, 1, 13.1, 16.1, "0B1")
-    tl = from_rows(rows)
+    return rows
+
+
+def test_calibration_reads_costs_and_latency_from_a_timeline() -> None:
+    tl = from_rows(_toy_rows())
     eff = effective_durations(tl)
     f0 = eff[(eff["rank"] == 0) & (eff["action"] == "0F0")]["dur"].item()
     assert f0 == pytest.approx(2.1)  # F plus posting its send
@@ -159,3 +164,30 @@ def test_replay_of_an_fb_unit_hides_all_but_the_waits() -> None:
         [(0, "a2a", "dispatch", 0, 0, 0, 1, 0, 0, "dispatch", s, e, "u") for s, e in comm]
     total, out = a2a_exposure(rows)
     assert (total, out) == (8, 2)  # exposed: [4, 5] and [8, 9]
+
+
+def test_compare_sim_predicts_a_run_from_another_runs_costs(tmp_path: Path) -> None:
+    from dualsim.runtime.records import RankReport, StepRecord
+    from dualsim.runtime.session import read_calibration
+    from dualsim.sim.abstract import simulate
+
+    plan = _toy_plan()
+    rows = _toy_rows()
+    reports = [RankReport(r, [StepRecord([x for x in rows if x[0] == r], 0.0, 16.1, 16.5)],
+                          {}, {}, process=r) for r in (0, 1)]
+    other = tmp_path / "other.json"  # what `dualsim run --compare-sim --json` wrote elsewhere
+    other.write_text(json.dumps({"ranks": 2, "ep": 1, "calibrated_latency_s": 0.25,
+                                 "calibrated_costs_s": {"F": 1.0, "I": 1.5, "W": 1.5,
+                                                        "B": 3.0, "FB": 4.0}}))
+    costs, latency, source = read_calibration(str(other), plan, ep=1)
+    r = compare_sim(plan, reports, calibration=(costs, latency, source))
+    want = simulate(plan, costs, comm=0.25).makespan
+    assert r["calibrated_from"] == str(other) and r["calibrated_costs_s"] == costs
+    assert r["predicted_makespan_s"] == pytest.approx(float(want))
+    assert r["predicted_step_time_s"] == pytest.approx(float(want) + 16.5 - 16.1)
+    assert r["measured_step_time_s"] == 16.5
+    own = compare_sim(plan, reports)  # the run's own calibration: F 2.1, B 3.05, latency 0.5
+    assert own["calibrated_from"] == "this run" and own["calibrated_costs_s"]["F"] == \
+        pytest.approx(2.1)
+    with pytest.raises(DualsimError, match="comes from 2 ranks x --ep 1 and this run has 2 x 2"):
+        read_calibration(str(other), plan, ep=2)

@@ -311,3 +311,16 @@ def test_unwritable_output_is_refused_before_start(tmp_path: Path, flag: str, na
         lines = r.output.strip().splitlines()
         assert r.exit_code == 1 and len(lines) == 1 and lines[0].startswith("error:"), r.output
         assert "running" not in r.output
+
+
+def test_calibration_without_compare_sim_is_refused(tmp_path: Path) -> None:
+    plan_path = tmp_path / "p.json"
+    write_plan(lower(generate("1f1b", 2, 2)), str(plan_path))
+    r = CliRunner().invoke(app, ["run", str(plan_path), "--calibration", str(plan_path)])
+    assert r.exit_code == 1
+    assert r.output.strip().splitlines() == [
+        "error: --calibration is read by --compare-sim: add --compare-sim"]
+    r = CliRunner().invoke(app, ["run", str(plan_path), "--compare-sim", "--calibration",
+                                 str(plan_path)])  # a plan file is no calibration
+    assert r.exit_code == 1 and len(r.output.strip().splitlines()) == 1
+    assert "neither the --json output" in r.output

@@ -63,6 +63,10 @@ def run_command(
              "(.json), one range per action and per piece."),
     compare_sim: bool = typer.Option(False, "--compare-sim",
                                      help="Simulate the plan on costs calibrated from this run."),
+    calibration: Optional[Path] = typer.Option(
+        None, "--calibration",
+        help="With --compare-sim: take the costs from another run (its `run --compare-sim "
+             "--json` output, or its --profile-trace) instead: one run predicts another."),
     timeout: float = typer.Option(60.0, "--timeout",
                                   help="Seconds without progress (or a process stopped) before "
                                        "the run is stopped; also the start-up's allowance."),
@@ -92,12 +96,15 @@ def run_command(
         _check_output("--trace", trace, (".json",))
         _check_output("--gantt", gantt, (".png", ".svg"))
         _check_output("--profile-trace", profile_trace, (".json",))
+        if calibration is not None and not compare_sim:
+            raise DualsimError("--calibration is read by --compare-sim: add --compare-sim")
         from dualsim.planfile import read_plan
 
         schedule = read_plan(str(plan))
         try:
             from dualsim.runtime.options import RunOptions
-            from dualsim.runtime.session import choose_backend, model_config, run_plan
+            from dualsim.runtime.session import (choose_backend, model_config, read_calibration,
+                                                 run_plan)
         except ImportError as e:
             raise fail(f"the runtime needs torch ({e}); install it with "
                        "`pip install 'dualsim[runtime]'`") from None
@@ -106,13 +113,15 @@ def run_command(
                            microbatch_size=microbatch_size, dtype=dtype, seed=seed,
                            capacity_factor=capacity_factor)
         device, backend = choose_backend(device, backend, schedule.ranks * ep)
+        other = read_calibration(str(calibration), schedule, ep) if calibration else None
         options = RunOptions(cfg, steps=steps, backend=backend, device=device, ep=ep,
                              timeout=timeout, profile_trace=profile_trace is not None)
         procs = f"{schedule.ranks} ranks" + (f" x {ep} expert-parallel" if ep > 1 else "")
         banner = f"running {schedule.name} on {procs} ({device}, {backend}), {steps} steps"
         first = os.environ.get("RANK", "0") == "0"  # under torchrun, process 0 speaks
         outcome = run_plan(schedule, options, with_sim=compare_sim,
-                           on_start=lambda: first and err_console.print(banner, markup=False))
+                           on_start=lambda: first and err_console.print(banner, markup=False),
+                           calibration=other)
         if outcome is None:  # a non-zero process under torchrun: process 0 reports
             return
         if trace is not None:
@@ -165,7 +174,9 @@ def _print_text(r: dict[str, Any]) -> None:
     if "predicted_step_time_s" in r:
         idle = r["max_idle_error"]
         worst = f"; idle per rank off by up to {idle * 100:.0f}%" if idle is not None else ""
-        lines.append(f"simulated step {_ms(r['predicted_step_time_s'])} (makespan "
+        source = "" if r["calibrated_from"] == "this run" else \
+            f" (costs from {r['calibrated_from']})"
+        lines.append(f"simulated step{source} {_ms(r['predicted_step_time_s'])} (makespan "
                      f"{_ms(r['predicted_makespan_s'])} + measured end of step "
                      f"{_ms(r['measured_end_of_step_s'])}) vs measured "
                      f"{_ms(r['measured_step_time_s'])}: error {r['prediction_error'] * 100:+.1f}%"

@@ -88,17 +88,21 @@ class ExpertComm:
         return (sum(send_splits) - send_splits[self.index]) * row
 
     # ---- requests (main thread) ------------------------------------------------------------
-    def post(self, rows: torch.Tensor, send_splits: list[int], recv_splits: list[int]) -> Pending:
-        """Send ``rows`` (split per process by ``send_splits``); receive ``sum(recv_splits)``."""
+    def post(self, rows: torch.Tensor, send_splits: list[int], recv_splits: list[int],
+             label: str = "all-to-all") -> Pending:
+        """Send ``rows`` (split per process by ``send_splits``); receive ``sum(recv_splits)``.
+
+        ``label``: the profiler range the communication thread opens around it."""
         if self.size == 1:
             return Pending.done(rows, self.clock.mark())
         pending = Pending(self._ready_mark(), self._nbytes(rows, send_splits))
         ready = self._ready_event()
-        self._submit(pending, lambda: self._move(pending, ready, rows, send_splits, recv_splits))
+        self._submit(pending, label,
+                     lambda: self._move(pending, ready, rows, send_splits, recv_splits))
         return pending
 
     def dispatch(self, rows: torch.Tensor, send_counts: torch.Tensor,
-                 on_counts: Callable[[torch.Tensor], None]) -> Pending:
+                 on_counts: Callable[[torch.Tensor], None], label: str = "dispatch") -> Pending:
         """Exchange the counts [ep, experts per process], call ``on_counts`` with the received
         ones (on the communication thread), then move the rows (split by the counts)."""
         send_splits = send_counts.sum(1).tolist()
@@ -113,7 +117,7 @@ class ExpertComm:
             on_counts(recv_counts)
             self._move(pending, ready, rows, send_splits, recv_counts.sum(1).tolist())
 
-        self._submit(pending, job)
+        self._submit(pending, label, job)
         return pending
 
     def _ready_mark(self) -> Mark:
@@ -127,10 +131,11 @@ class ExpertComm:
         event.record(torch.cuda.current_stream(self.device))
         return event
 
-    def _submit(self, pending: Pending, job: Callable[[], None]) -> None:
+    def _submit(self, pending: Pending, label: str, job: Callable[[], None]) -> None:
         def run() -> None:
             try:
-                job()
+                with torch.profiler.record_function(label):
+                    job()
             except BaseException as e:  # noqa: BLE001 - re-raised by wait() on the main thread
                 pending.error = e
             pending.posted.set()

@@ -36,7 +36,8 @@ from dualsim.runtime.a2a import ExpertComm
 from dualsim.runtime.clock import Mark, StepClock
 from dualsim.runtime.net import NetConfig, StageNet, grad_or_zeros, make_batch, named_tensors
 from dualsim.runtime.options import Fault
-from dualsim.runtime.overlap import PieceTime, trace_name
+from dualsim.runtime.chains import trace_name
+from dualsim.runtime.overlap import PieceTime
 from dualsim.runtime.p2p import Message, PeerComm, ProcessGroups
 from dualsim.runtime.progress import COMPUTING, SYNCING, WAITING, Progress, World
 from dualsim.runtime.records import StepRecord

@@ -32,6 +32,9 @@ rank-worth of layers); an op the plan lacks gets B = I + W, I = W = B / 2, FB = 
 transfer latency is the median, over cross-rank messages whose receiver was already waiting,
 of (receive done - send posted), at least 0. The simulated step = the simulated makespan plus
 the measured end of step (gradient sums and optimizer: not simulated, taken from the run).
+With a calibration from another run (its ``--profile-trace``, read as ``dualsim calibrate``
+reads it) the costs and latency come from there, so one run predicts another (a different
+schedule or seed) instead of fitting and predicting the same run.
 A rank's measured idle time is the actions' makespan less the sum of its effective durations.
 
 With expert parallelism the comparison also predicts the all-to-all: every compute piece and
@@ -53,8 +56,8 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from dualsim.ir import Op, Schedule
-from dualsim.overlap_order import Node, Order, backward_chain, fb_order, forward_chain, \
-    only_w, plain_order, without_w
+from dualsim.overlap_order import Node, Order, fb_order, only_w, plain_order, without_w
+from dualsim.runtime.chains import slice_chains
 from dualsim.timeline import exposed, from_rows, intervals_union
 
 if TYPE_CHECKING:
@@ -196,12 +199,6 @@ def a2a_figures(reports: list[RankReport]) -> dict[str, float]:
             "a2a_hidden_fraction": statistics.median(hidden)}
 
 
-def _slice_chains(layers: int, last: bool) -> tuple[list[Node], list[Node]]:
-    units = [[("attn", "dispatch"), ("mlp", "combine")]] * layers + \
-        [[("head" if last else "post", None)]]
-    return forward_chain(units), backward_chain(units)
-
-
 def replay(order: Order, halves: list[list[Node]], durations: dict[str, float]
            ) -> tuple[list[tuple[float, float]], list[tuple[float, float]]]:
     """(compute, all-to-all) intervals of one unit run in ``order`` with ``durations`` per
@@ -239,7 +236,7 @@ def replay(order: Order, halves: list[list[Node]], durations: dict[str, float]
 def _unit_halves(plan: Schedule, a: Any, layers: int) -> list[list[Node]] | None:
     def chains(stage: int) -> tuple[list[Node], list[Node]]:
         last = plan.placement(stage).position == plan.chain_length - 1
-        return _slice_chains(layers, last)
+        return slice_chains(layers, last)
 
     if a.op is Op.F:
         return [chains(a.stage)[0]]
@@ -281,16 +278,24 @@ def piece_durations(reports: list[RankReport]) -> dict[str, float]:
 
 
 # ---- sim vs measured ----------------------------------------------------------------------
-def compare_sim(plan: Schedule, reports: list[RankReport], layers: int = 1,
-                ep: int = 1) -> dict[str, Any]:
+def compare_sim(plan: Schedule, reports: list[RankReport], layers: int = 1, ep: int = 1,
+                calibration: tuple[dict[str, float], float, str] | None = None
+                ) -> dict[str, Any]:
     """Predicted (abstract sim on calibrated costs) against measured step time and idle;
-    with expert parallelism also the all-to-all's hidden fraction and exposed time."""
+    with expert parallelism also the all-to-all's hidden fraction and exposed time.
+
+    ``calibration``: (costs, latency, source) of another run (``dualsim calibrate`` of its
+    ``--profile-trace``) to predict this one from; default: this run's own measurement.
+    """
     from dualsim.sim.abstract import simulate
 
     steps = measured_steps(reports)
     timelines = [step_timeline(reports, k) for k in steps]
     effective = [effective_durations(tl) for tl in timelines]
-    costs, latency = _costs(plan, effective), _latency(plan, timelines)
+    if calibration is None:
+        costs, latency, source = _costs(plan, effective), _latency(plan, timelines), "this run"
+    else:
+        costs, latency, source = calibration
     sim = simulate(plan, costs, comm=latency)
     measured = step_time_s(reports)
     tail = statistics.median(max(r.steps[k].step_end for r in reports) -
@@ -309,6 +314,7 @@ def compare_sim(plan: Schedule, reports: list[RankReport], layers: int = 1,
         "measured_step_time_s": measured,
         "prediction_error": (predicted - measured) / measured,
         "max_idle_error": max(errors) if errors else None,
+        "calibrated_from": source,
         "predicted_makespan_s": float(sim.makespan),
         "measured_end_of_step_s": tail,
         "calibrated_costs_s": costs,

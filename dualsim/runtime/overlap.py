@@ -11,7 +11,9 @@ all-to-all after its I piece flies).
 Every piece is timed (compute: start and end marks on the compute stream; all-to-all: from when
 its data was ready to when it completed) and, when a profiler records, wrapped in a
 ``record_function`` range named as DeepSeek's trace names pieces: ``attn(F)``, ``mlp(B)``,
-``combine(B)``, ``attn(W)``...; waits are ranges ``wait dispatch(F)``.
+``combine(B)``, ``attn(W)``... The all-to-all itself is posted by the communication thread
+(:mod:`a2a`) inside a range of its name (``dispatch(F)``: on a GPU its kernels are launched
+there); the main thread's request is ``post dispatch(F)`` and its wait ``wait dispatch(F)``.
 """
 
 from __future__ import annotations
@@ -23,17 +25,9 @@ import torch
 
 from dualsim.overlap_order import Node, Order
 from dualsim.runtime.a2a import Pending
+from dualsim.runtime.chains import trace_name
 from dualsim.runtime.clock import Mark, StepClock
 from dualsim.runtime.pieces import Pass
-
-
-def trace_name(node: Node) -> str:
-    """A piece's profiler range name: ``attn(F)``, ``mlp(B)``, ``attn(W)``, ``combine(B)``."""
-    if node.name.endswith("_bwd"):
-        return f"{node.name[:-4]}(B)"
-    if node.name.endswith("_w"):
-        return f"{node.name[:-2]}(W)"
-    return f"{node.name}(F)"
 
 
 @dataclass
@@ -72,7 +66,7 @@ def run_unit(halves: Sequence[Half], order: Order, clock: StepClock,
         p, chain = halves[step.half]
         node, layer = chain[step.node]
         before_post(node)
-        with torch.profiler.record_function(trace_name(node)):
+        with torch.profiler.record_function(f"post {trace_name(node)}"):
             pending[ci] = p.post(node, layer)
 
     def wait(ci: int) -> None:

@@ -11,10 +11,11 @@ position embedding are part of the first ``attn`` of slice 0.
 
 The backward runs the same pieces in reverse: ``head_bwd``/``post_bwd``, then per layer
 ``combine_bwd`` (all-to-all of the output rows' gradients to the experts) -> ``mlp_bwd`` ->
-``dispatch_bwd`` (the input rows' gradients back) -> ``attn_bwd``. A pass whose forward was
-recorded for the I/W split (its backward is an I, or half of an FB) also has a weight piece
-after each compute piece (``mlp_w``, ``attn_w``, ...), run at once in an FB (after the
-all-to-all that follows its input-gradient piece was posted) or later by W.
+``dispatch_bwd`` (the input rows' gradients back) -> ``attn_bwd``. Every forward is recorded for
+the I/W split, so each input-gradient piece is followed by its weight piece (``mlp_w``,
+``attn_w``, ...): right after it in a B or an FB (once the all-to-all that follows the
+input-gradient piece was posted), or later, by the W action. The chains and their names are
+in :mod:`dualsim.runtime.chains`.
 
 Autograd runs per piece: every tensor a piece passes to a later one is detached there into a
 leaf, and a backward piece is one ``torch.autograd.backward`` from the piece's outputs to its
@@ -29,36 +30,11 @@ from typing import Any
 
 import torch
 
-from dualsim.overlap_order import COMM, Node, backward_chain, forward_chain
+from dualsim.overlap_order import COMM, Node
 from dualsim.runtime import wgrad
 from dualsim.runtime.a2a import ExpertComm, Pending
+from dualsim.runtime.chains import slice_chains, trace_name, with_layers
 from dualsim.runtime.moe import Dispatch, route
-
-
-UNIT_CHAINS = ("F", "B", "I", "W")
-
-
-def units(layers: int, last: bool) -> list[list[tuple[str, str | None]]]:
-    """The slice's units for :mod:`dualsim.overlap_order`: its MoE layers, then head or post."""
-    return [[("attn", "dispatch"), ("mlp", "combine")]] * layers + \
-        [[("head" if last else "post", None)]]
-
-
-def with_layers(chain: list[Node], layers: int, backward: bool) -> list[tuple[Node, int]]:
-    """Each node of a chain with its layer (block index in the slice; -1 for head/post).
-
-    A name repeats once per layer: in model order in a forward chain, reversed in a backward one.
-    """
-    seen: dict[str, int] = {}
-    out = []
-    for n in chain:
-        if n.name.split("_")[0] in ("head", "post"):
-            out.append((n, -1))
-            continue
-        k = seen.get(n.name, 0)
-        seen[n.name] = k + 1
-        out.append((n, layers - 1 - k if backward else k))
-    return out
 
 
 @dataclass
@@ -92,9 +68,9 @@ class Pass:
     def __post_init__(self) -> None:
         self.values["x"] = self.x
         self.layers = len(self.net.blocks)
-        u = units(self.layers, self.net.last)
-        self._fwd = with_layers(forward_chain(u), self.layers, backward=False)
-        self._bwd = with_layers(backward_chain(u), self.layers, backward=True)
+        fwd, bwd = slice_chains(self.layers, self.net.last)
+        self._fwd = with_layers(fwd, self.layers, backward=False)
+        self._bwd = with_layers(bwd, self.layers, backward=True)
 
     def chain(self, unit: str) -> list[tuple[Node, int]]:
         """The (node, layer) chain of a plain unit of this pass: F, B, I (no W pieces) or W."""
@@ -119,19 +95,20 @@ class Pass:
     def post(self, node: Node, layer: int) -> Pending:
         """Request an all-to-all (a forward dispatch exchanges the row counts first)."""
         assert node.stream == COMM
-        d = self.dispatch[layer]
+        d, label = self.dispatch[layer], trace_name(node)
         if node.name == "dispatch":
             def counted(recv_counts: torch.Tensor) -> None:
                 self.dispatch[layer] = d.received(recv_counts)
 
             return self.comm.dispatch(self.values[f"{layer}.send"].detach(), d.send_counts,
-                                      counted)
+                                      counted, label)
         if node.name == "combine":
             return self.comm.post(self.values[f"{layer}.y"].detach(), d.recv_splits,
-                                  d.send_splits)
+                                  d.send_splits, label)
         if node.name == "combine_bwd":  # the output rows' gradients go back to the experts
-            return self.comm.post(self._grad(f"{layer}.back"), d.send_splits, d.recv_splits)
-        return self.comm.post(self._grad(f"{layer}.recv"), d.recv_splits, d.send_splits)
+            return self.comm.post(self._grad(f"{layer}.back"), d.send_splits, d.recv_splits,
+                                  label)
+        return self.comm.post(self._grad(f"{layer}.recv"), d.recv_splits, d.send_splits, label)
 
     def land(self, node: Node, layer: int, rows: torch.Tensor) -> None:
         """Store what an all-to-all received (forward: rows; backward: their gradients)."""

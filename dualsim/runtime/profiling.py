@@ -3,8 +3,10 @@
 Each process records its last step with ``torch.profiler`` (CPU activities, plus CUDA on a GPU)
 inside a ``record_function`` range ``step k``. The interpreter opens one range per action,
 named by the IR's string form (``0F3``, ``(0F7;7B3)``, ``0SEND_F3``), and with expert
-parallelism one per piece inside it (``attn(F)``, ``dispatch(F)``, ``mlp(B)``, ``attn(W)``...,
-DeepSeek's trace names; waits ``wait combine(F)``). The processes' Chrome traces are merged
+parallelism one per piece inside it (``attn(F)``, ``mlp(B)``, ``attn(W)``..., DeepSeek's trace
+names; an all-to-all is a range ``dispatch(F)``, ``combine(B)``... on the process's
+communication thread, which posts it, with ``post ...`` and ``wait ...`` ranges on the main
+thread). All threads are recorded (``profile_all_threads``). The processes' Chrome traces are merged
 into one file: every event of process g gets ``"pid": g`` (torch's own process-name events are
 replaced by ``rank g``), and the top level carries ``dualsimPlan`` (the plan) and
 ``dualsimEp`` (processes per pipeline rank), which ``dualsim calibrate`` reads. Perfetto's
@@ -35,7 +37,9 @@ def recording(enabled: bool, device: torch.device, step: int) -> Iterator[list[A
     acts = [torch.profiler.ProfilerActivity.CPU]
     if device.type == "cuda":
         acts.append(torch.profiler.ProfilerActivity.CUDA)
-    with torch.profiler.profile(activities=acts) as prof:
+    # every thread: the all-to-alls are posted by each process's communication thread
+    config = torch._C._profiler._ExperimentalConfig(profile_all_threads=True)
+    with torch.profiler.profile(activities=acts, experimental_config=config) as prof:
         with torch.profiler.record_function(f"step {step}"):
             yield out
     with tempfile.TemporaryDirectory() as d:

@@ -109,11 +109,44 @@ def check_fits(plan: Schedule, options: RunOptions) -> None:
             "--microbatch-size)")
 
 
+def read_calibration(path: str, plan: Schedule, ep: int) -> tuple[dict[str, float], float, str]:
+    """(costs, latency, path) of another run, to predict this one from: its ``dualsim run
+    --compare-sim --json`` output (``calibrated_costs_s``), or its ``--profile-trace`` (read
+    as ``dualsim calibrate`` reads it; the profiler slows the recorded step down)."""
+    from dualsim.io import read_json
+
+    doc = read_json(path, what="calibration")
+    if isinstance(doc, dict) and "calibrated_costs_s" in doc:
+        shape = (doc.get("ranks"), doc.get("ep", 1))
+        costs, latency = doc["calibrated_costs_s"], doc.get("calibrated_latency_s", 0.0)
+    else:
+        from dualsim.calibrate.runtime_trace import calibrate_costs, is_runtime_trace
+        from dualsim.calibrate.trace import read_trace
+
+        trace = read_trace(path) if isinstance(doc, dict) and "traceEvents" in doc else None
+        if trace is None or not is_runtime_trace(trace):
+            raise RuntimeRunError(f"--calibration {path!r} is neither the --json output of "
+                                  "`dualsim run --compare-sim` nor a `dualsim run "
+                                  "--profile-trace` trace")
+        sc = calibrate_costs(trace)
+        shape, costs, latency = (sc.plan.ranks, sc.ep), dict(sc.costs), sc.latency
+    if shape != (plan.ranks, ep):
+        raise RuntimeRunError(f"--calibration {path!r} comes from {shape[0]} ranks x --ep "
+                              f"{shape[1]} and this run has {plan.ranks} x {ep}: calibrate "
+                              "from a run of the same shape")
+    if not isinstance(costs, dict) or not {"F", "B"} <= set(costs):
+        raise RuntimeRunError(f"--calibration {path!r} has no F and B costs")
+    return {k: float(v) for k, v in costs.items()}, float(latency), path
+
+
 def run_plan(plan: Schedule, options: RunOptions, with_sim: bool = False,
-             on_start: Callable[[], None] | None = None) -> RunOutcome | None:
+             on_start: Callable[[], None] | None = None,
+             calibration: tuple[dict[str, float], float, str] | None = None
+             ) -> RunOutcome | None:
     """Execute ``plan`` (local spawn, or this process's rank under torchrun).
 
-    ``on_start()`` is called once the plan and options were accepted, before any rank starts.
+    ``on_start()`` is called once the plan and options were accepted, before any rank starts;
+    ``calibration``: another run's costs for ``with_sim`` (see :func:`read_calibration`).
     """
     check_fits(plan, options)
     if on_start is not None:
@@ -125,11 +158,12 @@ def run_plan(plan: Schedule, options: RunOptions, with_sim: bool = False,
         reports = gathered
     else:
         reports = launch_local([plan], options)[0]
-    return summarize(plan, options, reports, with_sim)
+    return summarize(plan, options, reports, with_sim, calibration)
 
 
 def summarize(plan: Schedule, options: RunOptions, reports: list[RankReport],
-              with_sim: bool = False) -> RunOutcome:
+              with_sim: bool = False,
+              calibration: tuple[dict[str, float], float, str] | None = None) -> RunOutcome:
     result: dict[str, Any] = {
         "schedule": plan.name, "ranks": plan.ranks, "ep": options.ep,
         "processes": plan.ranks * options.ep, "stages": plan.num_stages,
@@ -142,7 +176,8 @@ def summarize(plan: Schedule, options: RunOptions, reports: list[RankReport],
     ok = passed(result, options.model.dtype)
     result["matches_reference"] = ok
     if with_sim:
-        result.update(compare_sim(plan, reports, options.model.layers_per_slice, options.ep))
+        result.update(compare_sim(plan, reports, options.model.layers_per_slice, options.ep,
+                                  calibration))
     result["model"] = options.model.to_dict()
     trace = None
     if options.profile_trace:
