@@ -45,3 +45,19 @@ class TraceError(DualsimError):
 
 class RuntimeRunError(DualsimError):
     """A run of a plan that failed: a rank died, hung, or the plan does not fit."""
+
+
+def clip(value: object, limit: int = 60) -> str:
+    """``repr(value)`` cut to about ``limit`` characters, for quoting user input in one line.
+
+    A hostile file can hold a 5,000-digit action or a name of 100,000 newlines; an error line
+    quotes only its start and says how long it was.
+    """
+    text = repr(value)
+    if len(text) <= limit:
+        return text
+    if isinstance(value, (list, tuple, dict, set)):
+        size = f"{len(value)} items"
+    else:
+        size = f"{len(value) if isinstance(value, str) else len(text)} characters"
+    return f"{text[:limit]}... ({size})"

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import secrets
 from pathlib import Path
 from typing import Any
 
-from dualsim.errors import DualsimError, PlanError
+from dualsim.errors import DualsimError, PlanError, clip
 
 
 def write_atomic(path: str | os.PathLike[str], data: bytes | str) -> None:
@@ -55,9 +56,52 @@ def check_writable_file(path: Path) -> None:
             break
 
 
+#: the longest integer a dualsim JSON file may hold (int64 range is 19 digits; plan numbers are
+#: counts and indices far below that)
+MAX_INT_DIGITS = 18
+
+
+class JSONValueError(ValueError):
+    """A JSON number dualsim refuses: non-finite, or an integer too long to be a count."""
+
+
 def dumps_json(obj: Any) -> str:
-    """Deterministic JSON text: keys keep the (fixed) order in which callers build their dicts."""
-    return json.dumps(obj, indent=1) + "\n"
+    """Deterministic JSON text: keys keep the (fixed) order in which callers build their dicts.
+
+    Strict JSON: a NaN or an infinity anywhere is a bug upstream (a value that should have been
+    refused when read), so it raises ValueError instead of writing a bare ``NaN`` that no JSON
+    reader accepts.
+    """
+    return json.dumps(obj, indent=1, allow_nan=False) + "\n"
+
+
+def _parse_int(text: str) -> int:
+    digits = len(text.lstrip("-"))
+    if digits > MAX_INT_DIGITS:
+        raise JSONValueError(f"it holds an integer of {digits} digits (at most "
+                             f"{MAX_INT_DIGITS} allowed)")
+    return int(text)
+
+
+def _parse_float(text: str) -> float:
+    v = float(text)
+    if not math.isfinite(v):
+        raise JSONValueError(f"the number {clip(text)} is out of range")
+    return v
+
+
+def _refuse_constant(name: str) -> Any:
+    raise JSONValueError(f"it holds {name}, which is not JSON (numbers must be finite)")
+
+
+def loads_json(text: str) -> Any:
+    """Parse strict JSON: no NaN/Infinity, integers of at most MAX_INT_DIGITS digits.
+
+    Raises ValueError (json.JSONDecodeError for syntax, JSONValueError for refused numbers) or
+    RecursionError for nesting deeper than Python's recursion limit.
+    """
+    return json.loads(text, parse_int=_parse_int, parse_float=_parse_float,
+                      parse_constant=_refuse_constant)
 
 
 def read_json(path: str | os.PathLike[str], what: str = "plan") -> Any:
@@ -72,9 +116,15 @@ def read_json(path: str | os.PathLike[str], what: str = "plan") -> Any:
     except (OSError, UnicodeDecodeError) as e:
         raise PlanError(f"cannot read {what} file {str(p)!r}: {e}") from None
     try:
-        return json.loads(text)
+        return loads_json(text)
     except json.JSONDecodeError as e:
         raise PlanError(
             f"{what} file {str(p)!r} is not valid JSON (line {e.lineno}, column {e.colno}: "
             f"{e.msg}); it may be truncated: re-emit it with `dualsim emit`"
         ) from None
+    except JSONValueError as e:
+        raise PlanError(f"{what} file {str(p)!r} is not a dualsim {what}: {e}; re-emit it "
+                        "with `dualsim emit`") from None
+    except RecursionError:
+        raise PlanError(f"{what} file {str(p)!r} nests lists or objects too deeply to be a "
+                        f"dualsim {what}; re-emit it with `dualsim emit`") from None

@@ -14,10 +14,14 @@ from enum import Enum
 from functools import cached_property
 from typing import Any, Iterable, Iterator, NamedTuple, Sequence
 
-from dualsim.errors import PlanError
+from dualsim.errors import PlanError, clip
 
 PLAN_FORMAT = "dualsim-plan"
 PLAN_VERSION = 1
+#: digits of a stage or micro-batch number in an action's text (numbers below 10**9)
+MAX_NUMBER_DIGITS = 9
+#: longest schedule name a plan may carry (it is printed in tables and chart titles)
+MAX_NAME_LENGTH = 64
 
 
 class Op(str, Enum):
@@ -108,8 +112,13 @@ class Action(NamedTuple):
         m = _SINGLE.match(s)
         if not m:
             raise PlanError(
-                f"cannot parse action {text!r}: expected <stage><op><microbatch> such as 0F3, "
-                "7I12, 3SEND_F1, or an overlapped pair such as (0F7;7B3)"
+                f"cannot parse action {clip(text)}: expected <stage><op><microbatch> such as "
+                "0F3, 7I12, 3SEND_F1, or an overlapped pair such as (0F7;7B3)"
+            )
+        if max(len(m.group(1)), len(m.group(3))) > MAX_NUMBER_DIGITS:
+            raise PlanError(
+                f"cannot parse action {clip(text)}: its stage or micro-batch number has more "
+                f"than {MAX_NUMBER_DIGITS} digits"
             )
         return Action(Op(m.group(2)), int(m.group(1)), int(m.group(3)))
 
@@ -263,7 +272,7 @@ class Schedule:
             )
         if d.get("version") != PLAN_VERSION:
             raise PlanError(
-                f"unsupported plan version {d.get('version')!r}: this dualsim reads version "
+                f"unsupported plan version {clip(d.get('version'))}: this dualsim reads version "
                 f"{PLAN_VERSION}; re-emit the plan with this dualsim"
             )
         try:
@@ -274,16 +283,22 @@ class Schedule:
                 for s in _list(d, "stages")
             )
             chains_raw = sorted(_list(d, "chains"), key=lambda c: _int(c, "chain"))
-            chains = tuple(tuple(int(m) for m in _list(c, "microbatches")) for c in chains_raw)
+            numbers = [_int(c, "chain") for c in chains_raw]
+            if numbers != list(range(len(numbers))):
+                raise ValueError(f"chains must be numbered 0..{len(numbers) - 1} once each, "
+                                 f"got {clip(numbers)}")
+            chains = tuple(tuple(_item(m, "micro-batch") for m in _list(c, "microbatches"))
+                           for c in chains_raw)
             rows = _list(d, "actions")
             actions = tuple(tuple(Action.parse(_str(a)) for a in _seq(row)) for row in rows)
             chunks = d.get("chunks")
-            if chunks is not None and not isinstance(chunks, int):
-                raise PlanError("plan field 'chunks' must be an integer")
+            if chunks is not None:
+                chunks = _item(chunks, "field 'chunks'")
+            name = _name(d.get("schedule", "custom"))
         except (KeyError, TypeError, ValueError) as e:
-            raise PlanError(f"malformed plan: {e}; re-emit it with `dualsim emit`") from None
-        return Schedule(str(d.get("schedule", "custom")), ranks, mbs, stages, chains, actions,
-                        chunks)
+            what = f"missing field {e}" if isinstance(e, KeyError) else str(e)
+            raise PlanError(f"malformed plan: {what}; re-emit it with `dualsim emit`") from None
+        return Schedule(name, ranks, mbs, stages, chains, actions, chunks)
 
     def grid(self, mark: tuple[int, int] | None = None, window: int | None = None,
              ranks: Iterable[int] | None = None) -> str:
@@ -310,14 +325,32 @@ class Schedule:
 
 
 def _int(d: Any, key: str) -> int:
-    v = d[key]
+    return _item(_field(d, key), f"field {key!r}")
+
+
+def _item(v: Any, what: str) -> int:
+    """``v`` if it is an integer (not a bool, not a float such as 1.5 or Infinity)."""
     if not isinstance(v, int) or isinstance(v, bool):
-        raise TypeError(f"field {key!r} must be an integer, got {v!r}")
+        raise TypeError(f"{what} must be an integer, got {clip(v)}")
+    return v
+
+
+def _field(d: Any, key: str) -> Any:
+    if not isinstance(d, dict):
+        raise TypeError(f"expected an object holding {key!r}, got {clip(d)}")
+    return d[key]
+
+
+def _name(v: Any) -> str:
+    """The schedule name: printable, one line, short (it lands in tables and chart titles)."""
+    if not (isinstance(v, str) and 0 < len(v) <= MAX_NAME_LENGTH and v.isprintable()):
+        raise ValueError(f"field 'schedule' must be a one-line printable name of 1.."
+                         f"{MAX_NAME_LENGTH} characters, got {clip(v)}")
     return v
 
 
 def _list(d: Any, key: str) -> list[Any]:
-    v = d[key]
+    v = _field(d, key)
     if not isinstance(v, list):
         raise TypeError(f"field {key!r} must be a list")
     return v
@@ -331,5 +364,5 @@ def _seq(v: Any) -> list[Any]:
 
 def _str(v: Any) -> str:
     if not isinstance(v, str):
-        raise TypeError(f"action {v!r} must be a string")
+        raise TypeError(f"action {clip(v)} must be a string")
     return v

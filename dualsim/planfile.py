@@ -48,7 +48,7 @@ def _format(d: dict[str, Any]) -> str:
 
 
 def _compact(value: Any) -> str:
-    return json.dumps(value, separators=(", ", ": "))
+    return json.dumps(value, separators=(", ", ": "), allow_nan=False)
 
 
 def write_plan(schedule: Schedule, path: str, world: World | None = None) -> None:

@@ -29,7 +29,7 @@ from typing import Iterator, NamedTuple, NoReturn
 
 import networkx as nx
 
-from dualsim.errors import ValidationError
+from dualsim.errors import ValidationError, clip
 from dualsim.ir import Action, Op, Schedule
 
 Key = tuple[Op, int, int]  # (op, stage, micro-batch) of one compute part or one transfer
@@ -71,10 +71,11 @@ def check_placement(schedule: Schedule) -> None:
     if not s.stages or not s.chains:
         raise ValidationError(f"plan has {len(s.stages)} stages and {len(s.chains)} chains; it "
                               f"needs at least one of each; {FIX}")
+    check_sizes(s)
     numbers = sorted(st.stage for st in s.stages)
     if numbers != list(range(len(s.stages))):
         raise ValidationError(f"plan stages must be numbered 0..{len(s.stages) - 1} once each, "
-                              f"got {numbers}; {FIX}")
+                              f"got {clip(numbers)}; {FIX}")
     for st in s.stages:
         if not 0 <= st.rank < s.ranks:
             raise ValidationError(f"stage {st.stage} is placed on rank {st.rank}, but the plan "
@@ -86,12 +87,29 @@ def check_placement(schedule: Schedule) -> None:
     for c in range(len(s.chains)):
         positions = sorted(st.position for st in s.stages if st.chain == c)
         if positions != list(range(length)):
-            raise ValidationError(f"chain {c} has stage positions {positions}, expected "
+            raise ValidationError(f"chain {c} has stage positions {clip(positions)}, expected "
                                   f"0..{length - 1} once each; {FIX}")
     mbs = sorted(m for chain in s.chains for m in chain)
     if mbs != list(range(s.microbatches)):
         raise ValidationError(f"the chains must split micro-batches 0..{s.microbatches - 1} "
-                              f"among them, each once; got {mbs}; {FIX}")
+                              f"among them, each once; got {clip(mbs)}; {FIX}")
+
+
+def check_sizes(s: Schedule) -> None:
+    """Counts the plan claims against what it lists, before anything is sized by a claim.
+
+    A hostile plan may say microbatches=10**12 or put a stage at position 2**63; the later
+    checks build lists of those sizes, so the claims are first held against the lists.
+    """
+    listed = sum(len(chain) for chain in s.chains)
+    if s.microbatches != listed:
+        raise ValidationError(f"plan says microbatches={clip(s.microbatches)} but its chains "
+                              f"list {listed} micro-batches; {FIX}")
+    for st in s.stages:
+        if not 0 <= st.position < len(s.stages):
+            raise ValidationError(f"stage {st.stage} is at position {clip(st.position)}, but a "
+                                  f"plan of {len(s.stages)} stages has positions "
+                                  f"0..{len(s.stages) - 1}; {FIX}")
 
 
 def check_shape(schedule: Schedule) -> None:

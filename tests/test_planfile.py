@@ -223,3 +223,112 @@ def test_write_atomic_files_follow_the_umask_and_leave_no_temporary(tmp_path):
         os.umask(old)
     assert (tmp_path / "out.json").stat().st_mode & 0o777 == 0o640
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.json"]
+
+
+# ---- hostile files: each ends in one short PlanError/ValidationError, fast ----------------
+
+
+def test_deeply_nested_json(tmp_path: Path) -> None:
+    path = write(tmp_path, "[" * 100_000 + "]" * 100_000)
+    assert read_error(path).message == (
+        f"plan file {path!r} nests lists or objects too deeply to be a dualsim plan; re-emit "
+        "it with `dualsim emit`")
+
+
+@pytest.mark.parametrize("number, why", [
+    ("9" * 5000, "it holds an integer of 5000 digits (at most 18 allowed)"),
+    ("-" + "9" * 19, "it holds an integer of 19 digits (at most 18 allowed)"),
+    ("Infinity", "it holds Infinity, which is not JSON (numbers must be finite)"),
+    ("NaN", "it holds NaN, which is not JSON (numbers must be finite)"),
+    ("1e999", "the number '1e999' is out of range"),
+])
+def test_numbers_json_cannot_hold_or_a_plan_never_has(tmp_path: Path, number: str,
+                                                      why: str) -> None:
+    text = PLAN_1F1B_R2_M2.replace('"microbatches": [0, 1]', f'"microbatches": [{number}, 1]')
+    path = write(tmp_path, text)
+    assert read_error(path).message == (
+        f"plan file {path!r} is not a dualsim plan: {why}; re-emit it with `dualsim emit`")
+
+
+@pytest.mark.parametrize("value, shown", [(1.5, "1.5"), (True, "True"), ("0", "'0'")])
+def test_a_micro_batch_that_is_not_an_integer(tmp_path: Path, value, shown: str) -> None:
+    d = plan_dict()
+    d["chains"][0]["microbatches"][0] = value
+    assert read_error(write(tmp_path, d)).message == (
+        f"malformed plan: micro-batch must be an integer, got {shown}; re-emit it with "
+        "`dualsim emit`")
+
+
+def test_action_with_a_huge_number_is_one_error(tmp_path: Path) -> None:
+    d = plan_dict()
+    d["actions"][0][0] = "0F" + "9" * 5000
+    e = read_error(write(tmp_path, d))
+    assert isinstance(e, PlanError)
+    assert e.message == (
+        "rank 0, position 0: cannot parse action '0F" + "9" * 57 + "... (5002 characters): "
+        "its stage or micro-batch number has more than 9 digits")
+
+
+@pytest.mark.parametrize("field, value, expected", [
+    ("microbatches", 10**12, "plan says microbatches=1000000000000 but its chains list 2 "
+                             "micro-batches; "),
+    ("microbatches", 10**18 - 1, f"plan says microbatches={10**18 - 1} but its chains list 2 "
+                                 "micro-batches; "),
+    ("position", 10**12, "stage 0 is at position 1000000000000, but a plan of 2 stages has "
+                         "positions 0..1; "),
+    ("position", -1, "stage 0 is at position -1, but a plan of 2 stages has positions 0..1; "),
+])
+def test_sizes_claimed_beyond_what_the_plan_lists(tmp_path: Path, field: str, value: int,
+                                                  expected: str) -> None:
+    d = plan_dict()
+    if field == "position":
+        d["stages"][0]["position"] = value
+    else:
+        d[field] = value
+    e = read_error(write(tmp_path, d))
+    assert isinstance(e, ValidationError)
+    assert e.message == expected + FIX
+
+
+def test_sizes_of_2_to_the_63_in_a_schedule_object() -> None:
+    # what JSON refuses (19 digits) can still come from Python: validation checks before sizing
+    from dataclasses import replace
+
+    from dualsim.validate import validate
+
+    s = generate("1f1b", 2, 2)
+    with pytest.raises(ValidationError, match="plan says microbatches=9223372036854775808 but"):
+        validate(replace(s, microbatches=2**63))
+    stages = (replace(s.stages[0], position=2**63),) + s.stages[1:]
+    with pytest.raises(ValidationError, match="stage 0 is at position 922337203685477580"):
+        validate(replace(s, stages=stages))
+
+
+@pytest.mark.parametrize("name", ["\n" * 100_000, "", "x" * 65, "a\tb", 7])
+def test_schedule_name_must_be_a_short_printable_line(tmp_path: Path, name) -> None:
+    d = plan_dict()
+    d["schedule"] = name
+    e = read_error(write(tmp_path, d))
+    assert e.message.startswith("malformed plan: field 'schedule' must be a one-line printable "
+                                "name of 1..64 characters, got ")
+    assert len(e.message) < 210
+    if isinstance(name, str) and len(name) > 60:
+        assert e.message.endswith(f"... ({len(name)} characters); re-emit it with `dualsim emit`")
+
+
+def test_chains_must_be_numbered_from_zero(tmp_path: Path) -> None:
+    d = plan_dict()
+    d["chains"][0]["chain"] = 5
+    assert read_error(write(tmp_path, d)).message == (
+        "malformed plan: chains must be numbered 0..0 once each, got [5]; re-emit it with "
+        "`dualsim emit`")
+
+
+def test_long_lists_in_messages_are_clipped(tmp_path: Path) -> None:
+    d = plan_dict()
+    d["microbatches"] = 5000
+    d["chains"][0]["microbatches"] = list(range(1, 5001))
+    e = read_error(write(tmp_path, d))
+    assert e.message.startswith("the chains must split micro-batches 0..4999 among them, each "
+                                "once; got [1, 2, 3")
+    assert e.message.endswith(f"... (5000 items); {FIX}")
