@@ -209,10 +209,60 @@ def test_costs_defaults() -> None:
     assert simulate(ONE_F_ONE_B_2x2).makespan == 9
 
 
-def test_ideal_stays_unscaled_when_b_and_fb_are_given() -> None:
+def test_ideal_is_the_mean_busy_time_so_a_given_b_counts() -> None:
     r = simulate(ONE_F_ONE_B_2x2, {"F": 1, "I": 1, "W": 1, "B": 1})
-    assert r.ideal == 6 and r.makespan == 6  # (M+R-1)(F+B) with B=1
+    assert r.makespan == 6  # (M+R-1)(F+B) with B=1
     assert r.per_rank[0].busy == 4 and r.per_rank[0].idle == 2
+    assert r.ideal == 4 and 1 - Fraction(r.ideal, r.makespan) == Fraction(1, 3)  # (R-1)/(M+R-1)
+
+
+@pytest.mark.parametrize("ranks, mbs", [(2, 3), (4, 8), (6, 5)])
+def test_1f1b_with_a_given_b_has_the_textbook_bubble(ranks: int, mbs: int) -> None:
+    r = simulate(generate("1f1b", ranks, mbs), {"F": 1, "I": 1, "W": 1, "B": 5})
+    assert r.makespan == (mbs + ranks - 1) * 6
+    assert r.ideal == mbs * 6  # M(F+B), not M(F+I+W)
+    assert 1 - Fraction(r.ideal, r.makespan) == Fraction(ranks - 1, mbs + ranks - 1)
+    assert "warnings" not in r.extra
+
+
+def test_ideal_is_exact_when_ranks_do_unequal_work() -> None:
+    # rank 0 runs F, B, F, B (2 x (1 + 2)); rank 1 the same: mean busy 6 over 2 ranks
+    r = simulate(ONE_F_ONE_B_2x2, {"F": 1, "I": 1, "W": 1, "B": 2})
+    assert r.ideal == 6 and isinstance(r.ideal, int)
+    uneven = linear([[F(0, 0), B(0, 0)], [F(1, 0), B(1, 0)]], 1)
+    r = simulate(uneven, {"F": 1, "I": 1, "W": 1, "B": Fraction(1, 3)})
+    assert r.ideal == Fraction(4, 3)
+
+
+def test_a_b_that_the_schedule_never_runs_is_a_warning() -> None:
+    r = simulate(generate("zb-h1", 4, 8), {"F": 1, "I": 1, "W": 1, "B": 5})
+    assert r.makespan == 27  # unchanged: ZB-H1 splits every backward into I and W
+    assert r.extra["warnings"] == [
+        "cost B=5 is not used: the schedule runs no full backward B on its own (it splits every "
+        "backward into I and W)"]
+
+
+def test_an_fb_without_fb_actions_or_above_f_plus_b_is_a_warning() -> None:
+    r = simulate(generate("1f1b", 4, 8), {"F": 1, "I": 1, "W": 1, "FB": 1})
+    assert r.extra["warnings"] == [
+        "cost FB=1 is not used: the schedule runs no overlapped forward+backward pair (only DualPipe "
+        "and DualPipeV do)"]
+    r = simulate(generate("dualpipe", 4, 8), {"F": 1, "I": 1, "W": 1, "B": 5, "FB": 10})
+    assert r.extra["warnings"] == [
+        "cost FB=10 is more than F+B=6: an overlapped pair would be slower than its halves one "
+        "after the other; FB is the time of the pair with its overlap, normally at most F+B"]
+    # DualPipe and DualPipeV run standalone B's too, so a given B is used; FB <= F+B is silent
+    for name in ("dualpipe", "dualpipev"):
+        assert "warnings" not in simulate(generate(name, 4, 8), FIGURE_COSTS).extra
+    # FB and B given to a plan whose every full backward is inside an FB: B is unused
+    fb_only = linear([[F(0, 0), Action.fb(F(0, 1), B(0, 0)), B(0, 1)]], 2)
+    assert "warnings" not in simulate(fb_only, {"F": 1, "I": 1, "W": 1, "B": 2}).extra
+    no_b = linear([[F(0, 0), Action.fb(F(0, 1), B(0, 0)), I(0, 1), W(0, 1)]], 2)
+    assert simulate(no_b, FIGURE_COSTS).extra["warnings"] == [
+        "cost B=2 is not used: the schedule runs no full backward B on its own (it times its "
+        "overlapped pairs by FB)"]
+    # without FB given, B sets FB's default, so it is used
+    assert "warnings" not in simulate(no_b, {"F": 1, "I": 1, "W": 1, "B": 2}).extra
 
 
 @pytest.mark.parametrize("costs, match", [

@@ -64,9 +64,11 @@ def assumptions(config: Mapping[str, Any], results: list[tuple[str, SimResult]])
         costs = config.get("costs", {})
         lines.append("- **costs** (per rank-worth of layers): "
                      + ", ".join(f"{k}={fmt(v)}" for k, v in costs.items())
-                     + "; B = I+W and F&B = F+B unless given")
+                     + "; B (a full backward) = I+W and F&B (an overlapped pair) = F+B "
+                     "unless given")
         lines.append(f"- **transfer latency** per cross-rank dependency: {fmt(config.get('comm', 0))}")
-        lines.append("- **ideal** = M(F+I+W) per rank; bubble rate = 1 - ideal/makespan")
+        lines.append("- **ideal** = mean busy time per rank (M(F+I+W) unless B or F&B is "
+                     "given); bubble rate = 1 - ideal/makespan")
     else:
         lines.extend(_hardware_lines(config, results))
     layout = {k: v for k, v in config.items()

@@ -5,7 +5,11 @@ Semantics (DESIGN.md §3, §5; the SimPy engine must agree with these exactly on
 - **Durations.** An action on a stage costs its op's cost times ``schedule.stage_size``
   (ranks / chain length: 1 for the linear families and DualPipe, 1/2 for ZB-V and DualPipeV,
   1/v for interleaved). F, I, W, B cost ``costs[op]``; an FB unit costs ``costs["FB"]`` times the
-  size of its forward half's stage. B defaults to I + W, FB to F + B.
+  size of its forward half's stage. B is a full (unsplit) backward, run by the families that do
+  not split it (GPipe, 1F1B, interleaved, DualPipe outside its FBs); it defaults to I + W.
+  FB is one overlapped forward + full backward (DualPipe, DualPipeV); it defaults to F + B,
+  and F + B - FB is the time the overlap saves. A given B or FB that the schedule never runs,
+  and an FB above F + B, are reported in ``extra["warnings"]``.
 - **Units.** Each rank runs its compute actions in list order, one at a time; an FB is one unit.
   SEND/RECV actions of a lowered plan are ignored (the compute dependencies below stand for them).
 - **Dependencies.** F(s, m) needs F(prev stage in chain, m). B or I(s, m) needs F(s, m) and the
@@ -16,8 +20,10 @@ Semantics (DESIGN.md §3, §5; the SimPy engine must agree with these exactly on
 - **Start.** All ranks start at 0. A unit starts at max(its rank's previous end, the ready time
   of each dependency) and ends ``duration`` later.
 - **Figures.** makespan = latest end; span = max over ranks of (last end - first start);
-  busy(rank) = sum of its durations; idle = makespan - busy; ideal = M(F + I + W) (unscaled,
-  whatever B and FB are); bubble_rate = 1 - ideal/makespan; span_bubble_rate = 1 - ideal/span.
+  busy(rank) = sum of its durations; idle = makespan - busy; ideal = the mean of busy over ranks
+  (the step with no waiting: M(F + I + W) with the default B and FB, M(F + B) for 1F1B with a
+  given B; as in hardware mode); bubble_rate = 1 - ideal/makespan (the mean idle share, never
+  negative); span_bubble_rate = 1 - ideal/span.
 - **Activations.** peak_activations(rank) = max over time of the (stage, micro-batch) pairs of
   the rank whose F has started and whose backward (B or I) has not ended. An FB allocates its
   forward at its start and frees its backward at its end; at equal times frees come first.
@@ -40,7 +46,7 @@ from typing import Any, Callable, Mapping
 import numpy as np
 import pandas as pd
 
-from dualsim.ir import Schedule
+from dualsim.ir import Op, Schedule
 from dualsim.sim import abstract_engine as engine
 from dualsim.sim.abstract_engine import EngineRun
 from dualsim.sim.abstract_costs import Costs, TimeBase, check_number, parse_costs
@@ -65,7 +71,47 @@ def simulate(schedule: Schedule, costs: Costs | Mapping[str, Any] | None = None,
     size = Fraction(schedule.ranks, schedule.chain_length)
     base = TimeBase.of(c, size, comm)
     run = engine.run(schedule, base.durations, base.latency)
-    return _result(schedule, c, run, base.scale, base.out)
+    result = _result(schedule, c, run, base.scale, base.out)
+    warnings = cost_warnings(schedule, c, costs)
+    if warnings:
+        result.extra["warnings"] = warnings
+    return result
+
+
+def cost_warnings(schedule: Schedule, c: Costs, given: Any) -> list[str]:
+    """What the user should know about a B or FB they gave: unused, or an FB slower than F+B.
+
+    ``given`` is what the caller passed (a mapping says which names were given; a Costs or
+    None names none, so gives no warnings).
+    """
+    named = set(given) if isinstance(given, Mapping) else set()
+    ops = {a.op for row in schedule.actions for a in row}
+    out = []
+    if "B" in named and Op.B not in ops and (Op.FB not in ops or "FB" in named):
+        how = ("times its overlapped pairs by FB" if Op.FB in ops
+               else "splits every backward into I and W")
+        out.append(f"cost B={_show(c.B)} is not used: the schedule runs no full backward B "
+                   f"on its own (it {how})")
+    if "FB" in named and Op.FB not in ops:
+        out.append(f"cost FB={_show(c.FB)} is not used: the schedule runs no overlapped "
+                   "forward+backward pair (only DualPipe and DualPipeV do)")
+    elif "FB" in named and c.FB > c.F + c.B:
+        out.append(f"cost FB={_show(c.FB)} is more than F+B={_show(c.F + c.B)}: an overlapped "
+                   "pair would be slower than its halves one after the other; FB is the time "
+                   "of the pair with its overlap, normally at most F+B")
+    return out
+
+
+def _show(x: Any) -> str:
+    return f"{float(x):g}"
+
+
+def exact_mean(values: list[Any]) -> Any:
+    """The mean of engine times: exact (an int when whole, else a Fraction) for ints."""
+    total = sum(values)
+    if isinstance(total, int):
+        return total // len(values) if total % len(values) == 0 else Fraction(total, len(values))
+    return total / len(values)
 
 
 def _peak_activations(allocs: list[Any], frees: list[Any]) -> int:
@@ -87,7 +133,7 @@ def _result(schedule: Schedule, c: Costs, run: EngineRun, scale: int, out: Any) 
                   _peak_activations(run.allocs[r], run.frees[r]))
         for r in range(schedule.ranks)
     ]
-    ideal = schedule.microbatches * (c.F + c.I + c.W)
+    ideal = out(exact_mean(run.busy))
     result = AbstractResult(schedule.name, schedule.ranks, schedule.num_stages,
                             schedule.microbatches, out(makespan), out(span), ideal, per_rank,
                             None)

@@ -15,6 +15,7 @@ from typing import Any, Generator, Mapping
 import simpy
 
 from dualsim.ir import Action, Op, Schedule
+from dualsim.sim.abstract import exact_mean
 from dualsim.sim.abstract_costs import Costs, TimeBase, check_number
 from dualsim.sim.simpy_engine import Engine, peak_live
 from dualsim.sim.result import RankStats, SimResult
@@ -68,6 +69,6 @@ def simulate_simpy(schedule: Schedule, costs: Costs | Mapping[str, Any] | None =
         for a, s, e in zip(eng.rows[r], eng.starts[r], eng.ends[r]):
             f = action_fields(schedule, a)
             rows.append((r, "compute", *f[:7], "", float(out(s)), float(out(e)), f[7]))
-    ideal = schedule.microbatches * (c.F + c.I + c.W)
+    ideal = out(exact_mean(busy))
     return SimResult(schedule.name, R, schedule.num_stages, schedule.microbatches,
                      out(makespan), out(span), ideal, per_rank, from_rows(rows))
