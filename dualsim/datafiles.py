@@ -12,7 +12,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from dualsim.errors import ProfileError
+from dualsim.errors import ProfileError, clip
 
 
 def read_toml(path: Path, what: str) -> dict[str, Any]:
@@ -24,11 +24,37 @@ def read_toml(path: Path, what: str) -> dict[str, Any]:
             return tomllib.load(f)
     except tomllib.TOMLDecodeError as e:
         raise ProfileError(f"{what} file {str(path)!r} is not valid TOML: {e}") from None
+    except RecursionError:
+        raise ProfileError(f"{what} file {str(path)!r} nests arrays or tables too deeply to be "
+                           f"a {what}; check the file") from None
     except UnicodeDecodeError:
         raise ProfileError(f"{what} file {str(path)!r} is not a text (UTF-8) TOML file; "
                            "check the path") from None
     except OSError as e:
         raise ProfileError(f"cannot read {what} file {str(path)!r}: {e}") from None
+    except ValueError:  # tomllib's int() of more than 4300 digits
+        raise ProfileError(f"{what} file {str(path)!r} holds an integer too long to read (over "
+                           "4300 digits); check the file") from None
+
+
+#: longest name a profile or model may carry (it lands in tables and chart titles)
+MAX_NAME_LENGTH = 64
+
+
+def check_name(name: Any, file: str) -> str:
+    """A profile's or model's ``name``: a one-line printable string of 1..64 characters."""
+    if not (isinstance(name, str) and 0 < len(name) <= MAX_NAME_LENGTH and name.isprintable()):
+        raise ProfileError(f"{file}: field name must be a one-line printable string of "
+                           f"1..{MAX_NAME_LENGTH} characters, got {clip(name)}")
+    return name
+
+
+def check_description(text: Any, file: str) -> str:
+    """A profile's or model's ``description``: one printable line of at most 300 characters."""
+    if not (isinstance(text, str) and len(text) <= 300 and (text == "" or text.isprintable())):
+        raise ProfileError(f"{file}: field description must be a one-line printable string of "
+                           f"at most 300 characters, got {clip(text)}")
+    return text
 
 
 def data_dir(kind: str) -> Path:

@@ -160,3 +160,116 @@ def test_profiles_command_json_is_one_document_on_stdout() -> None:
     ds = {m["name"]: m for m in d["models"]}["deepseek-v3"]
     assert ds["layers"] == 61 and ds["moe"] is True
     assert ds["default_layout"]["ranks"] == 16 and ds["default_layout"]["microbatches"] == 120
+
+
+# ---- every field is bounded (the bound is in the message), whatever the schema holds ---------
+
+def _with_value(section: str, key: str, value: str) -> str:
+    """h800.toml with ``section.key``'s value replaced by the TOML text ``value``."""
+    import re
+
+    out, current, done = [], None, False
+    for line in H800.read_text().splitlines():
+        head = re.match(r"^\[(\w+)\]", line)
+        if head:
+            current = head.group(1)
+        elif current == section and re.match(rf"^{key}\s*=", line):
+            line, n = re.subn(r"value\s*=\s*[^,]+,", f"value = {value},", line, count=1)
+            done = n == 1
+        out.append(line)
+    assert done, (section, key)
+    return "\n".join(out) + "\n"
+
+
+def _fields_in_h800() -> list[tuple[str, str]]:
+    import tomllib
+
+    from dualsim.cluster.profile import PROFILE_SCHEMA
+
+    raw = tomllib.loads(H800.read_text())
+    return [(s, k) for s, keys in PROFILE_SCHEMA.items() for k in keys if k in raw.get(s, {})]
+
+
+@pytest.mark.parametrize("section, key", _fields_in_h800())
+@pytest.mark.parametrize("value", ["5e-324", "4611686018427387904", "1e308", "nan", "inf"])
+def test_every_profile_field_is_bounded(tmp_path: Path, section: str, key: str,
+                                        value: str) -> None:
+    from dualsim.cluster.profile import PROFILE_SCHEMA, field_range
+
+    unit, rule = PROFILE_SCHEMA[section][key][:2]
+    f = tmp_path / "p.toml"
+    f.write_text(_with_value(section, key, value))
+    lo, hi = field_range(section, key)
+    assert 0 <= lo <= hi < 1e15 and (lo > 0 or rule in ("nonneg", "share"))
+    if rule == "int" and value in ("5e-324", "1e308"):
+        expected = f"must be a positive integer, got {float(value)!r}"
+    elif value in ("nan", "inf"):
+        expected = f"value must be a number, got {float(value)!r}"
+    elif value == "5e-324" and rule in ("nonneg", "share"):
+        return  # a tiny non-negative latency or share is legal (it is 0 in practice)
+    else:
+        shown = float(value) if "e" in value else int(value)
+        expected = f"must be between {lo:g} and {hi:g}"
+        expected += "" if unit == "fraction" else f" {unit}"
+        expected += f", got {shown!r}"
+    with pytest.raises(ProfileError) as e:
+        load_profile(str(f))
+    assert e.value.message.startswith(f"{f}: field {section}.{key} ")
+    assert e.value.message.endswith(expected), e.value.message
+
+
+def test_every_profile_unit_has_a_range() -> None:
+    from dualsim.cluster.profile import PROFILE_SCHEMA, UNIT_RANGES
+
+    units = {spec[0] for keys in PROFILE_SCHEMA.values() for spec in keys.values()}
+    assert units <= set(UNIT_RANGES), units - set(UNIT_RANGES)
+
+
+def test_the_builtin_profiles_lie_inside_their_ranges() -> None:
+    # the ranges must never refuse a real GPU: every built-in loads (and so passes them)
+    for name, _ in list_profiles():
+        load_profile(name)
+
+
+def test_a2a_sm_scale_of_2_to_the_62_is_refused_not_a_division_by_zero(tmp_path: Path) -> None:
+    from dualsim.cluster.profile import PROFILE_SCHEMA
+
+    section, key = next((s, k) for s, keys in PROFILE_SCHEMA.items() for k, spec in keys.items()
+                        if spec[0] == "SM" and spec[1] != "int")
+    f = tmp_path / "p.toml"
+    f.write_text(_with_value(section, key, "4611686018427387904"))
+    with pytest.raises(ProfileError, match=r"must be between 1 and 10000 SM, got "
+                                           r"4611686018427387904$"):
+        load_profile(str(f))
+
+
+@pytest.mark.parametrize("flag, kw", [("--ib-gbps", "ib_gbps"), ("--nvlink-gbps", "nvlink_gbps")])
+def test_bandwidth_overrides_are_bounded_like_the_file(flag: str, kw: str) -> None:
+    with pytest.raises(ProfileError, match=rf"^{flag} must be between 0.001 and 1e\+06 GB/s, "
+                                           r"got 5e-324$"):
+        load_profile("h800").with_overrides(**{kw: 5e-324})
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("x = " + "[" * 100_000 + "]" * 100_000,
+     "nests arrays or tables too deeply to be a hardware profile; check the file"),
+    ("x = " + "9" * 5000, "holds an integer too long to read (over 4300 digits); check the file"),
+])
+def test_toml_that_tomllib_cannot_take(tmp_path: Path, text: str, expected: str) -> None:
+    f = tmp_path / "p.toml"
+    f.write_text(text + "\n")
+    with pytest.raises(ProfileError) as e:
+        load_profile(str(f))
+    assert e.value.message == f"hardware profile file {str(f)!r} {expected}"
+
+
+@pytest.mark.parametrize("field, value", [("name", '"a\\nb"'), ("name", '""'), ("name", "3"),
+                                          ("description", '"' + "x" * 301 + '"')])
+def test_name_and_description_are_one_short_line(tmp_path: Path, field: str, value: str) -> None:
+    import re
+
+    f = tmp_path / "p.toml"
+    f.write_text(re.sub(rf"^{field} = .*$", lambda _: f"{field} = {value}", H800.read_text(),
+                        count=1, flags=re.M))
+    with pytest.raises(ProfileError, match=rf"field {field} must be a one-line printable string"):
+        load_profile(str(f))

@@ -332,3 +332,12 @@ def test_long_lists_in_messages_are_clipped(tmp_path: Path) -> None:
     assert e.message.startswith("the chains must split micro-batches 0..4999 among them, each "
                                 "once; got [1, 2, 3")
     assert e.message.endswith(f"... (5000 items); {FIX}")
+
+
+def test_json_output_refuses_nan_and_infinity() -> None:
+    from dualsim.io import dumps_json, loads_json
+
+    for bad in (float("nan"), float("inf"), -float("inf")):
+        with pytest.raises(ValueError, match="Out of range float values are not JSON compliant"):
+            dumps_json({"step": bad})
+    assert loads_json(dumps_json({"step": 1.5, "n": [1, 2]})) == {"step": 1.5, "n": [1, 2]}

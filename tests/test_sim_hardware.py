@@ -127,7 +127,7 @@ def test_bad_layouts_give_one_line() -> None:
     sched = generate("1f1b", 4, 8)
     with pytest.raises(ProfileError, match="not divisible"):
         simulate_hardware(sched, gpus=258)
-    with pytest.raises(ProfileError, match="larger than --gpus"):
+    with pytest.raises(ProfileError, match="--ep 8 is larger than the 4 GPUs"):
         simulate_hardware(sched, gpus=4, ep=8)
 
 

@@ -72,8 +72,8 @@ def test_explicit_layers_per_stage() -> None:
 
 @pytest.mark.parametrize("kw,msg", [
     (dict(ep=64, gpus=2040), "not divisible"),
-    (dict(ep=4096, gpus=2048), "larger than --gpus"),
-    (dict(ep=3, gpus=2048), "must divide"),
+    (dict(ep=4096, gpus=2048), "larger than the 2048 GPUs"),
+    (dict(ep=3, gpus=2048), "--ep 3 does not divide the 128 data-parallel GPUs"),
 ])
 def test_bad_layouts(kw: dict, msg: str) -> None:
     m = load_model("deepseek-v3")
@@ -149,5 +149,110 @@ def test_ep_larger_than_gpus_says_how_to_fix() -> None:
         check_parallel(load_model("deepseek-v3"), ranks=16, ep=64, gpus=16,
                        microbatch_tokens=4096)
     assert e.value.message == (
-        "--ep 64 is larger than --gpus 16; EP groups come from the GPUs: pass --ep 16 or less "
-        "(without --ep the model preset's default is used)")
+        "--ep 64 is larger than the 16 GPUs; use --ep 1 (dividing 1 GPUs per stage and 256 "
+        "routed experts)")
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["--ep", "7"], "--ep 7 does not divide the 128 data-parallel GPUs per pipeline stage "
+                    "(gpus / ranks = 2048 / 16); use --ep 1, 2, 4, 8, 16, 32, 64, 128 (dividing "
+                    "128 GPUs per stage and 256 routed experts)"),
+    (["--ranks", "24", "--gpus", "2400"],
+     "the model preset's EP degree 64 does not divide the 100 data-parallel GPUs per pipeline "
+     "stage (gpus / ranks = 2400 / 24); pass --ep 1, 2, 4 (dividing 100 GPUs per stage and 256 "
+     "routed experts)"),
+    (["--ranks", "24"], "the model preset's GPU count 2048 is not divisible by the 24 pipeline "
+                        "ranks; pass --gpus with a multiple of 24, or other --ranks"),
+    (["--ranks", "24", "--gpus", "100"], "--gpus 100 is not divisible by the 24 pipeline ranks; "
+                                         "use a multiple of 24, or other --ranks"),
+    (["--gpus", "2048", "--ep", "3"], "--ep 3 does not divide the 128 data-parallel GPUs per "
+                                      "pipeline stage (gpus / ranks = 2048 / 16); use --ep 1, 2, "
+                                      "4, 8, 16, 32, 64, 128 (dividing 128 GPUs per stage and "
+                                      "256 routed experts)"),
+])
+def test_layout_errors_say_which_value_the_user_passed(args: list[str], expected: str) -> None:
+    from typer.testing import CliRunner
+
+    from dualsim.cli import app
+
+    res = CliRunner().invoke(app, ["simulate", "zb-h1", "--profile", "h800", *args])
+    assert res.exit_code == 1 and res.stdout == ""
+    assert res.stderr == f"error: {expected}\n"
+
+
+# ---- every number of a preset is bounded (the bound is in the message) -----------------------
+
+def _preset_with(section: str, key: str, value: str) -> str:
+    text = (data_dir("models") / "deepseek-v3.toml").read_text()
+    out, current, done = [], None, False
+    for line in text.splitlines():
+        head = re.match(r"^\[(\w+)\]", line)
+        if head:
+            current = head.group(1)
+        elif current == section and re.match(rf"^{key}\s*=", line):
+            line, done = f"{key} = {value}", True
+        out.append(line)
+    assert done, (section, key)
+    return "\n".join(out) + "\n"
+
+
+def _numeric_fields() -> list[tuple[str, str, str]]:
+    import tomllib
+
+    from dualsim.workload.model import MODEL_SCHEMA
+
+    raw = tomllib.loads((data_dir("models") / "deepseek-v3.toml").read_text())
+    return [(s, k, spec[0]) for s, keys in MODEL_SCHEMA.items() for k, spec in keys.items()
+            if spec[0] in ("int", "float") and k in raw.get(s, {})]
+
+
+@pytest.mark.parametrize("section, key, typ", _numeric_fields())
+def test_every_model_number_is_bounded(tmp_path: Path, section: str, key: str, typ: str) -> None:
+    from dualsim.workload.model import field_range
+
+    lo, hi = field_range(section, key)
+    assert 0 <= lo <= hi <= 10**9
+    f = tmp_path / "m.toml"
+    values = ["1000000001", "4611686018427387904"] + (["nan", "inf", "1e308"] if typ == "float"
+                                                      else [])
+    for value in values:
+        f.write_text(_preset_with(section, key, value))
+        with pytest.raises(ProfileError) as e:
+            load_model(str(f))
+        shown = float(value) if typ == "float" and not value.isdigit() else int(value)
+        assert e.value.message == (f"{f}: field {section}.{key} must be between {lo:g} and "
+                                   f"{hi:g}, got {shown!r}")
+
+
+@pytest.mark.parametrize("key, value, bound", [
+    ("layers", 1_000_000_000, "between 1 and 1000"),  # was: still running after 40 s
+    ("mtp_depth", 1_000_000_000, "between 0 and 16"),
+])
+def test_layer_counts_that_would_hang_are_refused(tmp_path: Path, key: str, value: int,
+                                                  bound: str) -> None:
+    f = tmp_path / "m.toml"
+    f.write_text(_preset_with("model", key, str(value)))
+    with pytest.raises(ProfileError, match=rf"field model.{key} must be {bound}, got {value}$"):
+        load_model(str(f))
+
+
+@pytest.mark.parametrize("value", ["nan", "inf"])
+def test_param_bytes_nan_or_inf_is_refused(tmp_path: Path, value: str) -> None:
+    f = tmp_path / "m.toml"
+    f.write_text(_preset_with("memory", "param_bytes", value))
+    with pytest.raises(ProfileError, match=rf"field memory.param_bytes must be between 0 and 64, "
+                                           rf"got {value}$"):
+        load_model(str(f))
+
+
+def test_more_dense_layers_than_layers_is_refused(tmp_path: Path) -> None:
+    f = tmp_path / "m.toml"
+    f.write_text(_preset_with("model", "dense_layers", "62"))
+    with pytest.raises(ProfileError, match=r"field model.dense_layers \(62\) must be at most "
+                                           r"model.layers \(61\)$"):
+        load_model(str(f))
+
+
+def test_the_builtin_presets_lie_inside_their_ranges() -> None:
+    for name, _ in list_models():
+        load_model(name)

@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from dualsim.cluster.gemm import GemmParams
-from dualsim.datafiles import builtin_files, read_toml, resolve
+from dualsim.datafiles import (builtin_files, check_description, check_name, read_toml,
+                               resolve)
 from dualsim.errors import ProfileError
 
 #: section -> key -> (unit, rule, required). Rules: "pos" > 0, "int" integer > 0,
@@ -65,6 +66,40 @@ PROFILE_SCHEMA: dict[str, dict[str, tuple[str, str, bool]]] = {
         "elementwise": ("fraction", "frac", True),
     },
 }
+
+
+#: the range a value of each unit may take: anything outside is a typo or hostile (a peak of
+#: 5e-324 TFLOPS gives an infinite step, an SM scale of 2**62 divides by zero downstream). A
+#: field's rule tightens it ("nonneg" and "share" let 0 in; "share" stays below 1); FIELD_RANGES
+#: overrides it for one field. Every unit in PROFILE_SCHEMA needs an entry here.
+UNIT_RANGES: dict[str, tuple[float, float]] = {
+    "SM": (1, 10_000),
+    "GPU": (1, 1024),
+    "GB": (1e-3, 1e6),
+    "TB/s": (1e-3, 1e3),
+    "TFLOPS": (1e-3, 1e6),
+    "GB/s": (1e-3, 1e6),
+    "GB/s/SM": (1e-6, 1e4),
+    "fraction": (1e-3, 1.0),
+    "ms": (1e-6, 1e6),
+    "us": (1e-3, 1e9),
+}
+#: "section.key" -> (lo, hi) for a field whose unit's range does not fit it
+FIELD_RANGES: dict[str, tuple[float, float]] = {}
+
+
+def field_range(section: str, key: str) -> tuple[float, float]:
+    """The (lo, hi) a profile field's value must lie in (inclusive), after its rule."""
+    unit, rule = PROFILE_SCHEMA[section][key][:2]
+    lo, hi = FIELD_RANGES.get(f"{section}.{key}", UNIT_RANGES[unit])
+    return (0.0 if rule in ("nonneg", "share") else lo), hi
+
+
+def check_range(what: str, value: float, lo: float, hi: float, unit: str = "") -> None:
+    """ProfileError naming ``what`` and the range unless lo <= value <= hi."""
+    if not lo <= value <= hi:
+        unit = "" if unit in ("", "fraction") else f" {unit}"
+        raise ProfileError(f"{what} must be between {lo:g} and {hi:g}{unit}, got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -126,6 +161,7 @@ class Profile:
             if val is not None:
                 if not (val > 0 and math.isfinite(val)):
                     raise ProfileError(f"{flag} must be a positive number of GB/s, got {val}")
+                check_range(flag, val, *field_range("node", key), "GB/s")
                 changes[key] = float(val) * 1e9
         if not changes:
             return self
@@ -157,8 +193,9 @@ def _field(raw: dict[str, Any], section: str, key: str, unit: str, rule: str,
     v = entry["value"]
     if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
         raise ProfileError(f"{where} value must be a number, got {v!r}")
-    if rule == "int" and (not isinstance(v, int) or v <= 0):
+    if rule == "int" and not isinstance(v, int):
         raise ProfileError(f"{where} must be a positive integer, got {v!r}")
+    check_range(where, v, *field_range(section, key), unit)
     if rule == "pos" and v <= 0:
         raise ProfileError(f"{where} must be positive, got {v!r}")
     if rule == "nonneg" and v < 0:
@@ -192,9 +229,7 @@ def parse_profile(raw: dict[str, Any], file: str) -> Profile:
             if v is None and required:
                 raise ProfileError(f"{file}: missing field {section}.{key}")
             vals[f"{section}.{key}"] = v
-    name = raw.get("name", Path(file).stem)
-    if not isinstance(name, str):
-        raise ProfileError(f"{file}: field name must be a string")
+    name = check_name(raw["name"], file) if "name" in raw else Path(file).stem
     sms, comm_sms = int(vals["gpu.sms"] or 0), int(vals["comm.sms"] or 0)
     for key in ("sms", "pp_sms", "dp_sms"):
         if int(vals[f"comm.{key}"] or 0) >= sms:
@@ -213,7 +248,7 @@ def parse_profile(raw: dict[str, Any], file: str) -> Profile:
                       float(vals["gemm.sm_load_bandwidth"] or 0) * 1e9,
                       float(vals["gemm.launch"] or 0) * 1e-6, wgrad)
     return Profile(
-        name=name, description=str(raw.get("description", "")), source=file,
+        name=name, description=check_description(raw.get("description", ""), file), source=file,
         sms=sms, hbm_bytes=float(vals["gpu.hbm"] or 0) * 1e9,
         hbm_bandwidth=float(vals["gpu.hbm_bandwidth"] or 0) * 1e12,
         bf16_flops=float(vals["gpu.bf16_peak"] or 0) * 1e12,

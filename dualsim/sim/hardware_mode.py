@@ -271,7 +271,10 @@ def hardware_setup(schedule: Schedule, profile: str | Profile, model: str | Mode
                           ep=ep if ep is not None else d["ep"],
                           gpus=gpus if gpus is not None else d["gpus"],
                           microbatch_tokens=tokens, sequence=d["sequence"],
-                          weight=unit_weight(prof, tokens))
+                          weight=unit_weight(prof, tokens),
+                          preset=[k for k, v in (("ep", ep), ("gpus", gpus),
+                                                 ("microbatch_tokens", microbatch_tokens))
+                                  if v is None])
     return prof, layout, warnings
 
 

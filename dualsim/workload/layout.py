@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from typing import Callable, Collection, Sequence
 
 from dualsim.errors import ProfileError
 from dualsim.workload.model import Model
@@ -58,27 +58,46 @@ class Layout:
         return 3 * sum(u.model_flops for s in self.slices for u in s.units)
 
 
-def check_parallel(model: Model, ranks: int, ep: int, gpus: int, microbatch_tokens: int) -> None:
-    """One clear ProfileError line for a layout that cannot exist."""
+def check_parallel(model: Model, ranks: int, ep: int, gpus: int, microbatch_tokens: int, *,
+                   preset: Collection[str] = ()) -> None:
+    """One clear ProfileError line for a layout that cannot exist.
+
+    ``preset`` names the values ("ep", "gpus", "microbatch_tokens") the user did not pass, which
+    came from the model preset's layout: the message then says so and which flag fixes it.
+    """
+    def said(key: str, flag: str, value: int, what: str) -> str:
+        return (f"the model preset's {what} {value}" if key in preset else f"{flag} {value}")
+
     for flag, value in (("--gpus", gpus), ("--ranks", ranks), ("--ep", ep),
                         ("--microbatch-tokens", microbatch_tokens)):
         if value <= 0:
             raise ProfileError(f"{flag} must be a positive integer, got {value}")
     if gpus % ranks:
-        raise ProfileError(f"--gpus {gpus} is not divisible by the {ranks} pipeline ranks; "
-                           "use a multiple of --ranks")
-    if ep > gpus:
-        raise ProfileError(f"--ep {ep} is larger than --gpus {gpus}; EP groups come from the GPUs: "
-                           f"pass --ep {gpus} or less (without --ep the model preset's "
-                           "default is used)")
-    if (gpus // ranks) % ep:
-        raise ProfileError(f"--ep {ep} must divide the {gpus // ranks} data-parallel GPUs per "
-                           f"pipeline stage (gpus / ranks); pass --ep explicitly (without it "
-                           "the model preset's default is used)")
+        fix = ("pass --gpus with" if "gpus" in preset else "use") + f" a multiple of {ranks}"
+        raise ProfileError(f"{said('gpus', '--gpus', gpus, 'GPU count')} is not divisible by "
+                           f"the {ranks} pipeline ranks; {fix}, or other --ranks")
+    choices = ep_choices(model, gpus // ranks)
+    if ep > gpus or (gpus // ranks) % ep:
+        why = (f"is larger than the {gpus} GPUs" if ep > gpus else
+               f"does not divide the {gpus // ranks} data-parallel GPUs per pipeline stage "
+               f"(gpus / ranks = {gpus} / {ranks})")
+        raise ProfileError(f"{said('ep', '--ep', ep, 'EP degree')} {why}; "
+                           f"{'pass --ep' if 'ep' in preset else 'use --ep'} {choices}")
     # a dense model has no all-to-all: --ep N then only groups N data-parallel GPUs innermost
     # (the GPU order, hence which pipeline ranks share a node)
     if model.is_moe and model.routed_experts % ep:
-        raise ProfileError(f"--ep {ep} must divide the {model.routed_experts} routed experts")
+        raise ProfileError(f"{said('ep', '--ep', ep, 'EP degree')} must divide the "
+                           f"{model.routed_experts} routed experts; use --ep {choices}")
+
+
+def ep_choices(model: Model, dp: int) -> str:
+    """The EP degrees that fit ``dp`` GPUs per stage (and the routed experts), as text."""
+    experts = model.routed_experts if model.is_moe else 0  # dense: any divisor of dp
+    small = [d for d in range(1, math.isqrt(dp) + 1) if dp % d == 0]
+    fits = sorted({x for d in small for x in (d, dp // d) if experts % x == 0})
+    shown = ", ".join(map(str, fits[:12])) + (", ..." if len(fits) > 12 else "")
+    return f"{shown} (dividing {dp} GPUs per stage" + (
+        f" and {experts} routed experts)" if model.is_moe else ")")
 
 
 #: loads within this fraction of the best count as a tie when placing a layer
@@ -127,12 +146,14 @@ def assign_layers(units: Sequence[Unit], layers: int, holders: Sequence[Sequence
 def build_layout(model: Model, ranks: int, microbatches: int, holders: Sequence[Sequence[int]],
                  *, ep: int, gpus: int, microbatch_tokens: int, sequence: int | None = None,
                  layers_per_stage: Sequence[int] | None = None,
-                 weight: Callable[[Unit], float] = _weight) -> Layout:
+                 weight: Callable[[Unit], float] = _weight,
+                 preset: Collection[str] = ()) -> Layout:
     """Place ``model`` on a pipeline whose chain position p is held by ranks ``holders[p]``.
 
-    ``weight`` (a unit's cost, e.g. its F+I+W seconds on a profile) balances the layers.
+    ``weight`` (a unit's cost, e.g. its F+I+W seconds on a profile) balances the layers;
+    ``preset`` names the values the user did not pass (see check_parallel).
     """
-    check_parallel(model, ranks, ep, gpus, microbatch_tokens)
+    check_parallel(model, ranks, ep, gpus, microbatch_tokens, preset=preset)
     seq = min(sequence or model.layout["sequence"], microbatch_tokens)
     units = model_units(model, seq, ep)
     n = len(holders)

@@ -10,8 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Any
 
-from dualsim.datafiles import builtin_files, read_toml, resolve
-from dualsim.errors import ProfileError
+from dualsim.datafiles import (builtin_files, check_description, check_name, read_toml,
+                               resolve)
+from dualsim.errors import ProfileError, clip
 
 _INT, _STR, _FLOAT, _LIST = "int", "str", "float", "list"
 #: section -> key -> (type, required)
@@ -38,6 +39,34 @@ MODEL_SCHEMA: dict[str, dict[str, tuple[str, bool]]] = {
         "microbatch_tokens": (_INT, True),
     },
 }
+#: the (lo, hi) every number of a type may take, unless MODEL_RANGES names the field: a value
+#: outside is a typo or hostile (layers = 10**9 would take hours, a NaN byte count poisons
+#: every memory figure); the message gives the range
+TYPE_RANGES: dict[str, tuple[float, float]] = {_INT: (0, 10**9), _FLOAT: (0.0, 1e6)}
+_DIM, _SMALL = (0, 1_000_000), (0, 100_000)
+MODEL_RANGES: dict[str, tuple[float, float]] = {
+    "model.layers": (1, 1000), "model.dense_layers": (0, 1000), "model.mtp_depth": (0, 16),
+    "model.hidden": (1, 1_000_000), "model.heads": (1, 100_000), "model.vocab": (1, 10**8),
+    "model.ffn_intermediate": (1, 10**7), "model.expert_intermediate": (0, 10**7),
+    "model.routed_experts": _SMALL, "model.shared_experts": (0, 1000),
+    "model.experts_per_token": _SMALL, "model.max_nodes_per_token": _SMALL,
+    "model.kv_heads": _SMALL, "model.head_dim": _SMALL, "model.q_lora_rank": _DIM,
+    "model.kv_lora_rank": _DIM, "model.qk_nope_head_dim": _SMALL,
+    "model.qk_rope_head_dim": _SMALL, "model.v_head_dim": _SMALL,
+    "memory.param_bytes": (0.0, 64.0), "memory.grad_bytes": (0.0, 64.0),
+    "memory.optimizer_bytes": (0.0, 64.0), "memory.weight_grad_activation_fraction": (0.0, 1.0),
+    "layout.ranks": (1, 4096), "layout.ep": (1, 10**6), "layout.gpus": (1, 10**7),
+    "layout.sequence": (1, 10**7), "layout.global_batch": (1, 10**9),
+    "layout.microbatch_tokens": (1, 10**8),
+}
+
+
+def field_range(section: str, key: str) -> tuple[float, float]:
+    """The inclusive (lo, hi) of a numeric model field."""
+    typ = MODEL_SCHEMA[section][key][0]
+    return MODEL_RANGES.get(f"{section}.{key}", TYPE_RANGES[typ])
+
+
 RECOMPUTE_OPTIONS = ("rmsnorm", "mla_up_proj", "swiglu_output", "full")
 FP8_WITH_SCALES = 1 + 4 / 128  # bytes per FP8 element with its 1/128 FP32 scales
 
@@ -95,13 +124,17 @@ def _check(raw: dict[str, Any], file: str) -> None:
                 continue
             v = sec[key]
             if typ == _INT and (isinstance(v, bool) or not isinstance(v, int) or v < 0):
-                raise ProfileError(f"{where} must be a non-negative integer, got {v!r}")
+                raise ProfileError(f"{where} must be a non-negative integer, got {clip(v)}")
             if typ == _FLOAT and (isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0):
-                raise ProfileError(f"{where} must be a non-negative number, got {v!r}")
+                raise ProfileError(f"{where} must be a non-negative number, got {clip(v)}")
+            if typ in (_INT, _FLOAT):
+                lo, hi = field_range(section, key)
+                if not lo <= v <= hi:  # also refuses NaN
+                    raise ProfileError(f"{where} must be between {lo:g} and {hi:g}, got {clip(v)}")
             if typ == _STR and not isinstance(v, str):
-                raise ProfileError(f"{where} must be a string, got {v!r}")
+                raise ProfileError(f"{where} must be a string, got {clip(v)}")
             if typ == _LIST and not (isinstance(v, list) and all(isinstance(x, str) for x in v)):
-                raise ProfileError(f"{where} must be a list of strings, got {v!r}")
+                raise ProfileError(f"{where} must be a list of strings, got {clip(v)}")
 
 
 def parse_model(raw: dict[str, Any], file: str) -> Model:
@@ -138,7 +171,11 @@ def parse_model(raw: dict[str, Any], file: str) -> Model:
             raise ProfileError(f"{file}: field layout.{key} must be positive")
     if not raw["memory"]["weight_grad_activation_fraction"] <= 1:
         raise ProfileError(f"{file}: field memory.weight_grad_activation_fraction must be <= 1")
-    return Model(str(raw.get("name", file)), str(raw.get("description", "")), file, dict(m),
+    if m["dense_layers"] > m["layers"]:
+        raise ProfileError(f"{file}: field model.dense_layers ({m['dense_layers']}) must be at "
+                           f"most model.layers ({m['layers']})")
+    return Model(file if "name" not in raw else check_name(raw["name"], file),
+                 check_description(raw.get("description", ""), file), file, dict(m),
                  prec["gemm"], prec["attention"], tuple(prec["recompute"]),
                  {k: float(v) for k, v in raw["memory"].items()}, dict(lay))
 
