@@ -1,15 +1,19 @@
-"""Atomic file output and plan-file reading: nothing is ever half-written."""
+"""Atomic file and folder output, strict JSON reading: nothing is ever half-written."""
 
 from __future__ import annotations
 
+import ctypes
 import json
 import math
 import os
 import secrets
+import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, TypeVar
 
 from dualsim.errors import DualsimError, PlanError, clip
+
+T = TypeVar("T")
 
 
 def write_atomic(path: str | os.PathLike[str], data: bytes | str) -> None:
@@ -42,6 +46,52 @@ def _create_temp(p: Path) -> tuple[int, str]:
         except FileExistsError:
             continue
     raise FileExistsError(f"no free temporary name beside {str(p)!r}")
+
+
+def replace_folder(out: Path, fill: Callable[[Path], T]) -> T:
+    """Make ``out`` a folder holding exactly what ``fill(folder)`` writes, never a mix of runs.
+
+    ``fill`` writes into a fresh temporary folder beside ``out``; only when it succeeds does that
+    folder take ``out``'s place, by one atomic exchange of the two names where the system has it
+    (Linux renameat2), else by two renames; the old folder is then removed. When ``fill``
+    fails, ``out`` is left as it was. The caller decides whether an existing ``out`` may be
+    replaced (see ``render.report.foreign_files``).
+    """
+    out = Path(os.path.abspath(out))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _fresh_name(out, "tmp")
+    tmp.mkdir()
+    try:
+        result = fill(tmp)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if not out.exists():
+        os.rename(tmp, out)
+        return result
+    if _exchange(tmp, out):
+        shutil.rmtree(tmp, ignore_errors=True)  # now holds the old folder
+        return result
+    old = _fresh_name(out, "old")
+    os.rename(out, old)
+    os.rename(tmp, out)
+    shutil.rmtree(old, ignore_errors=True)
+    return result
+
+
+def _fresh_name(p: Path, kind: str) -> Path:
+    return p.parent / f".{p.name}.{secrets.token_hex(6)}.{kind}"
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap the names ``a`` and ``b`` atomically (Linux renameat2 RENAME_EXCHANGE); False where
+    the system or file system cannot."""
+    try:
+        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    return renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0
 
 
 def check_writable_file(path: Path) -> None:

@@ -340,3 +340,129 @@ def test_output_paths_that_cannot_be_files_give_a_clear_line(tmp_path: Path) -> 
     assert_one_line_error(res, 1, "--out", "is a file; give a folder")
     assert afile.read_text() == "keep me"
     assert list(folder.iterdir()) == []
+
+
+# ---- refusals are one error: line, with no progress bar above it ------------------------------
+
+def test_compare_refusal_inside_the_progress_bar_is_one_line(tmp_path: Path) -> None:
+    res = invoke("compare", "dualpipe", "zb-h1", "--profile", "h800", "--ep", "7",
+                 "--out", str(tmp_path / "c"))
+    assert_one_line_error(res, 1, "--ep 7 does not divide the 128 data-parallel GPUs")
+    assert len(res.stderr.splitlines()) == 1
+
+
+def test_compare_with_no_legal_schedule_is_refused_before_the_bar(tmp_path: Path) -> None:
+    res = invoke("compare", "dualpipe", "--ranks", "7", "--out", str(tmp_path / "c"))
+    assert res.exit_code == 1 and res.stdout == ""
+    assert res.stderr == ("error: no schedule is legal at R=7, M=24: dualpipe: dualpipe needs an "
+                          "even number of ranks, got 7: use --ranks 6 or 8\n")
+    assert not (tmp_path / "c").exists()
+
+
+def test_plan_names_the_real_reason_when_no_configuration_can_run(tmp_path: Path) -> None:
+    res = invoke("plan", "--ranks", "7", "--schedules", "dualpipe", "--out", str(tmp_path / "p"))
+    assert res.exit_code == 1 and res.stdout == ""
+    assert res.stderr == ("error: none of the 9 configurations can run: dualpipe needs an even "
+                          "number of ranks, got 7: use --ranks 6 or 8\n")
+    assert not (tmp_path / "p").exists()  # refused before the sweep: nothing written
+
+
+def test_plan_lists_rule_and_layout_reasons_together(tmp_path: Path) -> None:
+    res = invoke("plan", "--ranks", "7,8", "--schedules", "dualpipe,zb-h1", "--ep", "7",
+                 "--out", str(tmp_path / "p"))
+    assert res.exit_code == 1 and res.stdout == ""
+    assert res.stderr == (
+        "error: none of the 36 configurations can run: dualpipe needs an even number of ranks, "
+        "got 7: use --ranks 6 or 8; --ep 7 does not divide the 256 data-parallel GPUs per "
+        "pipeline stage (gpus / ranks = 2048 / 8); use --ep 1, 2, 4, 8, 16, 32, 64, 128, 256 "
+        "(dividing 256 GPUs per stage and 256 routed experts); the model preset's GPU count "
+        "2048 is not divisible by the 7 pipeline ranks; pass --gpus with a multiple of 7, or "
+        "other --ranks\n")
+
+
+def test_costs_help_says_what_b_and_fb_mean() -> None:
+    res = invoke("simulate", "--help")
+    text = " ".join(res.stdout.split())
+    assert "B a full (unsplit) backward, default I+W" in text
+    assert "FB an overlapped forward+backward pair, default F+B" in text
+
+
+def test_an_unused_b_is_a_warning_line_and_in_json() -> None:
+    res = invoke("simulate", "zb-h1", "-r", "4", "-m", "8", "--costs", "F=1,I=1,W=1,B=5",
+                 "--json")
+    assert res.exit_code == 0
+    d = json.loads(res.stdout)
+    assert (d["makespan"], d["ideal"]) == (27, 24)
+    assert d["warnings"] == ["cost B=5 is not used: the schedule runs no full backward B on its "
+                             "own (it splits every backward into I and W)"]
+    assert res.stderr == f"warning: zb-h1: {d['warnings'][0]}\n"
+    res = invoke("simulate", "1f1b", "-r", "4", "-m", "8", "--costs", "F=1,I=1,W=1,B=5",
+                 "--json")
+    d = json.loads(res.stdout)
+    assert (d["makespan"], d["ideal"]) == (66, 48) and "warnings" not in d
+    assert d["bubble_rate"] == pytest.approx(3 / 11)  # (R-1)/(M+R-1), not 63.6%
+
+
+# ---- a report folder holds exactly one report ----------------------------------------------
+
+def test_compare_twice_into_one_folder_leaves_only_the_second_report(tmp_path: Path) -> None:
+    out = tmp_path / "d1"
+    assert invoke("compare", "1f1b", "zb-v", "-r", "4", "-m", "8", "-o", str(out)).exit_code == 0
+    assert (out / "gantt_zb-v.png").is_file()
+    res = invoke("compare", "1f1b", "-r", "4", "-m", "8", "-o", str(out), "--json")
+    assert res.exit_code == 0, res.stderr
+    files = json.loads(res.stdout)["files"]
+    assert files == ["gantt_1f1b.png", "gantt_1f1b.svg", "gantt_compare.png",
+                     "gantt_compare.svg", "report.md", "summary.json", "timeline.csv",
+                     "trace_1f1b.json"]
+    assert sorted(p.name for p in out.iterdir()) == files
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["d1"]  # no temporary left beside it
+
+
+def test_compare_refuses_a_folder_holding_other_files(tmp_path: Path) -> None:
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "notes.txt").write_text("keep me")
+    res = invoke("compare", "1f1b", "-r", "4", "-m", "8", "-o", str(out))
+    assert_one_line_error(res, 1, f"--out {str(out)!r} holds files dualsim did not write "
+                                  "('notes.txt'); the report replaces its folder as a whole")
+    assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]
+    assert "simulating" not in res.stderr  # refused before any work
+
+
+def test_compare_refuses_the_current_folder(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    for out in (".", ".."):
+        res = invoke("compare", "1f1b", "-r", "4", "-m", "8", "-o", out)
+        assert_one_line_error(res, 1, f"--out {out!r} is the current folder or holds it")
+
+
+def test_replace_folder_keeps_the_old_folder_when_writing_fails(tmp_path: Path) -> None:
+    from dualsim.io import replace_folder
+
+    out = tmp_path / "r"
+    replace_folder(out, lambda d: (d / "a.txt").write_text("one"))
+    assert [p.name for p in out.iterdir()] == ["a.txt"]
+
+    def half_then_fail(d: Path) -> None:
+        (d / "b.txt").write_text("two")
+        raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError):
+        replace_folder(out, half_then_fail)
+    assert [p.name for p in out.iterdir()] == ["a.txt"]
+    assert replace_folder(out, lambda d: (d / "b.txt").write_text("two")) == 3
+    assert [p.name for p in out.iterdir()] == ["b.txt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r"]
+
+
+def test_replace_folder_without_an_atomic_exchange_uses_two_renames(tmp_path: Path,
+                                                                    monkeypatch) -> None:
+    import dualsim.io as io
+
+    out = tmp_path / "r"
+    io.replace_folder(out, lambda d: (d / "a.txt").write_text("one"))
+    monkeypatch.setattr(io, "_exchange", lambda a, b: False)
+    io.replace_folder(out, lambda d: (d / "b.txt").write_text("two"))
+    assert [p.name for p in out.iterdir()] == ["b.txt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r"]

@@ -50,9 +50,22 @@ def print_json(obj: Any) -> None:
     sys.stdout.flush()
 
 
+class _Progress(Progress):
+    """A Progress that leaves nothing behind when its block fails: a refusal raised inside it
+    is then the one ``error:`` line, with no half-drawn bar (or blank line) above it."""
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        if exc_type is None:
+            return super().__exit__(exc_type, exc, tb)
+        if not self.disable:
+            self.live.transient = True  # a terminal clears the bar; a file never gets it
+            self.live.stop()
+        return None
+
+
 def progress() -> Progress:
     """A rich progress bar on stderr, never on stdout (so --json output stays clean)."""
-    return Progress(
+    return _Progress(
         TextColumn("[progress.description]{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),

@@ -7,7 +7,7 @@ import typer
 RanksOpt = typer.Option(None, "--ranks", "-r", help="Pipeline ranks R (hardware mode: default from the model's layout).")
 MbsOpt = typer.Option(None, "--microbatches", "-m", help="Micro-batches M per step.")
 ChunksOpt = typer.Option(None, "--chunks", "-v", help="Stages per rank for interleaved and interleaved-overlap (default 2).")
-CostsOpt = typer.Option(None, "--costs", help="Abstract costs per rank-worth of layers, e.g. F=1,I=1,W=1[,B=2][,FB=3].")
+CostsOpt = typer.Option(None, "--costs", help="Abstract costs per rank-worth of layers, e.g. F=1,I=1,W=1[,B=2][,FB=3]: F forward, I backward for inputs, W backward for weights; B a full (unsplit) backward, default I+W, run by GPipe, 1F1B, interleaved and DualPipe; FB an overlapped forward+backward pair, default F+B, run by DualPipe, DualPipeV and the -overlap families. Bubble = 1 - mean busy time / step; a B or FB the schedule never runs, or FB > F+B, is a warning.")
 CommOpt = typer.Option(0.0, "--comm", help="Abstract transfer latency added to every cross-rank dependency.")
 JsonOpt = typer.Option(False, "--json", help="Print one JSON object on stdout instead of a table.")
 ProfileOpt = typer.Option(None, "--profile", help="Hardware profile name or TOML file (enables hardware mode).")

@@ -23,7 +23,8 @@ from dualsim.errors import DualsimError
 from dualsim.io import check_writable_file
 
 if TYPE_CHECKING:
-    from dualsim.planner import SweepResult
+    from dualsim.planner import Setting, SweepResult
+    from dualsim.workload.model import Model
 
 T = TypeVar("T")
 
@@ -156,6 +157,10 @@ def plan_command(
             check_writable_file(emit)
         cands = planner.candidates(names, rank_list, mb_list, sms_list, ib_list, nv_list,
                                    eps=ep_list, microbatch_tokens=tok_list, precisions=prec_list)
+        refuse_if_none_can_run(cands, setting, mdl, layout,
+                               preset=[k for k, v in (("ep", ep), ("gpus", gpus),
+                                                      ("microbatch_tokens", microbatch_tokens))
+                                       if v is None])
         ref = planner.reference(layout, prof.comm_sms, precision_for(mdl, prof)[0].gemm_dtype)
         ex = planner.make_executor(executor, workers, ray_address)
         try:
@@ -191,6 +196,39 @@ def plan_command(
             raise DualsimError(f"none of the {result.evaluated} configurations survived "
                                f"({', '.join(result.dropped_by_kind())}); see {out}/plan.csv for each reason, "
                                "or raise --memory-gb / change the sweep")
+
+
+def refuse_if_none_can_run(cands: list, setting: Setting, mdl: Model, layout: dict,
+                           preset: list[str]) -> None:
+    """Before any progress bar: when every configuration breaks the batch, its family's rules or
+    the layout (e.g. dualpipe at R=7, --ep 7), one error line gives the real reasons."""
+    from dualsim.generators import check
+    from dualsim.planner.evaluate import with_microbatches
+    from dualsim.workload.layout import check_parallel
+
+    reasons: dict[str, None] = {}
+    seen: dict[tuple, str] = {}  # (ranks, ep, tokens) -> why the layout cannot exist ("" if it can)
+    for c in cands:
+        try:
+            c = with_microbatches(c, setting)
+            check(c.schedule, c.ranks, c.microbatches)
+        except DualsimError as e:
+            reasons[e.message] = None
+            continue
+        key = (c.ranks, c.ep or layout["ep"], c.microbatch_tokens or layout["microbatch_tokens"])
+        if key not in seen:
+            try:
+                check_parallel(mdl, key[0], key[1], setting.gpus, key[2], preset=preset)
+                seen[key] = ""
+            except DualsimError as e:
+                seen[key] = e.message
+        if not seen[key]:
+            return
+        reasons[seen[key]] = None
+    shown = list(reasons)[:3]
+    more = f" (and {len(reasons) - 3} more reasons)" if len(reasons) > 3 else ""
+    raise DualsimError(f"none of the {len(cands)} configurations can run: "
+                       + "; ".join(shown) + more)
 
 
 def _print(result: SweepResult, top: int) -> None:

@@ -105,11 +105,7 @@ def compare_cmd(
 ) -> None:
     """Compare schedules at the same R, M and costs: a table, Gantt charts and a report folder."""
     with user_errors():
-        if out.exists() and not out.is_dir():
-            from dualsim.errors import DualsimError
-
-            raise DualsimError(f"--out {str(out)!r} is a file; give a folder for the charts "
-                               "and report")
+        simcmd.check_report_folder(out)
         cfg = simcmd.Config.make(ranks, microbatches, chunks, costs, comm, profile, model, ep,
                                  gpus, comm_sms, microbatch_tokens, ib_gbps, nvlink_gbps,
                                  precision=precision, global_batch=global_batch,

@@ -228,23 +228,21 @@ def compare(names: list[str], cfg: Config) -> tuple[list[tuple[str, SimResult]],
     results: list[tuple[str, SimResult]] = []
     built: dict[str, Schedule] = {}
     skipped: list[tuple[str, str]] = []
-    with progress() as bar:
-        task = bar.add_task("simulating", total=len(wanted))
-        for name in wanted:
-            bar.update(task, description=f"simulating {name}")
-            try:
-                s = load_schedule(name, cfg, strict_chunks=False)
-            except ScheduleError as e:
-                skipped.append((name, e.message))
-                bar.advance(task)
-                continue
-            built[name] = s
-            results.append((name, run(s, cfg)))
-            bar.advance(task)
-    if not results:
+    for name in wanted:  # every refusal before the progress bar starts
+        try:
+            built[name] = load_schedule(name, cfg, strict_chunks=False)
+        except ScheduleError as e:
+            skipped.append((name, e.message))
+    if not built:
         raise ScheduleError(
             f"no schedule is legal at R={cfg.ranks}, M={cfg.microbatches}: "
             + "; ".join(f"{n}: {why}" for n, why in skipped))
+    with progress() as bar:
+        task = bar.add_task("simulating", total=len(built))
+        for name, s in built.items():
+            bar.update(task, description=f"simulating {name}")
+            results.append((name, run(s, cfg)))
+            bar.advance(task)
     return results, built, skipped
 
 
@@ -346,15 +344,45 @@ def _fmt(v: Any) -> str:
     return f"{f:.4g}" if abs(f) < 1 else f"{f:.4f}".rstrip("0").rstrip(".")
 
 
+def check_report_folder(out: Path) -> None:
+    """Before any work: ``--out`` must be new, empty, or a report folder dualsim wrote (which
+    is then replaced as a whole); never a file, a folder holding other files, or the current
+    folder (or one above it)."""
+    from dualsim.errors import clip
+    from dualsim.render.report import foreign_files
+
+    if out.exists() and not out.is_dir():
+        raise DualsimError(f"--out {str(out)!r} is a file; give a folder for the charts "
+                           "and report")
+    if not out.exists():
+        return
+    here, target = Path.cwd().resolve(), out.resolve()
+    if target == here or target in here.parents:
+        raise DualsimError(f"--out {str(out)!r} is the current folder or holds it; give a "
+                           "folder of its own for the report (it is replaced as a whole)")
+    foreign = foreign_files(out)
+    if foreign:
+        raise DualsimError(f"--out {str(out)!r} holds files dualsim did not write "
+                           f"({clip(', '.join(foreign[:3]), 80)}"
+                           f"{', ...' if len(foreign) > 3 else ''}); the report replaces its "
+                           "folder as a whole: give a new or empty folder, or a previous "
+                           "report folder")
+
+
 def write_outputs(out: Path, results: list[tuple[str, SimResult]], built: dict[str, Schedule],
                   skipped: list[tuple[str, str]], cfg: Config) -> list[str]:
-    """The report folder (report.md, Gantt PNG/SVG per schedule and combined, traces, ...)."""
+    """The report folder (report.md, Gantt PNG/SVG per schedule and combined, traces, ...),
+    written into a temporary folder that then replaces ``out`` as a whole: a report folder
+    holds exactly one report (see check_report_folder)."""
     from dualsim.cli.common import progress
+    from dualsim.io import replace_folder
     from dualsim.render.report import write_report
 
+    check_report_folder(out)  # again: it may have changed while simulating
     with progress() as bar:
         task = bar.add_task(f"writing charts and traces to {out}", total=None)
-        write_report(out, results, schedules=built, config=cfg.describe(), skipped=skipped,
-                     progress=lambda: bar.advance(task))
+        replace_folder(out, lambda tmp: write_report(
+            tmp, results, schedules=built, config=cfg.describe(), skipped=skipped,
+            progress=lambda: bar.advance(task)))
         bar.update(task, total=bar.tasks[0].completed)
     return sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())

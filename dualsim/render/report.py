@@ -28,6 +28,28 @@ from dualsim.render.table import (comparison_rows, fmt, markdown_table, per_rank
 from dualsim.sim.result import SimResult
 
 
+#: files of every report folder (beside the per-schedule ones its summary.json lists)
+REPORT_FILES = ("report.md", "summary.json", "timeline.csv", "memory.csv", "gantt_compare.png",
+                "gantt_compare.svg")
+
+
+def foreign_files(folder: Path) -> list[str]:
+    """Names in ``folder`` that no report wrote: anything but REPORT_FILES and the per-schedule
+    files its summary.json lists (so a previous report folder has none; an empty folder none).
+    """
+    from dualsim.io import loads_json
+
+    names = sorted(p.name for p in folder.iterdir())
+    known = set(REPORT_FILES)
+    try:
+        old = loads_json((folder / "summary.json").read_text())
+        for r in old["results"]:
+            known.update(str(v) for v in r["files"].values())
+    except (OSError, ValueError, RecursionError, KeyError, TypeError, AttributeError):
+        pass  # no readable summary: only the fixed names are known
+    return [n for n in names if n not in known or not (folder / n).is_file()]
+
+
 def file_stem(name: str) -> str:
     """A schedule name made safe for a file name (``zb-v`` stays ``zb-v``)."""
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("._") or "schedule"
