@@ -57,11 +57,64 @@ def test_ops_get_distinct_colours_and_microbatch_labels():
     assert lay.legend == ("F", "B", "I", "W", "FB", "reverse")
 
 
-def test_one_chain_has_no_reverse_legend_entry():
-    lay = gantt_layout(serial_timeline(generate("zb-v", 4, 8)))
-    assert "reverse" not in lay.legend
-    assert len(lay.rows) == 4
-    assert len(lay.boxes) == sum(len(r) for r in generate("zb-v", 4, 8).actions)
+@pytest.mark.parametrize("name, chunks", [("1f1b", None), ("interleaved", 2), ("zb-h1", None)])
+def test_one_direction_has_no_reverse_legend_entry(name, chunks):
+    lay = gantt_layout(serial_timeline(generate(name, 4, 8, chunks)))
+    assert "reverse" not in lay.legend and not lay.two_directions
+    assert all(b.chain == 0 and b.hatch == "" for b in lay.boxes)
+
+
+@pytest.mark.parametrize("name", ["zb-v", "dualpipev"])
+def test_a_v_draws_its_way_back_like_the_reverse_direction(name):
+    from dualsim.render.gantt import way_back
+
+    s = generate(name, 4, 8)
+    tl = serial_timeline(s)
+    assert way_back(tl) == {4, 5, 6, 7}  # stages R..2R-1: ranks 3, 2, 1, 0 on the way back
+    lay = gantt_layout(tl)
+    assert len(lay.rows) == 4 and "reverse" in lay.legend and lay.two_directions
+    for b in lay.boxes:
+        stage = int(b.action.strip("()").split(";")[0 if b.y0 == 0.0 else -1].split(b.kind)[0])
+        assert b.chain == (stage >= 4), b
+        assert b.hatch == (REVERSE_HATCH if stage >= 4 else "")
+        assert b.color == COMPUTE_COLORS[b.kind][b.chain]
+
+
+def test_way_back_needs_a_turn():
+    from dualsim.render.gantt import way_back
+
+    assert way_back(serial_timeline(generate("interleaved", 4, 8, 2))) == frozenset()
+    assert way_back(serial_timeline(generate("zb-v", 1, 2))) == frozenset()  # one rank: no V
+    # DualPipe's chains only fall or only rise (its second chain is the reverse one by itself)
+    assert way_back(serial_timeline(generate("dualpipe", 4, 8))) == frozenset()
+
+
+@pytest.mark.parametrize("label, width, height, size", [
+    ("12", 12.0, 11.5, 6.75),  # a ZB-V cell: the old rule (12.24 pt needed) hid it
+    ("7", 12.0, 11.5, 6.75),  # the height rule alone: 60% of 11.5
+    ("119", 9.0, 11.5, 4.0),  # three digits shrink to fit: (9 - 1) / (3 x 0.636) = 4.19
+    ("119", 8.0, 11.5, None),  # below 4 pt: no label
+    ("3", 40.0, 30.0, 8.0),  # never above 8 pt
+])
+def test_labels_shrink_to_fit_narrow_cells(label, width, height, size):
+    from dualsim.render.gantt import label_size
+
+    assert label_size(label, width, height) == size
+
+
+def test_sub_pixel_gaps_close_only_within_one_action():
+    from dualsim.render.gantt import close_gaps
+
+    tl = from_rows([
+        row(0, "F", 0, 5, 0.0, 1.0, piece="attn"),
+        row(0, "F", 0, 5, 1.05, 2.0, piece="mlp"),  # a gap of 0.05: closed at gap=0.1
+        row(0, "F", 0, 6, 2.05, 3.0),  # another action: its gap stays
+        row(0, "F", 0, 6, 3.5, 4.0, piece="mlp"),  # a gap of 0.5: stays
+    ])
+    boxes = gantt_layout(tl).boxes_of(0)
+    assert [(b.x0, b.x1) for b in close_gaps(boxes, 0.1)] == [(0.0, 2.0), (2.05, 3.0),
+                                                              (3.5, 4.0)]
+    assert close_gaps(boxes, 0.0) == boxes
 
 
 def test_backward_comm_is_a_darker_shade_of_its_kind():

@@ -56,7 +56,11 @@ def new_figure(width: float, height: float) -> Any:
     return fig
 
 
-def save_figure(fig: Any, path: str | Path, *, dpi: int = 150) -> None:
+#: resolution of PNG files (SVG is vector)
+PNG_DPI = 150
+
+
+def save_figure(fig: Any, path: str | Path, *, dpi: int = PNG_DPI) -> None:
     """Save ``fig`` to ``path`` (.png or .svg) atomically and byte-reproducibly."""
     p = check_path(path)
     buf = _io.BytesIO()

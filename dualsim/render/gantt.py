@@ -10,7 +10,14 @@ the same rank ("hidden", pale) and the parts that do not ("exposed": full colour
 The runtime's measured all-to-all (stream ``a2a``) gets a third lane, drawn the same way. A thin
 dark band on top of a compute lane marks where compute shared the GPU's SMs with a resident
 communication kernel (and ran slower).
-Hatching is dropped on boxes too narrow to show it (their darker shade still tells them apart).
+The way back of a V (ZB-V, DualPipeV: the second stage each rank holds, whose data flows from the
+last rank back to rank 0) is drawn like DualPipe's reverse direction, so the two chunks of a rank
+are told apart. Hatching is dropped on boxes too narrow to show it (their darker shade still tells
+them apart); white borders only separate boxes wide enough to keep their colour, and gaps of less
+than a pixel between pieces of one action are closed (a dense hardware chart would otherwise be
+washed out by antialiased slivers of white; the exposed communication behind such gaps is in the
+comm lane). Micro-batch ids shrink to fit narrow cells (ids of two or three digits included) down
+to MIN_LABEL_PT, below which a cell stays unlabelled.
 
 ``gantt_layout`` computes every box (position, colour, label) without matplotlib, so tests can
 assert what the picture shows; ``render_gantt``/``render_gantt_grid`` only draw that layout.
@@ -27,6 +34,7 @@ from typing import Any, NamedTuple, Sequence
 
 import pandas as pd
 
+from dualsim.render.figure import PNG_DPI
 from dualsim.render.frames import records
 from dualsim.timeline import intervals_union, sm_shared_intervals
 
@@ -53,6 +61,10 @@ EXPOSED_BAR = 0.6  # the red bar of an exposed part fills its lane from here to 
 SM_BAND = 0.14  # the band marking shared SMs covers the top of a compute lane down to here
 SM_SHARED_COLOR = "#3B1F5C"
 MIN_HATCH_PTS = 5.0  # narrower boxes are drawn without hatching
+MIN_EDGE_PTS = 8.0  # narrower boxes are drawn without a white border (it would wash them out)
+MIN_GAP_PX = 1.0  # gaps narrower than this between pieces of one action are not drawn
+MIN_LABEL_PT = 4.0  # smallest font size of a micro-batch id
+DIGIT_EM = 0.636  # width of a DejaVu Sans digit, in em
 RASTERIZE_ABOVE = 4000  # boxes per panel above which an SVG embeds the boxes as an image
 OP_NAMES = {"F": "forward (F)", "B": "backward (B)", "I": "backward for input (I)",
             "W": "backward for weights (W)"}
@@ -81,7 +93,7 @@ class Box(NamedTuple):
     hatch: str
     label: str
     kind: str  # its legend entry: "F", "B", "I", "W", "dispatch", ..., "hidden", "exposed"
-    chain: int = 0
+    chain: int = 0  # 1: the reverse direction (DualPipe's second chain, a V's way back)
     action: str = ""  # the action it draws (pieces of one action share its label)
 
 
@@ -187,12 +199,37 @@ def split_hidden(start: float, end: float,
     return parts
 
 
-def _compute_boxes(rank: int, row: int, df: pd.DataFrame) -> list[Box]:
+def way_back(tl: pd.DataFrame) -> frozenset[int]:
+    """Stages on the way back of a V: in a chain whose ranks, in stage order, rise to the last
+    rank and then fall (ZB-V, DualPipeV), the stages after the turn."""
+    comp = tl[tl["stream"] == "compute"]
+    pairs = set(zip(comp["stage"].astype(int), comp["chain"].astype(int), comp["rank"].astype(int)))
+    pairs |= set(zip(comp["stage2"].astype(int), comp["chain2"].astype(int),
+                     comp["rank"].astype(int)))
+    chains: dict[int, dict[int, int]] = {}
+    for stage, chain, rank in pairs:
+        if stage >= 0:
+            chains.setdefault(chain, {})[stage] = rank
+    back: set[int] = set()
+    for by_stage in chains.values():
+        stages = sorted(by_stage)
+        seq = [by_stage[st] for st in stages]
+        k = seq.index(max(seq))
+        rises = all(a <= b for a, b in zip(seq[:k], seq[1:k + 1]))
+        falls = all(a >= b for a, b in zip(seq[k:], seq[k + 1:]))
+        if k > 0 and rises and falls and seq[-1] < seq[k]:
+            back.update(stages[k + 1:])
+    return frozenset(back)
+
+
+def _compute_boxes(rank: int, row: int, df: pd.DataFrame,
+                   back: frozenset[int] = frozenset()) -> list[Box]:
     boxes: list[Box] = []
     for rec in _merge_pieces(df):
         x0, x1, op = float(rec["start"]), float(rec["end"]), str(rec["op"])
         if op == "FB":
-            c1, c2 = int(rec["chain"]), int(rec["chain2"])
+            c1 = 1 if int(rec["chain"]) == 1 or int(rec["stage"]) in back else 0
+            c2 = 1 if int(rec["chain2"]) == 1 or int(rec["stage2"]) in back else 0
             boxes.append(Box(rank, "compute", row, x0, x1, 0.0, 0.5, _shade("F", c1),
                              REVERSE_HATCH if c1 == 1 else "", str(rec["microbatch"]), "F", c1,
                              str(rec["action"])))
@@ -200,7 +237,7 @@ def _compute_boxes(rank: int, row: int, df: pd.DataFrame) -> list[Box]:
                              REVERSE_HATCH if c2 == 1 else "", str(rec["microbatch2"]), "B", c2,
                              str(rec["action"])))
         else:
-            c = int(rec["chain"])
+            c = 1 if int(rec["chain"]) == 1 or int(rec["stage"]) in back else 0
             mb = int(rec["microbatch"])
             boxes.append(Box(rank, "compute", row, x0, x1, 0.0, 1.0, _shade(op, c),
                              REVERSE_HATCH if c == 1 else "", str(mb) if mb >= 0 else "", op, c,
@@ -234,11 +271,12 @@ def gantt_layout(timeline: pd.DataFrame) -> GanttLayout:
     ranks = sorted(int(r) for r in tl["rank"].unique())
     rows: list[tuple[int, str]] = []
     boxes: list[Box] = []
+    back = way_back(tl)
     for rank in ranks:
         mine = tl[tl["rank"] == rank]
         comp = mine[mine["stream"] == "compute"]
         rows.append((rank, "compute"))
-        boxes.extend(_compute_boxes(rank, len(rows) - 1, comp))
+        boxes.extend(_compute_boxes(rank, len(rows) - 1, comp, back))
         boxes.extend(Box(rank, "sm", len(rows) - 1, s, e, 0.0, SM_BAND, SM_SHARED_COLOR, "",
                          "", "sm_shared") for s, e in sm_shared_intervals(mine, rank))
         busy = intervals_union(zip(comp["start"].astype(float), comp["end"].astype(float)))
@@ -246,7 +284,7 @@ def gantt_layout(timeline: pd.DataFrame) -> GanttLayout:
             rows.append((rank, lane))
             boxes.extend(_comm_boxes(rank, len(rows) - 1, mine[mine["stream"] == lane], busy,
                                      lane))
-    two = bool(((tl["chain"] == 1) | (tl["chain2"] == 1)).any())
+    two = any(b.chain == 1 for b in boxes)
     end = float(tl["end"].max()) if len(tl) else 1.0
     return GanttLayout(tuple(rows), tuple(boxes), end, _legend_keys(tl, boxes, two), has_comm, two)
 
@@ -302,7 +340,7 @@ def _legend_handles(keys: Sequence[str]) -> tuple[list[Any], list[str], dict[Any
             labels.append("overlapped F (top) + B (bottom)")
         elif k == "reverse":
             handles.append(Patch(facecolor="#8A8A8A", edgecolor="white", hatch=REVERSE_HATCH))
-            labels.append("reverse direction (darker, hatched)")
+            labels.append("reverse direction: 2nd chain or a V's way back (darker, hatched)")
         elif k.startswith("comm:"):
             op = k[5:]
             handles.append(Patch(facecolor=comm_color(op), edgecolor="white"))
@@ -335,10 +373,11 @@ def _boxes(ax: Any, layout: GanttLayout, *, pts_per_unit: float) -> None:
     tops = layout.row_tops()
     heights = layout.row_heights()
     groups: dict[tuple[str, str, str, float], list[tuple[float, float, float, float]]] = {}
-    for b in layout.boxes:
+    for b in close_gaps(layout.boxes, MIN_GAP_PX * 72.0 / PNG_DPI / pts_per_unit):
         width_pts = (b.x1 - b.x0) * pts_per_unit
         hatch = b.hatch if width_pts >= MIN_HATCH_PTS else ""
-        lw = (0.6 if b.lane == "compute" else 0.3) if width_pts >= 3.0 and b.lane != "sm" else 0.0
+        lw = (0.6 if b.lane == "compute" else 0.3) if width_pts >= MIN_EDGE_PTS and b.lane != "sm" \
+            else 0.0
         h = heights[b.row]
         groups.setdefault((b.lane, hatch, b.color, lw), []).append(
             (b.x0, b.x1, tops[b.row] + b.y0 * h, tops[b.row] + b.y1 * h))
@@ -359,6 +398,24 @@ def _boxes(ax: Any, layout: GanttLayout, *, pts_per_unit: float) -> None:
         ax.add_artist(PathPatch(MplPath(verts.reshape(-1, 2), codes), facecolor=color,
                                 edgecolor="white" if lw else "none", linewidth=lw,
                                 rasterized=rasterize, **kw))
+
+
+def close_gaps(boxes: Sequence[Box], gap: float) -> list[Box]:
+    """``boxes`` with the pieces of one action that are less than ``gap`` apart drawn as one
+    box (in layout order: pieces of an action follow one another in their lane)."""
+    out: list[Box] = []
+    last: dict[tuple[str, int, float], int] = {}  # (lane, row, y0) -> index of its last box
+    for b in boxes:
+        key = (b.lane, b.row, b.y0)
+        i = last.get(key)
+        prev = out[i] if i is not None else None
+        if (prev is not None and b.action and prev.action == b.action
+                and prev.color == b.color and 0 <= b.x0 - prev.x1 < gap):
+            out[i] = prev._replace(x1=max(prev.x1, b.x1))
+        else:
+            last[key] = len(out)
+            out.append(b)
+    return out
 
 
 def _axes(ax: Any, layout: GanttLayout, *, end: float) -> None:
@@ -425,8 +482,8 @@ def _label(ax: Any, layout: GanttLayout, *, rasterize: bool = False) -> None:
         h = heights[b.row]
         y = tops[b.row] + b.y0 * h
         bh = (b.y1 - b.y0) * h
-        size = round(min(8.0, max(4.5, 0.6 * bh * pts_y)), 2)
-        if (x1 - x0) * pts_x >= 0.64 * size * len(b.label) + 2.0:
+        size = label_size(b.label, (x1 - x0) * pts_x, bh * pts_y)
+        if size is not None:
             v, codes = _glyphs(b.label, size)
             # points to data units; the y axis points down (rank 0 on top)
             xy = np.column_stack(((x0 + x1) / 2 + v[:, 0] / pts_x, y + bh / 2 - v[:, 1] / pts_y))
@@ -437,6 +494,13 @@ def _label(ax: Any, layout: GanttLayout, *, rasterize: bool = False) -> None:
         ax.add_artist(PathPatch(MplPath(np.concatenate(verts), np.concatenate(cs)),
                                 facecolor=color, edgecolor="none", linewidth=0,
                                 in_layout=False, rasterized=rasterize))
+
+
+def label_size(label: str, width_pts: float, height_pts: float) -> float | None:
+    """Font size (points) of ``label`` in a cell of that size: up to 8 pt and 60% of the cell's
+    height, shrunk to fit its width with a 1 pt margin; None below MIN_LABEL_PT."""
+    size = min(8.0, max(4.5, 0.6 * height_pts), (width_pts - 1.0) / (DIGIT_EM * len(label)))
+    return None if size < MIN_LABEL_PT else math.floor(size * 4) / 4  # few sizes: glyph cache
 
 
 def label_spans(layout: GanttLayout) -> list[tuple[Box, float, float]]:
