@@ -466,3 +466,15 @@ def test_replace_folder_without_an_atomic_exchange_uses_two_renames(tmp_path: Pa
     io.replace_folder(out, lambda d: (d / "b.txt").write_text("two"))
     assert [p.name for p in out.iterdir()] == ["b.txt"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["r"]
+
+
+@pytest.mark.parametrize("flag", ["--trace", "--gantt"])
+def test_simulate_refuses_an_output_path_that_is_a_folder_before_simulating(tmp_path: Path,
+                                                                           flag: str) -> None:
+    # found by the fuzzer: the hardware run's warnings came first, the error after them
+    folder = tmp_path / "out.png"
+    folder.mkdir()
+    res = invoke("simulate", "1f1b", "-r", "1", "-m", "12", "--model", "small-moe",
+                 "--microbatch-tokens", "1000000000", flag, str(folder), "--json")
+    assert_one_line_error(res, 1, f"cannot write {str(folder)!r}: it is a folder")
+    assert len(res.stderr.splitlines()) == 1

@@ -377,3 +377,28 @@ def test_largest_allowed_cost_still_simulates_exactly() -> None:
     r = simulate(generate("1f1b", 4, 8), costs=parse_costs("F=1e12,I=1e12,W=1e12"))
     assert r.makespan == 33 * 10**12  # (M+R-1)(F+B)
     assert r.to_dict()["makespan"] == 33e12
+
+
+@pytest.mark.parametrize("text, message", [
+    ("F=5e-324,I=1,W=1", "cost F must be at least 1e-09, got 4.94066e-324; scale all costs up "
+                         "together"),
+    ("F=1,I=1/3000000000000000,W=1", "cost I must be at least 1e-09, got 3.33333e-16"),
+    ("F=1,I=1,W=0.1234567890123456789", "cost W must have at most 12 decimal places (or a "
+                                        "denominator of at most 10^12), got 0.123457"),
+])
+def test_costs_too_small_or_too_fine_for_a_time_base(text: str, message: str) -> None:
+    # 5e-324 used to give a time base of 10^324 and an OverflowError converting it to float
+    with pytest.raises(CostError) as e:
+        parse_costs(text)
+    assert e.value.message.startswith(message)
+
+
+def test_tiny_float_costs_and_latency_are_refused_not_underflowed() -> None:
+    # 5e-324 x a V's stage size 1/2 underflows to 0: a step of no time, a bubble of 0/0
+    with pytest.raises(CostError, match="cost F must be at least 1e-09"):
+        simulate(generate("zb-v", 2, 4), {"F": 5e-324, "I": 1, "W": 1})
+    with pytest.raises(CostError, match=r"comm \(the cross-rank latency\) must be at least "
+                                        r"1e-09 \(or 0\)"):
+        simulate(generate("zb-v", 2, 4), UNIT, comm=5e-324)
+    r = simulate(generate("zb-v", 2, 4), {"F": Fraction(1, 10**9), "I": 1, "W": 1})
+    assert r.makespan > 0

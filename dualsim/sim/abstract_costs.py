@@ -27,6 +27,12 @@ DEFAULT_COSTS: dict[str, int] = {"F": 1, "I": 1, "W": 1}
 _EXAMPLE = "e.g. --costs F=1,I=1,W=1 or F=1,I=1,W=1,B=2,FB=3"
 #: largest cost or latency accepted: times sum to far more, and must still fit a float in JSON
 MAX_COST = 10**15
+#: smallest positive cost or latency: a float below it underflows to 0 once scaled by a stage's
+#: size (then a step takes no time), an exact one gives time bases too large for a float
+MIN_COST = Fraction(1, 10**9)
+#: largest denominator of an exact cost (1/3 and 12 decimal places are fine): the common time
+#: base of five costs is the lcm of their denominators
+MAX_DENOMINATOR = 10**12
 
 
 def check_number(name: str, value: Any, *, allow_zero: bool = False,
@@ -50,6 +56,15 @@ def check_number(name: str, value: Any, *, allow_zero: bool = False,
     if number > MAX_COST:
         raise CostError(f"{name} must be at most {MAX_COST:.0e}, got {_show(number)}; scale "
                         f"all costs down together; {hint}")
+    if 0 < number < MIN_COST:
+        raise CostError(f"{name} must be at least {float(MIN_COST):g} (or 0), got "
+                        f"{_show(number)}; scale all costs up together; {hint}"
+                        if allow_zero else
+                        f"{name} must be at least {float(MIN_COST):g}, got {_show(number)}; "
+                        f"scale all costs up together; {hint}")
+    if isinstance(number, Fraction) and number.denominator > MAX_DENOMINATOR:
+        raise CostError(f"{name} must have at most 12 decimal places (or a denominator of at "
+                        f"most 10^12), got {_show(number)}; {hint}")
     return number
 
 
