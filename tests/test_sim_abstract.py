@@ -245,8 +245,8 @@ def test_a_b_that_the_schedule_never_runs_is_a_warning() -> None:
 def test_an_fb_without_fb_actions_or_above_f_plus_b_is_a_warning() -> None:
     r = simulate(generate("1f1b", 4, 8), {"F": 1, "I": 1, "W": 1, "FB": 1})
     assert r.extra["warnings"] == [
-        "cost FB=1 is not used: the schedule runs no overlapped forward+backward pair (only DualPipe "
-        "and DualPipeV do)"]
+        "cost FB=1 is not used: the schedule runs no overlapped forward+backward pair (DualPipe, "
+        "DualPipeV and the -overlap families do)"]
     r = simulate(generate("dualpipe", 4, 8), {"F": 1, "I": 1, "W": 1, "B": 5, "FB": 10})
     assert r.extra["warnings"] == [
         "cost FB=10 is more than F+B=6: an overlapped pair would be slower than its halves one "

@@ -94,7 +94,7 @@ def cost_warnings(schedule: Schedule, c: Costs, given: Any) -> list[str]:
                    f"on its own (it {how})")
     if "FB" in named and Op.FB not in ops:
         out.append(f"cost FB={_show(c.FB)} is not used: the schedule runs no overlapped "
-                   "forward+backward pair (only DualPipe and DualPipeV do)")
+                   "forward+backward pair (DualPipe, DualPipeV and the -overlap families do)")
     elif "FB" in named and c.FB > c.F + c.B:
         out.append(f"cost FB={_show(c.FB)} is more than F+B={_show(c.F + c.B)}: an overlapped "
                    "pair would be slower than its halves one after the other; FB is the time "
