@@ -430,6 +430,13 @@ def test_compare_refuses_a_folder_holding_other_files(tmp_path: Path) -> None:
     assert "simulating" not in res.stderr  # refused before any work
 
 
+def test_compare_refuses_a_symbolic_link_to_a_folder(tmp_path: Path) -> None:
+    (tmp_path / "real").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "real")
+    res = invoke("compare", "1f1b", "-r", "4", "-m", "8", "-o", str(tmp_path / "link"))
+    assert_one_line_error(res, 1, "is a symbolic link; give the folder itself")
+
+
 def test_compare_refuses_the_current_folder(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.chdir(tmp_path)
     for out in (".", ".."):

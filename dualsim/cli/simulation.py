@@ -354,6 +354,9 @@ def check_report_folder(out: Path) -> None:
     if out.exists() and not out.is_dir():
         raise DualsimError(f"--out {str(out)!r} is a file; give a folder for the charts "
                            "and report")
+    if out.is_symlink():
+        raise DualsimError(f"--out {str(out)!r} is a symbolic link; give the folder itself "
+                           "(the report replaces it as a whole)")
     if not out.exists():
         return
     here, target = Path.cwd().resolve(), out.resolve()
