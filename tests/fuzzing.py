@@ -361,7 +361,8 @@ def cli_case(index: int, seed: int, folder: Path, _seeds: Any = None) -> list[li
                 args += ["--profile", rng.choice(("h800", "a100", _path_choice(rng, folder)))]
             for flag, pool in (("--ep", INTS), ("--gpus", INTS), ("--comm-sms", INTS),
                                ("--microbatch-tokens", INTS), ("--ib-gbps", FLOATS),
-                               ("--nvlink-gbps", FLOATS)):
+                               ("--nvlink-gbps", FLOATS), ("--global-batch", INTS),
+                               ("--precision", ("fp8", "bf16", "fp4", ""))):
                 if rng.random() < 0.15:
                     args += [flag, rng.choice(pool)]
     if cmd == "plan":

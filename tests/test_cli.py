@@ -485,3 +485,19 @@ def test_simulate_refuses_an_output_path_that_is_a_folder_before_simulating(tmp_
                  "--microbatch-tokens", "1000000000", flag, str(folder), "--json")
     assert_one_line_error(res, 1, f"cannot write {str(folder)!r}: it is a folder")
     assert len(res.stderr.splitlines()) == 1
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--ib-gbps", "1e308"], "--ib-gbps must be between 0.001 and 1e+06 GB/s, got 1e+308"),
+    (["--nvlink-gbps", "50,1e-300"], "--nvlink-gbps must be between 0.001 and 1e+06 GB/s, "
+                                     "got 1e-300"),
+    (["--comm-sms", "20,500"], "--comm-sms 500 is out of range: profile h800 has 132 SMs; "
+                               "choose 1..131"),
+])
+def test_plan_refuses_what_if_values_the_profile_refuses(tmp_path: Path, args: list[str],
+                                                         message: str) -> None:
+    # found by the fuzzer: every configuration was dropped as "layout" after the sweep
+    res = invoke("plan", "--model", "small-moe", "--schedules", "1f1b", "--ranks", "8",
+                 "--workers", "1", *args, "--out", str(tmp_path / "p"))
+    assert res.exit_code == 1 and res.stdout == ""
+    assert res.stderr == f"error: {message}\n"

@@ -135,6 +135,13 @@ def plan_command(
             for v in fvals:
                 if v is not None and not 0 < v < math.inf:  # would drop every configuration
                     raise DualsimError(f"{flag} must be a positive number of GB/s, got {v:g}")
+        # what-if values the profile refuses (out of its ranges) fail now, not in every row
+        for v in ib_list:
+            prof.with_overrides(ib_gbps=v)
+        for v in nv_list:
+            prof.with_overrides(nvlink_gbps=v)
+        for n in (sms_list if comm_sms else []):
+            prof.with_overrides(comm_sms=n)
         for flag, val in (("--gpus", gpus), ("--global-batch", global_batch)):
             if val is not None and val < 1:
                 raise DualsimError(f"{flag} must be 1 or more, got {val}")
