@@ -501,3 +501,19 @@ def test_plan_refuses_what_if_values_the_profile_refuses(tmp_path: Path, args: l
                  "--workers", "1", *args, "--out", str(tmp_path / "p"))
     assert res.exit_code == 1 and res.stdout == ""
     assert res.stderr == f"error: {message}\n"
+
+
+def test_plan_with_no_survivor_puts_its_error_first(tmp_path: Path) -> None:
+    # the sweep runs (every configuration is legal) but none fits 1 GB: no bar, no empty table
+    res = invoke("plan", "--model", "small-moe", "--schedules", "1f1b", "--ranks", "8",
+                 "--workers", "1", "--memory-gb", "1", "--out", str(tmp_path / "p"))
+    assert res.exit_code == 1 and res.stdout == ""
+    assert res.stderr.startswith("error: none of the 9 configurations survived (memory); see ")
+    assert len(res.stderr.splitlines()) == 1
+    assert (tmp_path / "p" / "plan.csv").is_file()  # the reasons, one per configuration
+
+
+def test_plan_refuses_a_memory_cap_below_one_gb(tmp_path: Path) -> None:
+    res = invoke("plan", "--model", "small-moe", "--memory-gb", "5e-324", "--out",
+                 str(tmp_path / "p"))
+    assert_one_line_error(res, 1, "--memory-gb must be between 1 and 1e+06 GB, got 4.94066e-324")

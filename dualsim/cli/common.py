@@ -51,11 +51,18 @@ def print_json(obj: Any) -> None:
 
 
 class _Progress(Progress):
-    """A Progress that leaves nothing behind when its block fails: a refusal raised inside it
-    is then the one ``error:`` line, with no half-drawn bar (or blank line) above it."""
+    """A Progress that leaves nothing behind when its block fails (or ``discard()`` was
+    called, for work that ended in an error raised after the block): the ``error:`` line is then
+    the first line on stderr, with no half-drawn bar (or blank line) above it."""
+
+    _discarded = False
+
+    def discard(self) -> None:
+        """Draw nothing of this bar when its block ends."""
+        self._discarded = True
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
-        if exc_type is None:
+        if exc_type is None and not self._discarded:
             return super().__exit__(exc_type, exc, tb)
         if not self.disable:
             self.live.transient = True  # a terminal clears the bar; a file never gets it
@@ -63,7 +70,7 @@ class _Progress(Progress):
         return None
 
 
-def progress() -> Progress:
+def progress() -> _Progress:
     """A rich progress bar on stderr, never on stdout (so --json output stays clean)."""
     return _Progress(
         TextColumn("[progress.description]{task.description}"),

@@ -150,8 +150,8 @@ def plan_command(
         if workers is not None and workers < 1:
             raise DualsimError(f"--workers must be 1 or more, got {workers}")
         cap = memory_gb if memory_gb is not None else prof.hbm_bytes / 1e9
-        if not cap > 0:
-            raise DualsimError(f"--memory-gb must be positive, got {cap:g}")
+        if not 1 <= cap <= 1e6:  # below 1 GB nothing fits: it would drop every configuration
+            raise DualsimError(f"--memory-gb must be between 1 and 1e+06 GB, got {cap:g}")
         setting = planner.Setting(
             prof.name if Path(profile).suffix != ".toml" else profile,
             mdl.name if Path(model).suffix not in (".toml", ".json") else model,
@@ -181,6 +181,8 @@ def plan_command(
 
                 result = planner.sweep(cands, setting, executor=ex, keep=max(top, 10),
                                        reference=ref, on_progress=show)
+                if result.best is None:
+                    bar.discard()  # the error below is then the first line on stderr
         finally:
             ex.close()
         files = planner.write_outputs(result, out)
@@ -193,7 +195,7 @@ def plan_command(
             d = result.to_json()
             d["files"] = files + ([str(emit)] if emitted else [])
             print_json(d)
-        else:
+        elif result.best is not None:  # (no empty table: the error below names plan.csv)
             _print(result, top)
             err_console.print(f"wrote {', '.join(files)}", markup=False)
         if emitted:
