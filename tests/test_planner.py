@@ -286,6 +286,20 @@ def test_plan_command_with_emit_and_no_survivor_says_why(tmp_path):
         "--model", "small-moe", "--gpus", "64", "--schedules", "dualpipe", "--ranks", "4",
         "--microbatches", "9", "--comm-sms", "20", "--workers", "1", "--json", "--ep", "8",
         "--microbatch-tokens", "4096", "--precision", "fp8",
+        "--out", str(tmp_path / "out"), "--emit", str(emit)])
+    # every configuration breaks a rule: refused before the sweep, with the rule itself
+    assert res.exit_code == 1 and res.stdout == ""
+    assert res.stderr == ("error: none of the 1 configurations can run: dualpipe needs an even "
+                          "number of micro-batches, got 9: use --microbatches 8 or 10\n")
+    assert not emit.exists() and not (tmp_path / "out").exists()
+
+
+def test_plan_command_with_emit_and_nothing_fitting_says_why(tmp_path):
+    emit = tmp_path / "best.json"
+    res = CliRunner().invoke(app(), [
+        "--model", "small-moe", "--gpus", "64", "--schedules", "dualpipe", "--ranks", "4",
+        "--microbatches", "8", "--comm-sms", "20", "--workers", "1", "--json", "--ep", "8",
+        "--microbatch-tokens", "4096", "--precision", "fp8",
         "--memory-gb", "1", "--out", str(tmp_path / "out"), "--emit", str(emit)])
     assert res.exit_code == 1
     data = json.loads(res.stdout)
@@ -293,7 +307,7 @@ def test_plan_command_with_emit_and_no_survivor_says_why(tmp_path):
                              ("plan.csv", "pareto.png", "pareto.svg")]
     assert data["reference"]["status"] == "dropped"
     assert data["reference"]["reason"].startswith("memory: ")
-    assert res.stderr.strip().splitlines()[-1] == (
-        f"error: none of the 2 configurations survived (memory, rule); see "
-        f"{tmp_path / 'out'}/plan.csv for each reason, or raise --memory-gb / change the sweep")
+    assert res.stderr == (
+        f"error: none of the 2 configurations survived (memory); see "
+        f"{tmp_path / 'out'}/plan.csv for each reason, or raise --memory-gb / change the sweep\n")
     assert not emit.exists()
