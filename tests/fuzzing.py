@@ -264,8 +264,12 @@ def dumps_toml(doc: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+HF_SEEDS = ("qwen2.5-0.5b", "mixtral-8x7b", "deepseek-v2-lite")  # Hugging Face config.json
+
+
 def toml_seeds() -> list[tuple[str, dict[str, Any]]]:
-    from dualsim.datafiles import builtin_files
+    """Built-in profiles and model presets (TOML), and a few Hugging Face configs (JSON)."""
+    from dualsim.datafiles import builtin_files, data_dir
 
     out = []
     for kind in ("profiles", "models"):
@@ -273,6 +277,10 @@ def toml_seeds() -> list[tuple[str, dict[str, Any]]]:
             if kind == "profiles" and name not in ("h800", "a100"):
                 continue
             out.append((kind, tomllib.loads(path.read_text())))
+    for name in HF_SEEDS:
+        path = data_dir("hf_configs") / f"{name}.json"
+        if path.is_file():
+            out.append(("hf", json.loads(path.read_text())))
     return out
 
 
@@ -290,12 +298,12 @@ def toml_case(index: int, seed: int, folder: Path,
             doc = mutate_tree(doc, rng)
         if not isinstance(doc, dict):
             doc = {"x": doc}
-    text: str | bytes = dumps_toml(doc)
+    text: str | bytes = json.dumps(doc) if kind == "hf" else dumps_toml(doc)
     if rng.random() < 0.2:
         text = mutate_text(text, rng)
-    elif rng.random() < 0.05:
+    elif rng.random() < 0.05 and kind != "hf":
         text = text + rng.choice(("y = " + "[" * 5000 + "]" * 5000, "z = " + "9" * 5000)) + "\n"
-    path = folder / ("profile.toml" if kind == "profiles" else "model.toml")
+    path = folder / {"profiles": "profile.toml", "models": "model.toml", "hf": "config.json"}[kind]
     path.write_bytes(text if isinstance(text, bytes) else text.encode("utf-8", "surrogatepass"))
     size = ["-r", "2", "-m", "4"] if rng.random() < 0.8 else []
     if kind == "profiles":

@@ -155,3 +155,12 @@ def test_unrelated_trace_has_no_piece_ranges(tmp_path: Path) -> None:
                             "dur": 10, "pid": 1, "tid": 1}]}
     with pytest.raises(TraceError, match="no piece ranges named like attn"):
         piece_times(read_trace(_write(tmp_path, "e.json", json.dumps(doc))))
+
+
+def test_a_trace_with_a_5000_digit_integer_is_one_error(tmp_path: Path) -> None:
+    f = tmp_path / "t.json"
+    f.write_text('{"traceEvents": [{"ts": ' + "9" * 5000 + "}]}")
+    with pytest.raises(TraceError) as e:
+        read_trace(f)
+    assert e.value.message == (f"trace file {str(f)!r} holds an integer too long to read (over "
+                               "4300 digits); record it again")

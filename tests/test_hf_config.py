@@ -181,3 +181,16 @@ def test_simulate_takes_a_config_and_the_training_options() -> None:
     assert long["tokens_per_step"] == 2 * plain["tokens_per_step"]
     saved = json.loads(runner.invoke(app, base + ["--recompute", "full"]).stdout)
     assert saved["peak_memory_gb"] < plain["peak_memory_gb"]
+
+
+@pytest.mark.parametrize("text, why", [
+    ("[" * 100_000 + "]" * 100_000, "nests JSON too deeply to be a config.json"),
+    ('{"model_type": "llama", "hidden_size": ' + "9" * 5000 + "}",
+     "holds an integer too long to read (over 4300 digits)"),
+])
+def test_hostile_config_json_is_one_error(tmp_path: Path, text: str, why: str) -> None:
+    f = tmp_path / "config.json"
+    f.write_text(text)
+    with pytest.raises(ProfileError) as e:
+        load_model(str(f))
+    assert e.value.message == f"model config {str(f)!r} {why}"

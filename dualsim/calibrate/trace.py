@@ -135,6 +135,9 @@ def load_events(path: str | Path) -> tuple[list[Any], dict[str, Any]]:
                          f"{e.colno}: {e.msg}); it may be truncated: record it again") from None
     except RecursionError:
         raise TraceError(f"trace file {str(p)!r} nests JSON too deeply to be a trace") from None
+    except ValueError:  # an integer of more than 4300 digits
+        raise TraceError(f"trace file {str(p)!r} holds an integer too long to read (over 4300 "
+                         "digits); record it again") from None
     if isinstance(doc, list):  # Chrome's bare array form
         return doc, {}
     if not isinstance(doc, dict) or not isinstance(doc.get("traceEvents"), list):

@@ -78,6 +78,12 @@ def read_config(path: Path) -> dict[str, Any]:
     except json.JSONDecodeError as e:
         raise ProfileError(f"model config {str(path)!r} is not valid JSON (line {e.lineno}, "
                            f"column {e.colno}: {e.msg})") from None
+    except ValueError:  # an integer of more than 4300 digits
+        raise ProfileError(f"model config {str(path)!r} holds an integer too long to read "
+                           "(over 4300 digits)") from None
+    except RecursionError:
+        raise ProfileError(f"model config {str(path)!r} nests JSON too deeply to be a "
+                           "config.json") from None
     if not isinstance(doc, dict):
         raise ProfileError(f"model config {str(path)!r} is not a Hugging Face config.json "
                            "(expected a JSON object with model_type)")
