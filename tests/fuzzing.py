@@ -341,15 +341,21 @@ def _path_choice(rng: random.Random, folder: Path) -> str:
 def cli_case(index: int, seed: int, folder: Path, _seeds: Any = None) -> list[list[str]]:
     rng = random.Random(f"cli-{seed}-{index}")
     cmd = rng.choice(("simulate", "simulate", "simulate", "emit", "emit", "check", "compare",
-                      "schedules", "profiles", "plan"))
+                      "schedules", "profiles", "plan", "calibrate"))
     args: list[str] = [cmd]
     small = lambda: rng.choice(("1", "2", "3", "4", "6", "8"))  # noqa: E731
     if cmd in ("simulate", "emit"):
         args.append(rng.choice(FAMILIES))
     if cmd == "compare":
         args.extend(rng.sample(FAMILIES[:9], rng.choice((1, 2))))
-    if cmd == "check":
+    if cmd in ("check", "calibrate"):
         args.append(_path_choice(rng, folder))
+    if cmd == "calibrate":
+        for flag, pool in (("--ep", INTS), ("--microbatch-tokens", INTS),
+                           ("--hold-out", ("bogus", ",", "attn_gemm_w", "")),
+                           ("--model", ("small-moe", "bogus")), ("-o", ("x.txt", "-"))):
+            if rng.random() < 0.2:
+                args += [flag, rng.choice(pool)]
     if cmd in ("simulate", "emit", "compare", "plan"):
         args += ["--ranks", rng.choice(INTS) if rng.random() < 0.3 else small()]
         args += ["--microbatches", rng.choice(INTS) if rng.random() < 0.3 else
