@@ -508,7 +508,8 @@ def test_plan_with_no_survivor_puts_its_error_first(tmp_path: Path) -> None:
     res = invoke("plan", "--model", "small-moe", "--schedules", "1f1b", "--ranks", "8",
                  "--workers", "1", "--memory-gb", "1", "--out", str(tmp_path / "p"))
     assert res.exit_code == 1 and res.stdout == ""
-    assert res.stderr.startswith("error: none of the 9 configurations survived (memory); see ")
+    # 9 configurations and the published layout (the planner always evaluates it)
+    assert res.stderr.startswith("error: none of the 10 configurations survived (memory); see ")
     assert len(res.stderr.splitlines()) == 1
     assert (tmp_path / "p" / "plan.csv").is_file()  # the reasons, one per configuration
 
