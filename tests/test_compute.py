@@ -115,7 +115,8 @@ def test_profile_gemm_section_is_checked(tmp_path) -> None:
     with pytest.raises(ProfileError, match=r"field gemm.launch has unit 'ms'; expected 'us'"):
         load_profile(str(f))
     f.write_text(text.replace("hbm_fraction = { value = 0.825", "hbm_fraction = { value = 1.2"))
-    with pytest.raises(ProfileError, match=r"gemm.hbm_fraction must be a fraction"):
+    with pytest.raises(ProfileError, match=r"gemm.hbm_fraction must be between 0.001 and 1, "
+                                           r"got 1.2$"):
         load_profile(str(f))
     # a profile without FP8 needs no FP8 GEMM fields (a100)
     assert "fp8" not in load_profile("a100").gemm.mainloop_fraction

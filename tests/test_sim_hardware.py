@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from fractions import Fraction
 
 import pytest
@@ -197,3 +198,35 @@ def test_a_slice_with_only_the_head_is_not_warned() -> None:
     r = simulate_hardware(generate("zb-v", 16, 32), "h800", "deepseek-v3")
     assert r.extra["layers_per_stage"][-1] == 0
     assert not any("hold nothing" in w for w in r.extra["warnings"])
+
+
+def test_a_step_too_large_to_simulate_is_refused_before_running(tmp_path) -> None:
+    # found by the fuzzer: small-moe with global_batch = 10^6 (in range) means 62,500
+    # micro-batches per step, minutes of simulation; refused up front instead
+    from typer.testing import CliRunner
+
+    from dualsim.cli import app
+    from dualsim.datafiles import data_dir
+
+    text = (data_dir("models") / "small-moe.toml").read_text()
+    f = tmp_path / "big.toml"
+    f.write_text(re.sub(r"global_batch = \d+", "global_batch = 1000000", text))
+    res = CliRunner().invoke(app, ["simulate", "1f1b", "--model", str(f), "--json"])
+    assert res.exit_code == 1 and res.stdout == ""
+    assert re.fullmatch(r"error: this step would take about [\d,]+ pieces to simulate \(4 ranks, "
+                        r"62,500 micro-batches, 27 layers\), more than dualsim simulates "
+                        r"\(3,000,000\); use fewer --microbatches or a smaller --global-batch\n",
+                        res.stderr), res.stderr
+
+
+def test_the_work_estimate_follows_the_timeline() -> None:
+    from dualsim.sim.hardware_mode import MAX_PIECES, check_work, hardware_setup
+
+    s = generate("1f1b", 4, 64)
+    _, layout, _ = hardware_setup(s, "h800", "small-moe")
+    check_work(s, layout)  # far below the cap
+    rows = len(simulate_hardware(s, "h800", "small-moe").timeline)
+    per_slice = [2 * sum(len(u.pieces) for u in sl.units) + 1 for sl in layout.slices]
+    estimate = sum(per_slice[s.placement(a.stage).position] for row in s.actions for a in row)
+    assert 0.7 * rows <= estimate <= 1.3 * rows  # a fair estimate of the pieces simulated
+    assert MAX_PIECES == 3_000_000

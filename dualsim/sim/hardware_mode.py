@@ -27,7 +27,7 @@ from dualsim.cluster.comm import Flow, dp_sync_flow, pp_flow
 from dualsim.cluster.compute import precision_for, unit_weight
 from dualsim.cluster.profile import Profile, load_profile
 from dualsim.defaults import DEFAULT_MODEL, DEFAULT_PROFILE
-from dualsim.errors import ProfileError
+from dualsim.errors import ProfileError, ScheduleError
 from dualsim.ir import Action, Op, Schedule
 from dualsim.sim.simpy_engine import Engine, peak_live
 from dualsim.sim.links import Gpu, Link
@@ -278,6 +278,26 @@ def hardware_setup(schedule: Schedule, profile: str | Profile, model: str | Mode
     return prof, layout, warnings
 
 
+#: the most pieces (compute and communication kernels) one hardware simulation runs: about 100k
+#: a CPU second; a preset's global batch of 10^6 sequences would otherwise run for many minutes
+MAX_PIECES = 3_000_000
+
+
+def check_work(schedule: Schedule, layout: Layout) -> None:
+    """ScheduleError when the step would take more than MAX_PIECES pieces to simulate (an
+    estimate: each action's layer pieces, twice for their communication)."""
+    per_slice = [2 * sum(len(u.pieces) for u in sl.units) + 1 for sl in layout.slices]
+    position = {st.stage: st.position for st in schedule.stages}
+    pieces = sum(per_slice[position[p.stage]] for row in schedule.actions for a in row
+                 if a.op.is_compute for p in a.parts)
+    if pieces > MAX_PIECES:
+        raise ScheduleError(
+            f"this step would take about {pieces:,} pieces to simulate ({schedule.ranks} ranks, "
+            f"{schedule.microbatches:,} micro-batches, {layout.model.layers} layers), more than "
+            f"dualsim simulates ({MAX_PIECES:,}); use fewer --microbatches or a smaller "
+            "--global-batch")
+
+
 def simulate_hardware(schedule: Schedule, profile: str | Profile = DEFAULT_PROFILE,
                       model: str | Model = DEFAULT_MODEL, *, ep: int | None = None,
                       gpus: int | None = None, comm_sms: int | None = None,
@@ -304,6 +324,7 @@ def simulate_hardware(schedule: Schedule, profile: str | Profile = DEFAULT_PROFI
         microbatch_tokens=microbatch_tokens, ib_gbps=ib_gbps, nvlink_gbps=nvlink_gbps,
         precision=precision, seq_len=seq_len, recompute=recompute)
     mdl = layout.model
+    check_work(schedule, layout)
     validate(schedule)  # ValidationError with the grid for a bad or incomplete schedule
     # a slice with no layer but the embedding, head or MTP still works; one with nothing at all
     # only passes activations on
