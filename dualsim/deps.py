@@ -224,7 +224,7 @@ class Rules:
     ``slot(key) = (kind * stages + stage) * microbatches + microbatch``. Since every rule keeps
     the micro-batch, the slots of a part of micro-batch m are the ones of micro-batch 0 plus m:
     ``needs[op][stage]`` is a tuple of (slot at micro-batch 0, cross) and ``makes[op][stage]`` a
-    tuple of slots at micro-batch 0, for every single op. An FB is its halves.
+    tuple of slots at micro-batch 0, for every single op that has rules. An FB is its halves.
     """
 
     stages: int
@@ -248,11 +248,14 @@ class Rules:
 
 def compile_rules(schedule: Schedule, lowered: bool = False,
                   nb: Neighbours | None = None) -> Rules:
-    """:func:`needs` and :func:`makes` of every (op, stage) of ``schedule`` as flat slots."""
+    """:func:`needs` and :func:`makes` of every (op, stage) of ``schedule`` as flat slots.
+
+    Without ``lowered`` only the compute ops have rules (the compute view, where a lowered
+    plan's transfers are skipped: the compute dependencies stand for them)."""
     nb = nb if nb is not None else Neighbours.of(schedule)
     S, M = schedule.num_stages, schedule.microbatches
     table = Rules(S, M, {}, {})
-    for op in MAKES:
+    for op in MAKES if lowered else [op for op in MAKES if op.is_compute]:
         need_rows, make_rows = [], []
         for st in range(S):
             part = Action(op, st, 0)

@@ -32,26 +32,27 @@ from __future__ import annotations
 from collections import defaultdict
 from functools import partial
 
+from dualsim.deps import Handoff, Key, Kind, action_of, handoffs
 from dualsim.errors import ValidationError
 from dualsim.ir import Action, Op, Schedule
-from dualsim.validate import (Handoff, checked_index, cross_rank_handoffs, node_of_key,
-                              validate)
+from dualsim.validate import Plan, checked, node_of_key, validate
 
 
-def lower(schedule: Schedule) -> Schedule:
-    """A new schedule with SEND/RECV inserted (see the module docstring for the rule)."""
-    ix = checked_index(schedule)
-    if ix.lowered:
-        return schedule
+def lower(schedule: Schedule) -> Plan:
+    """The schedule with SEND/RECV inserted (see the module docstring for the rule), validated:
+    a Plan. A schedule that already holds its transfers is validated and returned as it is."""
+    valid, ix = checked(schedule)
+    if isinstance(valid, Plan):
+        return valid
     node_of = partial(node_of_key, ix)
 
-    def half(node: int, key: tuple[Op, int, int]) -> int:
+    def half(node: int, key: Key) -> int:
         """0 for the forward half (or a plain action), 1 for an FB's backward half."""
-        return 1 if key[0] is not Op.F and ix.action[node].op is Op.FB else 0
+        return 1 if key.kind is not Kind.FORWARD and ix.action[node].op is Op.FB else 0
 
     # 1. the SENDs after each producing action, in a fixed order
     sends_after: dict[int, list[tuple[tuple[int, int, int], Handoff]]] = defaultdict(list)
-    for t in cross_rank_handoffs(schedule):
+    for t in handoffs(schedule):
         prod, cons = node_of(t.producer), node_of(t.consumer)
         sends_after[prod].append(((t.dst, ix.pos[cons], half(prod, t.producer)), t))
     for items in sends_after.values():
@@ -78,18 +79,14 @@ def lower(schedule: Schedule) -> Schedule:
         out: list[Action] = []
         for i, a in enumerate(row):
             node = ix.base[r] + i
-            out.extend(_transfer(t.recv) for _, t in recvs_before.get(node, ()))
+            out.extend(action_of(t.recv) for _, t in recvs_before.get(node, ()))
             out.append(a)
-            out.extend(_transfer(t.send) for _, t in sends_after.get(node, ()))
+            out.extend(action_of(t.send) for _, t in sends_after.get(node, ()))
         rows.append(out)
-    lowered = schedule.with_actions(rows)
     try:
-        validate(lowered)
+        plan = validate(schedule.with_actions(rows))
     except ValidationError as e:
         raise ValidationError(f"cannot lower {schedule.name!r} to a deadlock-free plan with "
                               f"SEND/RECV: {e.message}", detail=e.detail) from None
-    return lowered
-
-
-def _transfer(key: tuple[Op, int, int]) -> Action:
-    return Action(key[0], key[1], key[2])
+    assert isinstance(plan, Plan)
+    return plan

@@ -1,42 +1,44 @@
-"""The validator: a schedule's dependency graph, its completeness, its transfers and deadlocks.
+"""The validator: a schedule's dependencies, its completeness, its transfers and deadlocks.
 
-``validate`` checks the rules of DESIGN.md §3 in a fixed order and raises one
+``validate`` checks the rules of docs/schedules.md ("Dependencies: what valid means"), whose
+dependency part is :mod:`dualsim.deps`, in a fixed order, and raises one
 :class:`~dualsim.errors.ValidationError` for the first problem it finds. Its message is one line
 naming the rank, the position and the action and the rule broken; its ``detail`` is the per-rank
-grid around that step with the step marked.
+grid around that step with the step marked. A schedule that passes comes back as a
+:class:`ValidSchedule` (a :class:`Plan` when it holds its transfers): only this module makes
+them, and the simulators and the runtime take only them.
 
 1. the placement table is sane (stages, ranks, chains, micro-batches);
 2. there is one action list per rank;
 3. every action names a known stage and a micro-batch of that stage's chain, sits on the rank
    holding its stage, and appears once;
 4. every (stage, micro-batch) gets one F and either one B or one I and one W;
-5. in a lowered plan, every cross-rank dependency is carried by a SEND on the producer's rank
-   and a RECV on the consumer's rank (torch.distributed.pipelining semantics: SEND_F of stage s
-   carries F's output to the next stage, RECV_F of stage s receives it from the previous one,
-   SEND_B of stage s carries the input gradient to the previous stage, RECV_B of stage s
-   receives it from the next one), no transfer serves a same-rank dependency, and between two
-   ranks the receives are posted in the order of the sends (NCCL matches them in posting order);
+5. in a lowered plan, every cross-rank dependency (a :class:`~dualsim.deps.Handoff`) is carried
+   by a SEND on the producer's rank and a RECV on the consumer's rank, no transfer serves a
+   same-rank dependency, and between two ranks the receives are posted in the order of the
+   sends (NCCL matches them in posting order);
 6. the graph of dependencies plus per-rank order has no cycle: otherwise some rank would wait
-   forever. The ranks are executed in the graph until they stall and the stalled ranks' waits
-   are followed to a cycle (with networkx), which the message names.
+   forever. The ranks are walked through the graph until they stall and the stalled ranks'
+   waits are followed to a cycle (with networkx), which the message names.
 """
 
 from __future__ import annotations
 
-from collections import deque
-from dataclasses import dataclass, field
-from typing import Iterator, NamedTuple, NoReturn
+from dataclasses import dataclass, field, fields
+from functools import cached_property
+from typing import Any, Mapping, NamedTuple, NoReturn
 
 import networkx as nx
 
+from dualsim.deps import (MADE_BY, MAKES, Key, Kind, Neighbours, compile_rules, handoffs,
+                          unit_needs)
 from dualsim.errors import ValidationError, clip
 from dualsim.ir import Action, Op, Schedule
-
-Key = tuple[Op, int, int]  # (op, stage, micro-batch) of one compute part or one transfer
+from dualsim.walk import ZERO, Walk, walk
 
 FIX = "re-emit the plan with `dualsim emit`"
 
-# dependency rules: name -> how a consumer that runs too early is described
+# dependency rules (dualsim.deps): name -> how a consumer that runs too early is described
 RULES: dict[str, str] = {
     "activation": "runs before its input activation from stage {stage} ({pred}) can exist",
     "forward": "runs before its forward {pred}",
@@ -47,6 +49,39 @@ RULES: dict[str, str] = {
     "match": "waits for {pred}, which cannot be posted before it",
 }
 
+
+# ---- the validated types -------------------------------------------------------------------
+
+class ValidSchedule(Schedule):
+    """A schedule that passed :func:`validate`. Only this module makes one (``validate``, and
+    ``lower`` through it); the simulators and the runtime take only these. It equals the
+    plain Schedule with the same fields; changing it (``with_actions``, ``compute_only``) gives
+    a plain Schedule again."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        raise TypeError(f"a {type(self).__name__} comes from dualsim.validate.validate(schedule)")
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Schedule):
+            return NotImplemented
+        return all(getattr(self, f.name) == getattr(other, f.name) for f in fields(Schedule))
+
+    __hash__ = Schedule.__hash__
+
+
+class Plan(ValidSchedule):
+    """A valid schedule that holds the SEND/RECV actions of all its cross-rank dependencies
+    (one on a single rank needs none): what plan files hold and ``dualsim run`` executes (see
+    ``dualsim.lower``)."""
+
+
+def _seal(schedule: Schedule, plan: bool) -> ValidSchedule:
+    valid = object.__new__(Plan if plan else ValidSchedule)
+    valid.__dict__.update({f.name: getattr(schedule, f.name) for f in fields(Schedule)})
+    return valid
+
+
+# ---- messages -------------------------------------------------------------------------------
 
 def _fail(schedule: Schedule, rank: int, pos: int, text: str) -> NoReturn:
     raise ValidationError(f"rank {rank}, position {pos}: {text}",
@@ -124,30 +159,67 @@ def check_shape(schedule: Schedule) -> None:
 F_, I_, W_, B_, FB_ = Op.F, Op.I, Op.W, Op.B, Op.FB
 SEND_F, RECV_F, SEND_B, RECV_B = Op.SEND_F, Op.RECV_F, Op.SEND_B, Op.RECV_B
 TRANSFERS = frozenset((SEND_F, RECV_F, SEND_B, RECV_B))
+#: the single ops, in the order of the blocks of ``Index.at``
+OPS: tuple[Op, ...] = tuple(MAKES)
+_BLOCK = {op: k for k, op in enumerate(OPS)}
 
 
 @dataclass
 class Index:
-    """Every action as a node id; every compute part and transfer by (op, stage, mb).
-
-    Also flat per-stage tables (rank, previous and next stage, -1 for none) so that the hot
-    loops do no method calls.
+    """Every action as a node id, rank-major (node = ``base[rank]`` + position), and every
+    single action (an FB's half, a transfer) by (op, stage, micro-batch) in the flat table
+    ``at`` (-1: none), with the stages' neighbours, so that the hot loops do no method calls.
     """
 
     schedule: Schedule
+    nb: Neighbours
     base: list[int] = field(default_factory=list)  # rank -> first node id
-    rank: list[int] = field(default_factory=list)  # node -> rank
-    pos: list[int] = field(default_factory=list)  # node -> position
-    action: list[Action] = field(default_factory=list)  # node -> action
-    at: dict[Key, int] = field(default_factory=dict)  # part or transfer -> node
-    stage_rank: list[int] = field(default_factory=list)
-    prev: list[int] = field(default_factory=list)
-    next: list[int] = field(default_factory=list)
+    at: list[int] = field(default_factory=list)  # (op block, stage, mb) -> node, or -1
     lowered: bool = False
 
-    def backward(self, stage: int, mb: int) -> int | None:
-        n = self.at.get((B_, stage, mb))
-        return n if n is not None else self.at.get((I_, stage, mb))
+    def node(self, op: Op, stage: int, mb: int) -> int | None:
+        """The node running ``op`` for (stage, mb), if any."""
+        S, M = self.schedule.num_stages, self.schedule.microbatches
+        if not (0 <= stage < S and 0 <= mb < M):
+            return None
+        n = self.at[(_BLOCK[op] * S + stage) * M + mb]
+        return n if n >= 0 else None
+
+    def maker(self, key: Key) -> int | None:
+        """The node making ``key`` (for a backward, its B or else its I), if any."""
+        for op in MADE_BY[key.kind]:
+            n = self.node(op, key.stage, key.microbatch)
+            if n is not None:
+                return n
+        return None
+
+    @cached_property
+    def made(self) -> list[int]:
+        """The node making each product, by :class:`~dualsim.deps.Rules` slot (-1: none).
+        Meaningful once every product has one maker (check_complete passed)."""
+        block = self.schedule.num_stages * self.schedule.microbatches
+        at = self.at
+        out: list[int] = []
+        for kind in Kind:
+            first, *others = (at[_BLOCK[op] * block:(_BLOCK[op] + 1) * block]
+                              for op in MADE_BY[kind])
+            for other in others:
+                first = [a if a >= 0 else b for a, b in zip(first, other)]
+            out.extend(first)
+        return out
+
+    # node -> where it is; built on first use (messages, lowering), not by the checks
+    @cached_property
+    def action(self) -> list[Action]:
+        return [a for row in self.schedule.actions for a in row]
+
+    @cached_property
+    def rank(self) -> list[int]:
+        return [r for r, row in enumerate(self.schedule.actions) for _ in row]
+
+    @cached_property
+    def pos(self) -> list[int]:
+        return [i for row in self.schedule.actions for i in range(len(row))]
 
     def name(self, node: int, part: Action, rank: int | None = None) -> str:
         """``part`` as a reader finds it: '6I3 on rank 1, position 9' (or 'at position 9')."""
@@ -158,18 +230,17 @@ class Index:
         return f"{what} on rank {self.rank[node]}, position {self.pos[node]}"
 
     def part(self, node: int, key: Key) -> Action:
-        """The part of node ``node`` that ``key`` names."""
+        """The part of node ``node`` that makes ``key``."""
         for p in self.action[node].parts:
-            if _part_key(p) == key:
+            if p.stage == key.stage and p.microbatch == key.microbatch \
+                    and key.kind in MAKES[p.op]:
                 return p
         return self.action[node]
 
-    def part_of(self, node: int, stage: int, mb: int) -> Action:
-        """The part of ``node`` that computes (stage, mb), whatever its op."""
-        for p in self.action[node].parts:
-            if p.stage == stage and p.microbatch == mb:
-                return p
-        return self.action[node]
+    def single(self, node: int, op: Op, stage: int, mb: int) -> Action:
+        """The part of node ``node`` that runs ``op`` for (stage, mb)."""
+        p = Action(op, stage, mb)
+        return p if p in self.action[node].parts else self.action[node]
 
     def unit(self, node: int, part: Action) -> str:
         """'(0F7;7B3) (its half 7B3)' for an FB's half, else the action."""
@@ -177,16 +248,14 @@ class Index:
         return str(unit) if unit == part else f"{unit} (its half {part})"
 
 
-def _part_key(a: Action) -> Key:
-    return (a.op, a.stage, a.microbatch)
+def _new_index(schedule: Schedule) -> Index:
+    s = schedule
+    return Index(s, Neighbours.of(s), at=[-1] * (len(OPS) * s.num_stages * s.microbatches))
 
 
-def _tables(ix: Index) -> None:
-    s = ix.schedule
-    n = s.num_stages
-    ix.stage_rank = [s.rank_of(st) for st in range(n)]
-    ix.prev = [-1 if (p := s.prev_stage(st)) is None else p for st in range(n)]
-    ix.next = [-1 if (q := s.next_stage(st)) is None else q for st in range(n)]
+def _mark_lowered(ix: Index) -> None:
+    block = ix.schedule.num_stages * ix.schedule.microbatches
+    ix.lowered = any(n >= 0 for n in ix.at[_BLOCK[SEND_F] * block:])
 
 
 def build_index(schedule: Schedule) -> Index:
@@ -194,32 +263,29 @@ def build_index(schedule: Schedule) -> Index:
 
     Needs a sane placement table (check_placement)."""
     s = schedule
-    ix = Index(s)
-    _tables(ix)
-    stage_chain = [s.placement(st).chain for st in range(s.num_stages)]
-    mb_chain = [s.chain_of_microbatch(m) for m in range(s.microbatches)]
-    stage_rank, num_stages, num_mbs = ix.stage_rank, s.num_stages, s.microbatches
-    at, ranks, poss, actions = ix.at, ix.rank, ix.pos, ix.action
+    ix = _new_index(s)
+    S, M = s.num_stages, s.microbatches
+    stage_chain = [s.placement(st).chain for st in range(S)]
+    mb_chain = [s.chain_of_microbatch(m) for m in range(M)]
+    offset = {op: k * S * M for op, k in _BLOCK.items()}
+    at, base, node = ix.at, ix.base, 0
     for r, row in enumerate(s.actions):
-        ix.base.append(len(actions))
+        base.append(node)
+        mine = [held == r for held in ix.nb.rank]
         for i, a in enumerate(row):
-            node = len(actions)
-            ranks.append(r)
-            poss.append(i)
-            actions.append(a)
-            if a.op in TRANSFERS:
-                ix.lowered = True
-            for p in (a.pair or (a,)):
+            for p in a.pair or (a,):
                 st, m = p.stage, p.microbatch
-                if not (0 <= st < num_stages and 0 <= m < num_mbs
-                        and mb_chain[m] == stage_chain[st] and stage_rank[st] == r):
+                if not (0 <= st < S and 0 <= m < M and mine[st]
+                        and mb_chain[m] == stage_chain[st]):
                     _fail_unknown(s, r, i, a, p)
-                key = (p.op, st, m)
-                if key in at:
+                k = offset[p.op] + st * M + m
+                if at[k] >= 0:
                     _fail(s, r, i, f"{ix.unit(node, p)} is a second {p} (the first is "
-                                   f"{ix.name(at[key], p, r)}): each (stage, micro-batch) runs "
+                                   f"{ix.name(at[k], p, r)}): each (stage, micro-batch) runs "
                                    f"each op once; {FIX}")
-                at[key] = node
+                at[k] = node
+            node += 1
+    _mark_lowered(ix)
     return ix
 
 
@@ -242,17 +308,21 @@ def _fail_unknown(s: Schedule, r: int, i: int, unit: Action, a: Action) -> NoRet
 def check_complete(ix: Index) -> None:
     """One F and either one B or one I + one W for every (stage, micro-batch) of each chain."""
     s, at = ix.schedule, ix.at
+    block = s.num_stages * s.microbatches
+    oF, oB, oI, oW = (_BLOCK[op] * block for op in (F_, B_, I_, W_))
+    M = s.microbatches
     for c, mbs in enumerate(s.chains):
         for st in s.chain_stages(c):
-            r = ix.stage_rank[st]
+            k0 = st * M
             for m in mbs:
-                f, b = at.get((F_, st, m)), at.get((B_, st, m))
-                i, w = at.get((I_, st, m)), at.get((W_, st, m))
-                if f is not None and b is not None and i is None and w is None:
+                k = k0 + m
+                f, b, i, w = at[oF + k], at[oB + k], at[oI + k], at[oW + k]
+                if f >= 0 and b >= 0 and i < 0 and w < 0:
                     continue  # the common case: F and B
-                if f is not None and i is not None and w is not None and b is None:
+                if f >= 0 and i >= 0 and w >= 0 and b < 0:
                     continue  # F, I and W
-                _fail_incomplete(ix, r, st, m, f, b, i, w)
+                _fail_incomplete(ix, ix.nb.rank[st], st, m, *(None if n < 0 else n
+                                                              for n in (f, b, i, w)))
 
 
 def _fail_incomplete(ix: Index, r: int, st: int, m: int, f: int | None, b: int | None,
@@ -260,14 +330,14 @@ def _fail_incomplete(ix: Index, r: int, st: int, m: int, f: int | None, b: int |
     s = ix.schedule
 
     def here(node: int, op: Op) -> str:
-        return ix.unit(node, ix.part(node, (op, st, m)))
+        return ix.unit(node, ix.single(node, op, st, m))
 
     if b is not None and i is not None:
         late, other = (b, i) if b > i else (i, b)
         _fail(s, r, ix.pos[late], f"{here(late, B_ if late == b else I_)} is a second backward "
               f"of stage {st}, micro-batch {m} (the other is "
-              f"{ix.name(other, ix.part_of(other, st, m), r)}); use either one B or one I and "
-              f"one W; {FIX}")
+              f"{ix.name(other, ix.single(other, I_ if late == b else B_, st, m), r)}); use "
+              f"either one B or one I and one W; {FIX}")
     if w is not None and i is None:
         why = (f"{st}B{m} is a full backward that computes it already" if b is not None
                else f"{st}I{m} is missing")
@@ -291,43 +361,15 @@ def _fail_incomplete(ix: Index, r: int, st: int, m: int, f: int | None, b: int |
 
 # ---- 5: transfers ---------------------------------------------------------------------------
 
-class Handoff(NamedTuple):
-    """One cross-rank dependency and the SEND/RECV pair that must carry it.
-
-    ``producer``/``consumer`` use op F for forwards and B for either backward (B or I)."""
-
-    producer: Key
-    consumer: Key
-    send: Key
-    recv: Key
-    src: int
-    dst: int
-
-
-def cross_rank_handoffs(schedule: Schedule) -> Iterator[Handoff]:
-    """Every cross-rank dependency of the schedule's chains, in (chain, stage, mb) order."""
-    s = schedule
-    for c, mbs in enumerate(s.chains):
-        stages = s.chain_stages(c)
-        for k in range(len(stages) - 1):
-            a, b = stages[k], stages[k + 1]
-            ra, rb = s.rank_of(a), s.rank_of(b)
-            if ra == rb:
-                continue
-            for m in mbs:
-                yield Handoff((F_, a, m), (F_, b, m), (SEND_F, a, m), (RECV_F, b, m), ra, rb)
-                yield Handoff((B_, b, m), (B_, a, m), (SEND_B, b, m), (RECV_B, a, m), rb, ra)
-
-
 def _peer(ix: Index, a: Action) -> int:
     """The stage a transfer action talks to (-1 when its chain has no such stage)."""
-    return ix.next[a.stage] if a.op is SEND_F or a.op is RECV_B else ix.prev[a.stage]
+    return ix.nb.next[a.stage] if a.op is SEND_F or a.op is RECV_B else ix.nb.prev[a.stage]
 
 
 def node_of_key(ix: Index, key: Key) -> int:
-    """The node of a producer/consumer key (op B stands for either backward); must exist."""
-    n = ix.at.get(key) if key[0] is F_ else ix.backward(key[1], key[2])
-    assert n is not None, key  # check_complete ran
+    """The node making ``key``, which must exist (check_complete ran)."""
+    n = ix.maker(key)
+    assert n is not None, key
     return n
 
 
@@ -339,7 +381,7 @@ def check_transfers(ix: Index) -> None:
         if a.op not in TRANSFERS:
             continue
         r, peer = ix.rank[node], _peer(ix, a)
-        if peer >= 0 and ix.stage_rank[peer] != r:
+        if peer >= 0 and ix.nb.rank[peer] != r:
             continue
         verb = "sends" if a.op is SEND_F or a.op is SEND_B else "receives"
         data = "an activation" if a.op is SEND_F or a.op is RECV_F else "an input gradient"
@@ -350,24 +392,22 @@ def check_transfers(ix: Index) -> None:
         _fail(s, r, ix.pos[node], f"{a} {verb} {data} between stages {a.stage} and {peer}, "
                                   f"both on rank {r}: a same-rank dependency takes no transfer; "
                                   f"{FIX}")
-    for t in cross_rank_handoffs(s):
-        if t.send not in ix.at:
+    for t in handoffs(s):
+        if ix.maker(t.send) is None:
             prod = node_of_key(ix, t.producer)
-            part = ix.part_of(prod, t.producer[1], t.producer[2])
-            _fail(s, t.src, ix.pos[prod], f"{ix.unit(prod, part)}'s output goes to stage "
-                  f"{t.consumer[1]} on rank {t.dst}, but rank {t.src} has no {_key_str(t.send)}; "
-                  f"{FIX}")
-        if t.recv not in ix.at:
+            _fail(s, t.src, ix.pos[prod], f"{ix.unit(prod, ix.part(prod, t.producer))}'s "
+                  f"output goes to stage {t.consumer.stage} on rank {t.dst}, but rank {t.src} "
+                  f"has no {_action_str(t.send)}; {FIX}")
+        if ix.maker(t.recv) is None:
             cons = node_of_key(ix, t.consumer)
-            part = ix.part_of(cons, t.consumer[1], t.consumer[2])
-            _fail(s, t.dst, ix.pos[cons], f"{ix.unit(cons, part)} needs stage "
-                  f"{t.producer[1]}'s output from rank {t.src}, but rank {t.dst} has no "
-                  f"{_key_str(t.recv)}; {FIX}")
+            _fail(s, t.dst, ix.pos[cons], f"{ix.unit(cons, ix.part(cons, t.consumer))} needs "
+                  f"stage {t.producer.stage}'s output from rank {t.src}, but rank {t.dst} has "
+                  f"no {_action_str(t.recv)}; {FIX}")
     _check_pair_order(ix)
 
 
-def _key_str(k: Key) -> str:
-    return f"{k[1]}{k[0].value}{k[2]}"
+def _action_str(key: Key) -> str:
+    return str(Action(MADE_BY[key.kind][0], key.stage, key.microbatch))
 
 
 def _check_pair_order(ix: Index) -> None:
@@ -377,7 +417,7 @@ def _check_pair_order(ix: Index) -> None:
     recvs: dict[tuple[int, int], list[int]] = {}
     for node, a in enumerate(ix.action):
         if a.op in TRANSFERS:
-            other = ix.stage_rank[_peer(ix, a)]
+            other = ix.nb.rank[_peer(ix, a)]
             if a.op is SEND_F or a.op is SEND_B:
                 sends.setdefault((ix.rank[node], other), []).append(node)
             else:
@@ -385,9 +425,9 @@ def _check_pair_order(ix: Index) -> None:
     for (src, dst), got in sorted(recvs.items()):
         for k, (rv, sd) in enumerate(zip(got, sends.get((src, dst), []))):
             sent = ix.action[sd]
-            peer = _peer(ix, sent)
-            wanted = (RECV_F if sent.op is SEND_F else RECV_B, peer, sent.microbatch)
-            if wanted != _part_key(ix.action[rv]):
+            wanted = Action(RECV_F if sent.op is SEND_F else RECV_B, _peer(ix, sent),
+                            sent.microbatch)
+            if wanted != ix.action[rv]:
                 _fail(s, dst, ix.pos[rv], f"{ix.action[rv]} is receive #{k + 1} of rank {dst} "
                       f"from rank {src}, but send #{k + 1} of rank {src} to rank {dst} is "
                       f"{sent} (position {ix.pos[sd]}): messages between two ranks are matched "
@@ -397,7 +437,7 @@ def _check_pair_order(ix: Index) -> None:
 # ---- 6: dependencies and deadlocks -------------------------------------------------------
 
 class Dep(NamedTuple):
-    """Node ``consumer`` (its part ``part``) needs node ``producer`` (its part named ``key``)."""
+    """Node ``consumer`` (its part ``part``) needs node ``producer`` (its product ``key``)."""
 
     producer: int
     consumer: int
@@ -407,53 +447,17 @@ class Dep(NamedTuple):
     stage: int  # the producing stage for the activation/gradient rules, else -1
 
 
-def wants(ix: Index, n: int) -> list[tuple[Key, Action, str, int]]:
-    """What node ``n`` needs (not the per-rank order): (key, its part, rule, producing stage).
-
-    In a plan without transfers a cross-rank dependency links producer and consumer directly;
-    in a lowered plan it runs producer -> SEND -> RECV -> consumer. A backward's need of the
-    next stage's backward is listed for both B and I: only one of them exists.
-    """
-    out: list[tuple[Key, Action, str, int]] = []
-    r, lowered, stage_rank = ix.rank[n], ix.lowered, ix.stage_rank
-    unit = ix.action[n]
-    for p in unit.pair or (unit,):
-        op, st, m = p.op, p.stage, p.microbatch
-        if op is F_:
-            prev = ix.prev[st]
-            if prev >= 0:
-                if lowered and stage_rank[prev] != r:
-                    out.append(((RECV_F, st, m), p, "recv", -1))
-                else:
-                    out.append(((F_, prev, m), p, "activation", prev))
-        elif op is B_ or op is I_:
-            out.append(((F_, st, m), p, "forward", -1))
-            nxt = ix.next[st]
-            if nxt >= 0:
-                if lowered and stage_rank[nxt] != r:
-                    out.append(((RECV_B, st, m), p, "recv", -1))
-                else:
-                    out.append(((B_, nxt, m), p, "gradient", nxt))
-                    out.append(((I_, nxt, m), p, "gradient", nxt))
-        elif op is W_:
-            out.append(((I_, st, m), p, "weight", -1))
-        elif op is SEND_F:
-            out.append(((F_, st, m), p, "send", -1))
-        elif op is SEND_B:
-            out.append(((B_, st, m), p, "send", -1))
-            out.append(((I_, st, m), p, "send", -1))
-        elif op is RECV_F:
-            out.append(((SEND_F, ix.prev[st], m), p, "match", -1))
-        else:  # RECV_B
-            out.append(((SEND_B, ix.next[st], m), p, "match", -1))
-    return out
-
-
 def deps_of(ix: Index, n: int) -> list[Dep]:
-    """The dependencies of node ``n`` whose producers exist."""
-    at = ix.at
-    return [Dep(at[key], n, rule, part, key, stage) for key, part, rule, stage in wants(ix, n)
-            if key in at]
+    """The dependencies of node ``n`` (:func:`dualsim.deps.needs` of its parts) whose
+    producers exist. In a plan without transfers a cross-rank dependency links producer and
+    consumer directly; in a lowered plan it runs producer -> SEND -> RECV -> consumer."""
+    out = []
+    for part, need in unit_needs(ix.action[n], ix.nb, ix.lowered):
+        producer = ix.maker(need.key)
+        if producer is not None:
+            stage = need.key.stage if need.rule in ("activation", "gradient") else -1
+            out.append(Dep(producer, n, need.rule, part, need.key, stage))
+    return out
 
 
 def dependency_graph(schedule: Schedule) -> nx.DiGraph:
@@ -478,57 +482,39 @@ def dependency_graph(schedule: Schedule) -> nx.DiGraph:
 
 
 def build_index_lenient(schedule: Schedule) -> Index:
-    """An index that tolerates broken plans (first occurrence wins, unknown stages skipped)."""
+    """An index that tolerates broken plans (first occurrence wins, unknown stages skipped);
+    for a valid schedule, the index without the checks."""
     s = schedule
-    ix = Index(s)
-    _tables(ix)
-    for r, row in enumerate(s.actions):
-        ix.base.append(len(ix.action))
-        for i, a in enumerate(row):
-            node = len(ix.action)
-            ix.rank.append(r)
-            ix.pos.append(i)
-            ix.action.append(a)
-            ix.lowered = ix.lowered or a.op in TRANSFERS
+    ix = _new_index(s)
+    S, M = s.num_stages, s.microbatches
+    at, node = ix.at, 0
+    for row in s.actions:
+        ix.base.append(node)
+        for a in row:
             for p in a.pair or (a,):
-                if 0 <= p.stage < s.num_stages and p.microbatch < s.microbatches:
-                    ix.at.setdefault(_part_key(p), node)
+                if 0 <= p.stage < S and 0 <= p.microbatch < M:
+                    k = (_BLOCK[p.op] * S + p.stage) * M + p.microbatch
+                    if at[k] < 0:
+                        at[k] = node
+            node += 1
+    _mark_lowered(ix)
     return ix
 
 
 def check_deadlock(ix: Index) -> None:
-    """Run every rank through the graph; if some stall, name the cycle they wait in."""
-    s = ix.schedule
-    at = ix.at
-    preds = [[at[w[0]] for w in wants(ix, n) if w[0] in at] for n in range(len(ix.action))]
-    lengths = [len(row) for row in s.actions]
-    ptr = [0] * s.ranks
-    done = bytearray(len(ix.action))
-    waiting: dict[int, list[int]] = {}
-    ready = deque(range(s.ranks))
-    while ready:
-        r = ready.popleft()
-        n, end = ix.base[r] + ptr[r], ix.base[r] + lengths[r]
-        while n < end:
-            blocker = -1
-            for p in preds[n]:
-                if not done[p]:
-                    blocker = p
-                    break
-            if blocker >= 0:
-                waiting.setdefault(blocker, []).append(r)
-                break
-            done[n] = 1
-            n += 1
-            ready.extend(waiting.pop(n - 1, ()))
-        ptr[r] = n - ix.base[r]
-    stalled = [r for r in range(s.ranks) if ptr[r] < lengths[r]]
-    if stalled:
-        _fail_deadlock(ix, stalled, ptr, done)
+    """Walk every rank through the graph (:func:`dualsim.walk.walk`); if some stall, name the
+    cycle they wait in."""
+    stalled = walk(ix.schedule, compile_rules(ix.schedule, ix.lowered, ix.nb))
+    if stalled.blocked:
+        _fail_deadlock(ix, stalled)
 
 
-def _fail_deadlock(ix: Index, stalled: list[int], ptr: list[int], done: bytearray) -> NoReturn:
+def _fail_deadlock(ix: Index, w: Walk) -> NoReturn:
     # each stalled rank waits at its head for one producer on some rank (maybe itself)
+    stalled, ptr = w.stalled, w.pointer
+    done = bytearray(len(ix.action))
+    for r, first in enumerate(ix.base):
+        done[first:first + ptr[r]] = b"\x01" * ptr[r]
     blocked_by: dict[int, Dep] = {}
     waits = nx.DiGraph()
     for r in stalled:
@@ -560,18 +546,82 @@ def _fail_deadlock(ix: Index, stalled: list[int], ptr: list[int], done: bytearra
 
 # ---- the validator -------------------------------------------------------------------------
 
-def validate(schedule: Schedule) -> None:
-    """Raise ValidationError for the first rule ``schedule`` breaks (see the module docstring)."""
-    checked_index(schedule)
+def validate(schedule: Schedule) -> ValidSchedule:
+    """``schedule`` as a ValidSchedule (a Plan when it holds every transfer it needs); raise
+    ValidationError for the first rule it breaks (see the module docstring). A ValidSchedule
+    comes back as it is: nothing is validated twice."""
+    if isinstance(schedule, ValidSchedule):
+        return schedule
+    return validate_walk(schedule, ZERO, 0)[0]
 
 
-def checked_index(schedule: Schedule) -> Index:
-    """Validate ``schedule`` and return its index (for passes that build on a valid plan)."""
+def validate_walk(schedule: Schedule, durations: Mapping[Op, Any],
+                  latency: Any) -> tuple[ValidSchedule, Walk]:
+    """``validate(schedule)`` and the walk of its compute actions with ``durations`` and
+    ``latency`` (what the abstract simulator times), in one pass.
+
+    The fast pass is that walk with ``check`` (it refuses misplaced actions and repeated
+    products, and stalls on a deadlock or a missing product), then a count of the products
+    made (completeness); a plan with transfers also gets checks 3 to 6 in full. Whatever the
+    fast pass refuses, the checks run in order to report the first problem."""
+    if isinstance(schedule, ValidSchedule):
+        w = walk(schedule, compile_rules(schedule), durations, latency)
+        assert not w.blocked, "a valid schedule cannot stall"
+        return schedule, w
+    check_placement(schedule)
+    check_shape(schedule)
+    nb = Neighbours.of(schedule)
+    w = walk(schedule, compile_rules(schedule, False, nb), durations, latency, check=True)
+    if w.bad is not None or w.blocked or not _complete(schedule, w.ready):
+        explain(schedule)
+        raise AssertionError("the validator's walk refused a schedule its checks accept")
+    if w.skipped:  # SEND/RECV: their placement, pairing and order need the index
+        ix = _checked_until_deadlock(schedule)
+        check_deadlock(ix)
+        return _sealed(ix), w
+    return _seal(schedule, next(handoffs(schedule), None) is None), w
+
+
+def _complete(schedule: Schedule, ready: list[Any]) -> bool:
+    """Check 4 on a finished checking walk's products: every (stage, micro-batch) of its
+    chain has its forward and its backward, and a W exactly when its backward was an I. A
+    checking walk makes only those pairs' products, each once, and a W only after its I, so
+    counting them is enough."""
+    block = schedule.num_stages * schedule.microbatches
+    fwd, bwd, deferred, weight = (ready[k * block:(k + 1) * block]
+                                  for k in (Kind.FORWARD, Kind.BACKWARD, Kind.DEFERRED,
+                                            Kind.WEIGHT))
+    pairs = schedule.chain_length * sum(len(mbs) for mbs in schedule.chains)
+    missing = block - pairs
+    return (fwd.count(None) == missing and bwd.count(None) == missing
+            and deferred.count(None) == weight.count(None))
+
+
+def explain(schedule: Schedule) -> None:
+    """Checks 1 to 6 in order, each building on the last: raise ValidationError for the first
+    problem (with the index the messages need). Returns only for a valid schedule."""
+    check_deadlock(_checked_until_deadlock(schedule))
+
+
+def checked(schedule: Schedule) -> tuple[ValidSchedule, Index]:
+    """``validate(schedule)`` and its index (for passes that build on a valid plan)."""
+    valid = validate(schedule)
+    return valid, build_index_lenient(valid)
+
+
+def _checked_until_deadlock(schedule: Schedule) -> Index:
+    """Checks 1 to 5 (all but the deadlock walk); the index they build."""
     check_placement(schedule)
     check_shape(schedule)
     ix = build_index(schedule)
     check_complete(ix)
     if ix.lowered:
         check_transfers(ix)
-    check_deadlock(ix)
     return ix
+
+
+def _sealed(ix: Index) -> ValidSchedule:
+    """The checked schedule of ``ix`` as a ValidSchedule, or a Plan when it holds every
+    transfer it needs."""
+    s = ix.schedule
+    return _seal(s, ix.lowered or next(handoffs(s), None) is None)

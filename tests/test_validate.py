@@ -274,3 +274,82 @@ def test_dependency_graph_of_lowered_plan() -> None:
         ((1, 3), (0, 4), "match"), ((1, 4), (1, 5), "recv"), ((1, 5), (1, 6), "forward"),
         ((1, 6), (1, 7), "send"), ((1, 7), (0, 6), "match"),
     ]
+
+
+# ---- the fast pass (a checking walk) agrees with the ordered checks -------------------------
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from dualsim.ir import B as B_, I as I_, W as W_  # noqa: E402
+from dualsim.validate import Plan, ValidSchedule, explain  # noqa: E402
+
+SMALL = [("1f1b", 3, 4), ("zb-h1", 3, 4), ("zb-v", 2, 3), ("interleaved", 2, 4),
+         ("dualpipe", 2, 4), ("dualpipev", 2, 4)]
+
+
+@st.composite
+def mutated(draw: st.DrawFn) -> Schedule:
+    """A small generated schedule, maybe lowered, with one or two random edits."""
+    name, r, m = draw(st.sampled_from(SMALL))
+    s = generate(name, r, m)
+    if draw(st.booleans()):
+        s = lower(s)
+    rows = [list(row) for row in s.actions]
+    for _ in range(draw(st.integers(1, 2))):
+        rank = draw(st.integers(0, len(rows) - 1))
+        row = rows[rank]
+        if not row:
+            continue
+        i = draw(st.integers(0, len(row) - 1))
+        kind = draw(st.sampled_from(["drop", "copy", "move", "swap", "microbatch", "split"]))
+        a = row[i]
+        if kind == "drop":
+            del row[i]
+        elif kind == "copy":
+            row.insert(draw(st.integers(0, len(row))), a)
+        elif kind == "move":
+            del row[i]
+            rows[(rank + 1) % len(rows)].insert(0, a)
+        elif kind == "swap":
+            j = draw(st.integers(0, len(row) - 1))
+            row[i], row[j] = row[j], row[i]
+        elif kind == "microbatch" and a.pair is None:
+            row[i] = Action(a.op, a.stage, (a.microbatch + 1) % (m + 1))
+        elif kind == "split" and a.op.value == "B":
+            row[i:i + 1] = [I_(a.stage, a.microbatch), W_(a.stage, a.microbatch)]
+        elif kind == "split" and a.op.value == "I":
+            row[i] = B_(a.stage, a.microbatch)
+    return s.with_actions(rows)
+
+
+def outcome(check, s: Schedule) -> str:
+    try:
+        check(s)
+    except ValidationError as e:
+        return e.message
+    return "valid"
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(s=mutated())
+def test_validate_accepts_exactly_what_the_ordered_checks_accept(s: Schedule) -> None:
+    got = outcome(validate, s)
+    assert got == outcome(explain, s)
+    if got == "valid":
+        v = validate(s)
+        assert isinstance(v, ValidSchedule) and v == s
+        assert isinstance(v, Plan) == (s.is_lowered or s.ranks == 1)
+
+
+def test_mutations_find_both_verdicts() -> None:
+    """The mutation strategy above reaches valid and invalid schedules alike."""
+    seen: set[bool] = set()
+
+    @settings(max_examples=60, deadline=None, derandomize=True)
+    @given(s=mutated())
+    def collect(s: Schedule) -> None:
+        seen.add(outcome(validate, s) == "valid")
+
+    collect()
+    assert seen == {True, False}

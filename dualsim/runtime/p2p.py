@@ -47,8 +47,8 @@ import torch
 import torch.distributed as dist
 
 from dualsim.ir import Schedule
+from dualsim.deps import handoffs
 from dualsim.runtime.progress import World
-from dualsim.validate import cross_rank_handoffs
 
 Direction = tuple[int, int]  # (sending rank, receiving rank), or processes
 
@@ -68,7 +68,7 @@ def directions(plan: Schedule) -> list[Direction]:
     The plan's cross-rank activations and input gradients, and both directions between ranks
     holding copies of one layer slice (the end-of-step gradient sum of DualPipe).
     """
-    pairs = {(t.src, t.dst) for t in cross_rank_handoffs(plan)}
+    pairs = {(t.src, t.dst) for t in handoffs(plan)}
     for a in plan.stages:
         for b in plan.stages:
             if a.position == b.position and a.rank != b.rank:
