@@ -1,5 +1,6 @@
 """The abstract simulator on hand-built schedules: exact times, latency, activations, the
-Timeline, deadlocks and bad actions, and the costs it accepts (dict, --costs text)."""
+Timeline, the validator's errors for bad schedules, and the costs it accepts (dict, --costs
+text)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from dualsim.ir import Action, B, F, I, Op, Schedule, W
 from dualsim.sim.abstract import simulate
 from dualsim.sim.abstract_costs import Costs, parse_costs
 from dualsim.timeline import COLUMNS, action_fields, from_rows
+from dualsim.validate import ValidSchedule, validate
 
 UNIT = {"F": 1, "I": 1, "W": 1}
 FIGURE_COSTS = {"F": 1, "I": 1, "W": 1, "B": 2, "FB": 3}
@@ -158,45 +160,67 @@ def test_lowered_plan_transfers_are_ignored() -> None:
     assert times(simulate(lowered, UNIT)) == times(simulate(ONE_F_ONE_B_2x2, UNIT))
 
 
-def test_cyclic_order_deadlock_names_the_stuck_ranks() -> None:
+def test_cyclic_order_deadlock_names_the_cycle() -> None:
     # rank 0 wants B(0,0) before F(0,1); rank 1 wants F(1,1) before F(1,0)
     s = linear([[F(0, 0), B(0, 0), F(0, 1), B(0, 1)],
                 [F(1, 1), F(1, 0), B(1, 0), B(1, 1)]], 2)
     with pytest.raises(ValidationError) as e:
         simulate(s, UNIT)
-    msg = e.value.message
-    assert msg.startswith("schedule deadlocks: ")
-    assert "rank 0 at position 1 (0B0) waits for the input gradient (B or I) of stage 1 " \
-           "micro-batch 0: 1B0 on rank 1" in msg
-    assert "rank 1 at position 0 (1F1) waits for the forward of stage 0 micro-batch 1: " \
-           "0F1 on rank 0" in msg
-    assert ">0B0<" in e.value.detail
+    assert e.value.message == (
+        "rank 1, position 0: 1F1 runs before its input activation from stage 0 (0F1 on rank 0, "
+        "position 2) can exist: the plan deadlocks (cycle: rank 1 waits at 1F1 for 0F1 on rank "
+        "0, position 2; rank 0 waits at 0B0 for 1B0 on rank 1, position 2); reorder rank 1's "
+        "actions or re-emit the plan with `dualsim emit`")
+    assert ">1F1<" in e.value.detail
 
 
-def test_w_after_full_b_waits_for_an_i_nobody_runs() -> None:
-    s = linear([[F(0, 0), B(0, 0), W(0, 0)]], 1)
-    with pytest.raises(ValidationError, match="waits for the I of stage 0 micro-batch 0: "
-                                              "which no rank runs"):
-        simulate(s, UNIT)
+def test_an_incomplete_schedule_is_refused_not_simulated() -> None:
+    # 1F1B R=4 M=8 without 0B7: nothing waits for it, so a walk alone would finish at 31
+    s = generate("1f1b", 4, 8)
+    rows = [list(row) for row in s.actions]
+    rows[0].remove(B(0, 7))
+    with pytest.raises(ValidationError, match=r"^rank 0, position 11: 0F7 never gets a "
+                                              r"backward: 0B7 \(or 0I7 and 0W7\) is missing"):
+        simulate(s.with_actions(rows), UNIT)
 
 
-@pytest.mark.parametrize("rows, match", [
-    ([[F(0, 0), F(0, 0), B(0, 0)]], "position 1: action 0F0 runs again what an earlier action ran"),
-    ([[F(0, 0), I(0, 0), W(0, 0), W(0, 0)]], "position 3: action 0W0 runs again"),
-    ([[F(0, 0), I(0, 0), B(0, 0)]], "position 2: action 0B0 runs again"),
-    ([[F(0, 0), F(3, 0)]], "names unknown stage 3"),
-    ([[F(0, 0), F(0, 5)]], "names unknown micro-batch 5"),
+@pytest.mark.parametrize("rows, message", [
+    ([[F(0, 0), B(0, 0), W(0, 0)]], "rank 0, position 2: 0W0 has no input-gradient half to "
+                                    "follow: 0B0 is a full backward that computes it already"),
+    ([[F(0, 0), F(0, 0), B(0, 0)]], "rank 0, position 1: 0F0 is a second 0F0 (the first is 0F0 "
+                                    "at position 0)"),
+    ([[F(0, 0), I(0, 0), W(0, 0), W(0, 0)]], "rank 0, position 3: 0W0 is a second 0W0"),
+    ([[F(0, 0), I(0, 0), B(0, 0)]], "rank 0, position 2: 0B0 is a second backward of stage 0, "
+                                    "micro-batch 0 (the other is 0I0 at position 1)"),
+    ([[F(0, 0), F(3, 0)]], "rank 0, position 1: 3F0 names stage 3, but the plan has stages "
+                           "0..0"),
+    ([[F(0, 0), F(0, 5)]], "rank 0, position 1: 0F5 names micro-batch 5, which is not in "
+                           "stage 0's chain"),
+    ([[F(0, 0), F(1, 0)], [B(1, 0), B(0, 0)]], "rank 0, position 1: 1F0 is on rank 0, but "
+                                               "stage 1 is held by rank 1"),
 ])
-def test_bad_actions_are_rejected_with_their_position(rows, match) -> None:
-    with pytest.raises(ValidationError, match=match):
-        simulate(linear(rows, 1), UNIT)
-
-
-def test_action_on_another_ranks_stage_is_rejected() -> None:
-    s = linear([[F(0, 0), F(1, 0)], [B(1, 0), B(0, 0)]], 1)
-    with pytest.raises(ValidationError, match="rank 0 position 1: action 1F0 runs stage 1, "
-                                              "which is placed on rank 1"):
+def test_bad_schedules_get_the_validators_error(rows, message) -> None:
+    s = linear(rows, 1)
+    with pytest.raises(ValidationError) as by_sim:
         simulate(s, UNIT)
+    with pytest.raises(ValidationError) as by_validate:
+        validate(s)
+    assert by_sim.value.message == by_validate.value.message
+    assert by_sim.value.message.startswith(message)
+
+
+def test_a_validated_schedule_is_not_validated_again(monkeypatch) -> None:
+    valid = validate(ONE_F_ONE_B_2x2)
+    assert isinstance(valid, ValidSchedule) and valid == ONE_F_ONE_B_2x2
+    import dualsim.validate as checks
+
+    def refuse(*_: object) -> None:
+        raise AssertionError("validated twice")
+
+    monkeypatch.setattr(checks, "check_placement", refuse)
+    assert simulate(valid, UNIT).makespan == 9
+    with pytest.raises(AssertionError, match="validated twice"):
+        simulate(ONE_F_ONE_B_2x2, UNIT)
 
 
 # ---- costs -------------------------------------------------------------------------------

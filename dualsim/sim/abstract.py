@@ -70,7 +70,7 @@ def simulate(schedule: Schedule, costs: Costs | Mapping[str, Any] | None = None,
                         hint="e.g. --comm 0.5")
     size = Fraction(schedule.ranks, schedule.chain_length)
     base = TimeBase.of(c, size, comm)
-    run = engine.run(schedule, base.durations, base.latency)
+    schedule, run = engine.run(schedule, base.durations, base.latency)
     result = _result(schedule, c, run, base.scale, base.out)
     warnings = cost_warnings(schedule, c, costs)
     if warnings:
