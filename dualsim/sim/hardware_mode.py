@@ -144,7 +144,7 @@ class HardwareExecutor:
         else:
             start()
 
-    def send(self, eng: Engine, src: int, dst: int, kind: str, action: Action,
+    def send(self, eng: Engine, src: int, dst: int, piece: str, action: Action,
              arrival: simpy.Event) -> None:
         """A PP transfer: a send kernel on ``src`` and a receive kernel on ``dst``, each holding
         its NCCL channels' SMs, for the flow on the sender's link."""
@@ -160,7 +160,7 @@ class HardwareExecutor:
             chain = self.chain_of[action.stage]
             for rank, op in ((src, "pp_send"), (dst, "pp_recv")):
                 self.rows.append((rank, "comm", op, action.stage, action.microbatch, chain, -1,
-                                  -1, -1, kind, t0, env.now, str(action), flow.sms))
+                                  -1, -1, piece, t0, env.now, str(action), flow.sms))
             arrival.succeed()
 
         self._kernel(src, flow, arrived)
@@ -312,6 +312,7 @@ def simulate_hardware(schedule: Schedule, profile: str | Profile = DEFAULT_PROFI
     ``routing_imbalance`` is max/mean tokens received per GPU in the all-to-all (1.0: balanced);
     ``sm_sharing`` "dynamic" (comm kernels hold their SMs only while they run) or "static"
     (compute never gets the all-to-all's ``comm_sms``, as DeepSeek's GEMMs were launched).
+    A schedule that is not a ValidSchedule is validated first (ValidationError with the grid).
     """
     if not (routing_imbalance >= 1.0 and math.isfinite(routing_imbalance)):
         raise ProfileError(f"--routing-imbalance must be a number >= 1 (max/mean tokens received "
@@ -319,13 +320,13 @@ def simulate_hardware(schedule: Schedule, profile: str | Profile = DEFAULT_PROFI
     if sm_sharing not in SM_SHARING:
         raise ProfileError(f"--sm-sharing must be one of {', '.join(SM_SHARING)}, got "
                            f"{sm_sharing!r}")
+    schedule = validate(schedule)
     prof, layout, warnings = hardware_setup(
         schedule, profile, model, ep=ep, gpus=gpus, comm_sms=comm_sms,
         microbatch_tokens=microbatch_tokens, ib_gbps=ib_gbps, nvlink_gbps=nvlink_gbps,
         precision=precision, seq_len=seq_len, recompute=recompute)
     mdl = layout.model
     check_work(schedule, layout)
-    validate(schedule)  # ValidationError with the grid for a bad or incomplete schedule
     # a slice with no layer but the embedding, head or MTP still works; one with nothing at all
     # only passes activations on
     empty = sum(1 for sl in layout.slices if not sl.units)

@@ -20,6 +20,7 @@ from dualsim.sim.abstract_costs import Costs, TimeBase, check_number
 from dualsim.sim.simpy_engine import Engine, peak_live
 from dualsim.sim.result import RankStats, SimResult
 from dualsim.timeline import action_fields, from_rows
+from dualsim.validate import validate
 
 
 class AbstractExecutor:
@@ -32,7 +33,7 @@ class AbstractExecutor:
     def run(self, eng: Engine, rank: int, action: Action) -> Generator[Any, Any, None]:
         yield eng.env.timeout(self.durations[action.op])
 
-    def send(self, eng: Engine, src: int, dst: int, kind: str, action: Action,
+    def send(self, eng: Engine, src: int, dst: int, piece: str, action: Action,
              arrival: simpy.Event) -> None:
         if not self.latency:
             arrival.succeed()
@@ -48,9 +49,11 @@ class AbstractExecutor:
 
 def simulate_simpy(schedule: Schedule, costs: Costs | Mapping[str, Any] | None = None,
                    comm: Any = 0) -> SimResult:
-    """Abstract-mode simulation on the SimPy engine (same figures as the abstract engine)."""
+    """Abstract-mode simulation on the SimPy engine (same figures as the abstract engine).
+    A schedule that is not a ValidSchedule is validated first."""
     c = Costs.of(costs)
     comm = check_number("comm (the cross-rank latency)", comm, allow_zero=True)
+    schedule = validate(schedule)
     size = Fraction(schedule.ranks, schedule.chain_length)
     base = TimeBase.of(c, size, comm)
     durations, out = base.durations, base.out

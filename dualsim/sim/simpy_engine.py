@@ -1,13 +1,15 @@
 """The SimPy engine core: one process per rank walking its action list, dependency events.
 
 This is the part shared by both modes. Each rank runs its compute actions in list order, one
-unit at a time (an FB is one unit). A unit starts when the rank is free and its inputs have
-arrived: F(s, m) needs the forward output of the previous stage in its chain, B or I(s, m) need
-F(s, m) and the input gradient from the next stage, W(s, m) needs I(s, m); an FB needs the union.
-When a unit ends, its outputs are published: on the same rank at once, to another rank through
-the executor's ``send`` (a fixed latency in abstract mode, a flow on a shared link in hardware
-mode). What a unit does while it runs is the executor's business: one timeout in abstract mode,
-per-layer pieces on a compute and a communication stream in hardware mode.
+unit at a time (an FB is one unit). A unit starts when the rank is free and its inputs exist:
+what each action needs and makes is :mod:`dualsim.deps`'s (F(s, m) needs the forward output of
+the previous stage in its chain, B or I(s, m) need F(s, m) and the input gradient of the next
+stage, W(s, m) needs I(s, m); an FB needs the union). When a unit ends, its products exist on its
+rank at once, and each one a neighbour stage needs is delivered to it: on the same rank at once,
+to another rank through the executor's ``send`` (a fixed latency in abstract mode, a flow on a
+shared link in hardware mode). What a unit does while it runs is the executor's business: one
+timeout in abstract mode, per-layer pieces on a compute and a communication stream in hardware
+mode. The engine runs a validated schedule only (:func:`dualsim.validate.validate`).
 """
 
 from __future__ import annotations
@@ -16,8 +18,9 @@ from typing import Any, Generator, Protocol
 
 import simpy
 
-from dualsim.errors import ValidationError
-from dualsim.ir import Action, Op, Schedule
+from dualsim.deps import PIECE, Key, Neighbours, destination, makes, needs
+from dualsim.ir import Action, Op
+from dualsim.validate import ValidSchedule
 
 
 class Executor(Protocol):
@@ -25,8 +28,10 @@ class Executor(Protocol):
 
     def run(self, eng: "Engine", rank: int, action: Action) -> Generator[Any, Any, None]: ...
 
-    def send(self, eng: "Engine", src: int, dst: int, kind: str, action: Action,
-             arrival: simpy.Event) -> None: ...
+    def send(self, eng: "Engine", src: int, dst: int, piece: str, action: Action,
+             arrival: simpy.Event) -> None:
+        """Carry ``action``'s output from rank ``src`` to ``dst``; succeed ``arrival`` when it
+        is there. ``piece`` names the transfer (:data:`dualsim.deps.PIECE`)."""
 
     def idle(self, rank: int) -> None: ...
 
@@ -36,12 +41,16 @@ class Executor(Protocol):
 class Engine:
     """Runs ``schedule`` under ``executor``; records per-rank unit starts/ends and activations."""
 
-    def __init__(self, schedule: Schedule, executor: Executor,
+    def __init__(self, schedule: ValidSchedule, executor: Executor,
                  env: simpy.Environment | None = None) -> None:
+        if not isinstance(schedule, ValidSchedule):
+            raise TypeError("the SimPy engine runs a validated schedule: pass "
+                            "dualsim.validate.validate(schedule)")
         self.schedule = schedule
         self.executor = executor
         self.env = env if env is not None else simpy.Environment()
-        self.events: dict[tuple[str, int, int], simpy.Event] = {}
+        self.made: dict[Key, simpy.Event] = {}  # the product exists on the rank making it
+        self.arrived: dict[Key, simpy.Event] = {}  # ... and at the neighbour stage needing it
         R = schedule.ranks
         self.rows: list[list[Action]] = [[a for a in row if a.op.is_compute]
                                          for row in schedule.actions]
@@ -49,63 +58,42 @@ class Engine:
         self.ends: list[list[Any]] = [[] for _ in range(R)]
         self.allocs: list[list[Any]] = [[] for _ in range(R)]
         self.frees: list[list[Any]] = [[] for _ in range(R)]
-        self.rank_of = {st.stage: st.rank for st in schedule.stages}
-        self.prev = {st.stage: schedule.prev_stage(st.stage) for st in schedule.stages}
-        self.next = {st.stage: schedule.next_stage(st.stage) for st in schedule.stages}
+        self.nb = Neighbours.of(schedule)
         self.done = [0] * R
 
-    def event(self, key: tuple[str, int, int]) -> simpy.Event:
-        ev = self.events.get(key)
+    def _event(self, table: dict[Key, simpy.Event], key: Key) -> simpy.Event:
+        ev = table.get(key)
         if ev is None:
-            ev = self.events[key] = self.env.event()
+            ev = table[key] = self.env.event()
         return ev
 
-    def _needs(self, a: Action) -> list[tuple[str, int, int]]:
-        keys = []
-        for part in a.parts:
-            s, m = part.stage, part.microbatch
-            if part.op is Op.F:
-                if self.prev[s] is not None:
-                    keys.append(("Fin", s, m))
-            elif part.op is Op.W:
-                keys.append(("I", s, m))
-            else:
-                keys.append(("F", s, m))
-                if self.next[s] is not None:
-                    keys.append(("Gin", s, m))
-        return keys
+    def _needs(self, a: Action) -> list[simpy.Event]:
+        """What unit ``a`` waits for: a product of its own stage where it is made, one of a
+        neighbour stage where it arrives."""
+        return [self._event(self.arrived if need.key.stage != part.stage else self.made,
+                            need.key)
+                for part in a.parts for need in needs(part, self.nb)]
 
     def _publish(self, rank: int, a: Action) -> None:
         for part in a.parts:
-            s, m = part.stage, part.microbatch
-            if part.op is Op.F:
-                self.event(("F", s, m)).succeed()
-                ns = self.next[s]
-                if ns is not None:
-                    self._deliver(rank, self.rank_of[ns], "pp_fwd", part, ("Fin", ns, m))
-            elif part.op is Op.B or part.op is Op.I:
-                if part.op is Op.I:
-                    self.event(("I", s, m)).succeed()
-                ps = self.prev[s]
-                if ps is not None:
-                    self._deliver(rank, self.rank_of[ps], "pp_bwd", part, ("Gin", ps, m))
-
-    def _deliver(self, src: int, dst: int, kind: str, part: Action,
-                 key: tuple[str, int, int]) -> None:
-        ev = self.event(key)
-        if src == dst:
-            ev.succeed()
-        else:
-            self.executor.send(self, src, dst, kind, part, ev)
+            made = makes(part)
+            for key in made:
+                self._event(self.made, key).succeed()
+            for key in made:
+                stage = destination(key, self.nb)
+                if stage < 0:
+                    continue
+                arrival, dst = self._event(self.arrived, key), self.nb.rank[stage]
+                if dst == rank:
+                    arrival.succeed()
+                else:
+                    self.executor.send(self, rank, dst, PIECE[key.kind], part, arrival)
 
     def _rank(self, r: int) -> Generator[Any, Any, None]:
         env, ex = self.env, self.executor
         starts, ends, allocs, frees = self.starts[r], self.ends[r], self.allocs[r], self.frees[r]
         for a in self.rows[r]:
-            if a.stage not in self.rank_of or self.rank_of[a.stage] != r:
-                raise ValidationError(f"rank {r}: action {a} runs a stage not placed on it")
-            for key in self._needs(a):
-                ev = self.event(key)
+            for ev in self._needs(a):
                 if not ev.triggered:
                     ex.idle(r)
                     yield ev
@@ -129,11 +117,7 @@ class Engine:
             self.env.process(self._rank(r))
         self.env.run()
         stuck = [r for r in range(self.schedule.ranks) if self.done[r] < len(self.rows[r])]
-        if stuck:
-            r = stuck[0]
-            raise ValidationError(
-                f"schedule deadlocks: rank {r} cannot start {self.rows[r][self.done[r]]} "
-                f"(ranks stuck: {', '.join(map(str, stuck))})")
+        assert not stuck, f"a validated schedule stalled on ranks {stuck}"
 
 
 def peak_live(allocs: list[Any], frees: list[Any]) -> int:
