@@ -8,7 +8,7 @@ import math
 import pandas as pd
 
 from dualsim.generators import generate
-from dualsim.render.perfetto import dependency_pairs, to_trace, write_trace
+from dualsim.render.perfetto import handoffs_in_trace_order, to_trace, write_trace
 from dualsim.timeline import from_rows
 from test_render_helpers import row, serial_timeline
 
@@ -102,7 +102,7 @@ def test_v_turn_is_same_rank_and_gets_no_flow():
     R, M = 4, 8
     s = generate("zb-v", R, M)
     # a V of 2R stages has 2R-2 cross-rank hops per direction (the turn is on rank R-1)
-    assert len(dependency_pairs(s)) == 2 * (2 * R - 2) * M
+    assert len(handoffs_in_trace_order(s)) == 2 * (2 * R - 2) * M
     tr = to_trace(serial_timeline(s), schedule=s)
     assert len(events(tr, "s")) == 2 * (2 * R - 2) * M
 
@@ -217,3 +217,19 @@ def test_format_check_catches_a_flow_outside_its_slice():
     (f,) = events(tr, "f")
     f["ts"] = 1500  # between slices
     assert format_errors(tr) == ["flow f 1 outside any slice of its thread"]
+
+
+def test_flow_ids_follow_each_microbatch_down_the_chain_and_back():
+    from dualsim.deps import Key, Kind
+
+    fwd, bwd = Kind.FORWARD, Kind.BACKWARD
+    got = [(h.producer, h.consumer) for h in handoffs_in_trace_order(generate("1f1b", 3, 2))]
+    assert got == [(Key(fwd, 0, m), Key(fwd, 1, m)) if k == 0 else
+                   (Key(fwd, 1, m), Key(fwd, 2, m)) if k == 1 else
+                   (Key(bwd, 2, m), Key(bwd, 1, m)) if k == 2 else
+                   (Key(bwd, 1, m), Key(bwd, 0, m))
+                   for m in (0, 1) for k in range(4)]
+    tr = to_trace(serial_timeline(generate("1f1b", 3, 2)), schedule=generate("1f1b", 3, 2))
+    assert [(e["id"], e["name"]) for e in events(tr, "s")] == [
+        (1, "activation"), (2, "activation"), (3, "gradient"), (4, "gradient"),
+        (5, "activation"), (6, "activation"), (7, "gradient"), (8, "gradient")]

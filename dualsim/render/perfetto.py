@@ -8,9 +8,10 @@ Layout of a trace:
 - one complete event (``"ph": "X"``) per Timeline row, ``args`` holding stage, micro-batch, op
   (and the backward half's stage/micro-batch for an FB, the piece in hardware mode);
 - with ``schedule``: one flow arrow (``"ph": "s"`` then ``"f"``, same ``id``, bound to the
-  enclosing slices) from each cross-rank producer to its consumer: F(s, m) -> F(next stage, m)
-  and backward(s, m) -> backward(previous stage, m), where a backward is a B, an I or the
-  backward half of an FB. Same-rank dependencies (the turn of a V) get no arrow. In hardware
+  enclosing slices) per cross-rank handoff of :mod:`dualsim.deps`, from its producer to its
+  consumer: F(s, m) -> F(next stage, m) and backward(s, m) -> backward(previous stage, m), where
+  a backward is a B, an I or the backward half of an FB. Same-rank dependencies (the turn of a
+  V) get no arrow. In hardware
   mode the arrow starts at the producer's ``pp_send`` slice on its comm thread (the send) and
   ends at the consumer's first compute slice (the receive); otherwise at the producer's slice;
 - with ``memory`` (columns ``rank``, ``time`` and ``*_gb``): a counter track ``memory (GB)``
@@ -33,7 +34,8 @@ from typing import Any
 import pandas as pd
 
 from dualsim.io import write_atomic
-from dualsim.ir import Op, Schedule
+from dualsim.deps import CARRIES, PIECE, Handoff, Key, Kind, handoffs, makes
+from dualsim.ir import Action, Op, Schedule
 from dualsim.render.frames import records
 
 COMPUTE_TID = 0
@@ -42,7 +44,8 @@ COMM_TID = 1
 LANE_TIDS = {"comm": (COMM_TID, "comm"), "a2a": (101, "all-to-all")}
 UNIT_SCALE = {"s": 1e6, "ms": 1e3, "us": 1.0}
 ABSTRACT_SCALE = 1000.0  # 1 abstract cost unit = 1000 us
-SEND_PIECES = {"pp_fwd": "F", "pp_bwd": "BWD"}  # hardware mode: the pp_send row of each result
+#: hardware mode: a ``pp_send`` row's piece says which kind of product it carries
+SEND_PIECES: dict[str, Kind] = {piece: kind for kind, piece in PIECE.items()}
 
 
 def time_scale(time_unit: str) -> float:
@@ -117,53 +120,51 @@ def _slice(rec: dict[str, Any], scale: float) -> dict[str, Any]:
             "args": args}
 
 
-def _unit_keys(rec: dict[str, Any]) -> list[tuple[str, int, int]]:
-    """The (kind, stage, microbatch) results a compute row produces/consumes ("F" or "BWD")."""
-    op = rec["op"]
-    if op == "FB":
-        return [("F", int(rec["stage"]), int(rec["microbatch"])),
-                ("BWD", int(rec["stage2"]), int(rec["microbatch2"]))]
-    if op == "F":
-        return [("F", int(rec["stage"]), int(rec["microbatch"]))]
-    if op in (Op.B.value, Op.I.value):
-        return [("BWD", int(rec["stage"]), int(rec["microbatch"]))]
-    return []
+def _unit_keys(rec: dict[str, Any]) -> list[Key]:
+    """The forward and backward products a compute row makes (an FB's halves both)."""
+    if rec["op"] == "FB":
+        parts = [Action(Op.F, int(rec["stage"]), int(rec["microbatch"])),
+                 Action(Op.B, int(rec["stage2"]), int(rec["microbatch2"]))]
+    else:
+        parts = [Action(Op(rec["op"]), int(rec["stage"]), int(rec["microbatch"]))]
+    return [key for part in parts for key in makes(part) if key.kind in CARRIES]
 
 
-def dependency_pairs(schedule: Schedule) -> list[tuple[tuple[str, int, int], tuple[str, int, int]]]:
-    """Every cross-rank (producer, consumer) pair of ``schedule``, as (kind, stage, mb) keys."""
-    pairs = []
-    for c, mbs in enumerate(schedule.chains):
-        stages = schedule.chain_stages(c)
-        for m in mbs:
-            for a, b in zip(stages, stages[1:]):
-                if schedule.rank_of(a) != schedule.rank_of(b):
-                    pairs.append((("F", a, m), ("F", b, m)))
-            for a, b in zip(reversed(stages), list(reversed(stages))[1:]):
-                if schedule.rank_of(a) != schedule.rank_of(b):
-                    pairs.append((("BWD", a, m), ("BWD", b, m)))
-    return pairs
+def handoffs_in_trace_order(schedule: Schedule) -> list[Handoff]:
+    """Every cross-rank handoff of ``schedule`` (:func:`dualsim.deps.handoffs`), per chain and
+    micro-batch: the forward hops down the chain, then the backward hops back up. The trace's
+    flow ids count in this order."""
+    where = {m: (c, i) for c, mbs in enumerate(schedule.chains) for i, m in enumerate(mbs)}
+    position = {st.stage: st.position for st in schedule.stages}
+
+    def order(h: Handoff) -> tuple[int, int, int, int]:
+        forward = h.producer.kind is Kind.FORWARD
+        hop = position[h.producer.stage]
+        return (*where[h.producer.microbatch], 0 if forward else 1, hop if forward else -hop)
+
+    return sorted(handoffs(schedule), key=order)
 
 
 def _flows(records: list[dict[str, Any]], schedule: Schedule, scale: float) -> list[dict[str, Any]]:
-    first: dict[tuple[str, int, int], dict[str, Any]] = {}
-    last: dict[tuple[str, int, int], dict[str, Any]] = {}
-    sends: dict[tuple[str, int, int], dict[str, Any]] = {}
+    first: dict[Key, dict[str, Any]] = {}
+    last: dict[Key, dict[str, Any]] = {}
+    sends: dict[Key, dict[str, Any]] = {}
     for rec in records:
         if rec["stream"] != "compute":
             if rec["op"] == "pp_send" and rec["piece"] in SEND_PIECES:
-                key = (SEND_PIECES[rec["piece"]], int(rec["stage"]), int(rec["microbatch"]))
+                key = Key(SEND_PIECES[rec["piece"]], int(rec["stage"]), int(rec["microbatch"]))
                 sends.setdefault(key, rec)
             continue
         for key in _unit_keys(rec):
             first.setdefault(key, rec)
             last[key] = rec
     events: list[dict[str, Any]] = []
-    for fid, (src, dst) in enumerate(dependency_pairs(schedule), start=1):
+    for fid, h in enumerate(handoffs_in_trace_order(schedule), start=1):
+        src, dst = h.producer, h.consumer
         if src not in last or dst not in first:
             continue
         p, q = sends.get(src, last[src]), first[dst]
-        name = "activation" if src[0] == "F" else "gradient"
+        name = CARRIES[src.kind]
         tid = p.get("_tid", COMM_TID) if p["stream"] == "comm" else COMPUTE_TID
         events.append({"name": name, "cat": "pp", "ph": "s", "id": fid,
                        "ts": _us(p["start"], scale), "pid": int(p["rank"]), "tid": tid})
