@@ -67,15 +67,16 @@ def walk(schedule: Schedule, rules: Rules, durations: Mapping[Op, Any] = ZERO,
     per rank, name known stages on their ranks and make each product once (a validated one).
     """
     ranks, S, M = schedule.ranks, schedule.num_stages, schedule.microbatches
-    # with check: per rank, which stages it holds; per stage, which micro-batches its chain has
-    own = [bytearray(S) for _ in range(ranks)]
-    member = [bytearray(M) for _ in range(S)]
+    # with check: per rank and stage held, the micro-batches of the stage's chain (else None)
+    allowed: list[list[bytes | None]] = [[None] * S for _ in range(ranks)]
     if check:
-        for st in schedule.stages:
-            own[st.rank][st.stage] = 1
-            for m in schedule.chains[st.chain]:
+        masks = [bytearray(M) for _ in schedule.chains]
+        for mask, mbs in zip(masks, schedule.chains):
+            for m in mbs:
                 if 0 <= m < M:
-                    member[st.stage][m] = 1
+                    mask[m] = 1
+        for st in schedule.stages:
+            allowed[st.rank][st.stage] = bytes(masks[st.chain])
     # per op with rules: per stage its inputs (slot at micro-batch 0, latency) and its
     # products; its duration; whether it makes a forward (1) or a backward (2); None: skipped
     table: dict[Op, Any] = {op: None for op in Op}
@@ -86,7 +87,7 @@ def walk(schedule: Schedule, rules: Rules, durations: Mapping[Op, Any] = ZERO,
                      1 if Kind.FORWARD in kinds else 2 if Kind.BACKWARD in kinds else 0)
     ready: list[Any] = [None] * rules.size  # slot -> end time of the action making it
     waiting: dict[int, list[int]] = {}  # slot -> ranks parked on it
-    blocked: dict[int, int] = {}
+    parked_on = [-1] * ranks
     actions = schedule.actions
     starts: list[list[Any]] = [[] for _ in range(ranks)]
     ends: list[list[Any]] = [[] for _ in range(ranks)]
@@ -100,7 +101,7 @@ def walk(schedule: Schedule, rules: Rules, durations: Mapping[Op, Any] = ZERO,
     work = list(range(ranks - 1, -1, -1))
     while work:
         r = work.pop()
-        row, mine = actions[r], own[r]
+        row, mine = actions[r], allowed[r]
         p, n, t_free, t_busy = pointer[r], len(row), free[r], busy[r]
         out_start, out_end, out_alloc, out_free = starts[r], ends[r], allocs[r], frees[r]
         wait = -1
@@ -114,11 +115,11 @@ def walk(schedule: Schedule, rules: Rules, durations: Mapping[Op, Any] = ZERO,
                     skipped += 1
                     p += 1
                     continue
-                needs, makes, d, kind = rule
                 m, s = a.microbatch, a.stage
-                if check and not (0 <= s < S and 0 <= m < M and mine[s] and member[s][m]):
+                if check and not (0 <= s < S and 0 <= m < M and (ok := mine[s]) and ok[m]):
                     bad = (r, p)
                     break
+                needs, makes, d, kind = rule
                 for slot, lat in needs[s]:
                     e = ready[slot + m]
                     if e is None:
@@ -147,7 +148,7 @@ def walk(schedule: Schedule, rules: Rules, durations: Mapping[Op, Any] = ZERO,
             else:  # an FB: what its halves need; what they make exists when it ends
                 for part in pair:
                     m, s = part.microbatch, part.stage
-                    if check and not (0 <= s < S and 0 <= m < M and mine[s] and member[s][m]):
+                    if check and not (0 <= s < S and 0 <= m < M and (ok := mine[s]) and ok[m]):
                         bad = (r, p)
                         break
                     for slot, lat in table[part.op][0][s]:
@@ -189,7 +190,7 @@ def walk(schedule: Schedule, rules: Rules, durations: Mapping[Op, Any] = ZERO,
             break
         if wait >= 0:
             waiting.setdefault(wait, []).append(r)
-            blocked[r] = wait
-        else:
-            blocked.pop(r, None)
+            parked_on[r] = wait
+    blocked = {r: parked_on[r] for r in range(ranks)
+               if bad is None and pointer[r] < len(actions[r])}
     return Walk(starts, ends, allocs, frees, busy, pointer, blocked, ready, skipped, bad)
