@@ -7,7 +7,7 @@ import json
 import pandas as pd
 
 from dualsim.generators import generate
-from dualsim.render.report import write_report
+from dualsim.render.report import assumptions, hbm_gb, write_report
 from dualsim.render.table import comparison_rows, readme_formula
 from dualsim.sim.abstract import simulate
 
@@ -128,11 +128,16 @@ def test_hardware_style_results_get_memory_plots(tmp_path):
 def test_real_hardware_report_has_memory_flows_and_counters(tmp_path):
     from dualsim.sim.hardware_mode import simulate_hardware
 
+    from dualsim.cluster.profile import load_profile
+    from dualsim.workload.model import load_model
+
     s = generate("1f1b", 4, 8)
-    r = simulate_hardware(s, "h800", "small-moe")
+    prof, mdl = load_profile("h800"), load_model("small-moe")
+    r = simulate_hardware(s, prof, mdl)
     cfg = {"mode": "hardware", "ranks": 4, "microbatches": 8, "profile": "h800",
            "model": "small-moe"}
-    write_report(tmp_path, [("1f1b", r)], schedules={"1f1b": s}, config=cfg, skipped=[])
+    write_report(tmp_path, [("1f1b", r)], schedules={"1f1b": s}, config=cfg, skipped=[],
+                 profile=prof, model=mdl)
     assert sorted(p.name for p in tmp_path.iterdir()) == HARDWARE_FILES
     trace = json.loads((tmp_path / "trace_1f1b.json").read_text())
     ev = trace["traceEvents"]
@@ -144,6 +149,29 @@ def test_real_hardware_report_has_memory_flows_and_counters(tmp_path):
     assert {(p, n) for p in range(4) for n in ("compute", "comm")} <= threads
     md = (tmp_path / "report.md").read_text()
     assert "HBM 80 GB" in md and "- **calibration**: an all-to-all SM moves 7.19 GB/s" in md
+
+
+def test_the_report_states_the_profile_and_model_it_is_given_and_reloads_nothing(tmp_path):
+    from dataclasses import replace
+
+    from dualsim.cluster.profile import load_profile
+    from dualsim.workload.model import load_model
+
+    s = generate("1f1b", 2, 2)
+    r = simulate(s, costs={"F": 1, "I": 1, "W": 1}, comm=0.0)
+    # names no file holds: a renderer that reloaded them would fail or drop the details
+    cfg = {"mode": "hardware", "ranks": 2, "microbatches": 2, "profile": "my-cluster",
+           "model": "my-model"}
+    prof = replace(load_profile("h800"), name="my-cluster", comm_sms=24)
+    mdl = load_model("small-moe")
+    given = "\n".join(assumptions(cfg, [("1f1b", r)], prof, mdl))
+    assert "- **profile**: my-cluster (" in given and "of which 24 for communication" in given
+    assert f"- **model**: {mdl.name} ({mdl.description}); GEMMs {mdl.gemm_dtype}" in given
+    assert hbm_gb(cfg, prof) == 80.0
+    bare = assumptions(cfg, [("1f1b", r)])
+    assert "- **profile**: my-cluster" in bare and "- **model**: my-model" in bare
+    assert not any(line.startswith("- **calibration**") for line in bare)
+    assert hbm_gb(cfg, None) is None and hbm_gb({**cfg, "hbm_gb": 96}, None) == 96.0
 
 
 def test_table_helpers_format_per_rank_values_and_escape_pipes():

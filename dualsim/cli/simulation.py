@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dualsim.defaults import (ABSTRACT_MICROBATCHES, ABSTRACT_RANKS, DEFAULT_MODEL,
                               DEFAULT_PROFILE)
@@ -16,6 +16,10 @@ from dualsim.errors import DualsimError, ScheduleError
 from dualsim.ir import Schedule
 from dualsim.sim.result import SimResult
 from dualsim.world import World
+
+if TYPE_CHECKING:
+    from dualsim.cluster.profile import Profile
+    from dualsim.workload.model import Model
 
 MAX_WARNINGS = 3  # per schedule on stderr; --json carries them all
 
@@ -31,6 +35,10 @@ class Config:
     comm: float = 0.0
     hardware: dict[str, Any] | None = None  # profile, model and overrides; None = abstract
     global_batch: int | None = None  # --global-batch (sequences per step): it sets M
+    # hardware mode: the profile (with the overrides) and the model preset, loaded once for
+    # the simulations and the report
+    profile: Profile | None = None
+    model: Model | None = None
 
     def global_batch_microbatches(self, ranks: int) -> int:
         """M for --global-batch at ``ranks`` pipeline ranks, on this config's model and GPUs."""
@@ -90,15 +98,19 @@ class Config:
                 raise DualsimError("--comm is for abstract mode (hardware mode times transfers "
                                    "from --ib-gbps/--nvlink-gbps); drop it, or drop "
                                    "--profile/--model and the hardware overrides")
+            from dualsim.cluster.profile import load_profile
             from dualsim.workload.model import default_layout, load_model
 
             m = load_model(model or DEFAULT_MODEL)
             layout = default_layout(m)
             hw = {"profile": profile or DEFAULT_PROFILE, "model": model or DEFAULT_MODEL}
             hw.update({k: v for k, v in overrides.items() if v is not None})
+            prof = load_profile(profile or DEFAULT_PROFILE).with_overrides(
+                comm_sms=overrides["comm_sms"], ib_gbps=overrides["ib_gbps"],
+                nvlink_gbps=overrides["nvlink_gbps"])
             cfg = Config(_given(ranks, layout["ranks"]),
                          _given(microbatches, layout["microbatches"]), chunks, {}, comm, hw,
-                         global_batch)
+                         global_batch, prof, m)
             if global_batch is not None:
                 assert cfg.ranks is not None
                 cfg.microbatches = cfg.global_batch_microbatches(cfg.ranks)
@@ -210,7 +222,9 @@ def run(s: Schedule, cfg: Config) -> SimResult:
     from dualsim.sim.hardware_mode import simulate_hardware
 
     hw = dict(cfg.hardware)
-    return simulate_hardware(s, hw.pop("profile"), hw.pop("model"), **hw)
+    del hw["profile"], hw["model"]  # loaded once (Config.make); the overrides apply again as-is
+    return simulate_hardware(s, cfg.profile or cfg.hardware["profile"],
+                             cfg.model or cfg.hardware["model"], **hw)
 
 
 def compare(names: list[str], cfg: Config) -> tuple[list[tuple[str, SimResult]],
@@ -386,6 +400,6 @@ def write_outputs(out: Path, results: list[tuple[str, SimResult]], built: dict[s
         task = bar.add_task(f"writing charts and traces to {out}", total=None)
         replace_folder(out, lambda tmp: write_report(
             tmp, results, schedules=built, config=cfg.describe(), skipped=skipped,
-            progress=lambda: bar.advance(task)))
+            profile=cfg.profile, model=cfg.model, progress=lambda: bar.advance(task)))
         bar.update(task, total=bar.tasks[0].completed)
     return sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())

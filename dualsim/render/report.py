@@ -16,16 +16,19 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 import pandas as pd
 
-from dualsim.defaults import DEFAULT_MODEL, DEFAULT_PROFILE
 from dualsim.io import dumps_json, write_atomic
 from dualsim.ir import Schedule
 from dualsim.render.table import (comparison_rows, fmt, markdown_table, per_rank_text,
                                   readme_formula)
 from dualsim.sim.result import SimResult
+
+if TYPE_CHECKING:
+    from dualsim.cluster.profile import Profile
+    from dualsim.workload.model import Model
 
 
 #: files of every report folder (beside the per-schedule ones its summary.json lists)
@@ -77,8 +80,11 @@ def timeline_table(results: list[tuple[str, SimResult]]) -> pd.DataFrame:
     return stacked([(name, r.timeline) for name, r in results])
 
 
-def assumptions(config: Mapping[str, Any], results: list[tuple[str, SimResult]]) -> list[str]:
-    """The report's assumption bullets: mode, costs or profile/model/layout, calibration."""
+def assumptions(config: Mapping[str, Any], results: list[tuple[str, SimResult]],
+                profile: Profile | None = None, model: Model | None = None) -> list[str]:
+    """The report's assumption bullets: mode, costs or profile/model/layout, calibration.
+    In hardware mode the profile (with the run's overrides) and the model the run used give
+    their details; without them only their names from ``config`` are shown."""
     lines: list[str] = []
     mode = config.get("mode", "abstract")
     lines.append(f"- **mode**: {mode}")
@@ -92,7 +98,7 @@ def assumptions(config: Mapping[str, Any], results: list[tuple[str, SimResult]])
         lines.append("- **ideal** = mean busy time per rank (M(F+I+W) unless B or F&B is "
                      "given); bubble rate = 1 - ideal/makespan")
     else:
-        lines.extend(_hardware_lines(config, results))
+        lines.extend(_hardware_lines(config, results, profile, model))
     layout = {k: v for k, v in config.items()
               if k not in ("mode", "costs", "comm", "profile", "model")}
     lines.append("- **layout**: " + ", ".join(f"{k}={v}" for k, v in layout.items()))
@@ -102,36 +108,16 @@ def assumptions(config: Mapping[str, Any], results: list[tuple[str, SimResult]])
     return lines
 
 
-def _load(config: Mapping[str, Any]) -> tuple[Any, Any]:
-    """The hardware profile (with the run's overrides) and the model, or None where unknown."""
-    prof = mdl = None
-    try:
-        from dualsim.cluster.profile import load_profile
-
-        prof = load_profile(str(config.get("profile", DEFAULT_PROFILE))).with_overrides(
-            comm_sms=config.get("comm_sms"), ib_gbps=config.get("ib_gbps"),
-            nvlink_gbps=config.get("nvlink_gbps"))
-    except Exception:  # noqa: BLE001 - a report still renders without the profile's details
-        prof = None
-    try:
-        from dualsim.workload.model import load_model
-
-        mdl = load_model(str(config.get("model", DEFAULT_MODEL)))
-    except Exception:  # noqa: BLE001
-        mdl = None
-    return prof, mdl
-
-
-def hbm_gb(config: Mapping[str, Any]) -> float | None:
-    """The profile's HBM in GB (1e9 bytes, as the simulator counts), if it can be loaded."""
+def hbm_gb(config: Mapping[str, Any], prof: Profile | None) -> float | None:
+    """The HBM line of the memory charts in GB (1e9 bytes, as the simulator counts): the
+    config's ``hbm_gb``, else the profile's, else none."""
     if "hbm_gb" in config:
         return float(config["hbm_gb"])
-    prof, _ = _load(config)
     return prof.hbm_bytes / 1e9 if prof is not None else None
 
 
-def _hardware_lines(config: Mapping[str, Any], results: list[tuple[str, SimResult]]) -> list[str]:
-    prof, mdl = _load(config)
+def _hardware_lines(config: Mapping[str, Any], results: list[tuple[str, SimResult]],
+                    prof: Profile | None, mdl: Model | None) -> list[str]:
     lines = []
     if prof is not None:
         fp8 = f", FP8 {prof.fp8_flops / 1e12:.0f} TFLOPS" if prof.fp8_flops else ", no FP8"
@@ -199,7 +185,8 @@ def _per_rank_section(results: list[tuple[str, SimResult]]) -> list[str]:
 
 def report_markdown(results: list[tuple[str, SimResult]], schedules: Mapping[str, Schedule],
                     config: Mapping[str, Any], skipped: list[tuple[str, str]],
-                    files: Mapping[str, dict[str, str]]) -> str:
+                    files: Mapping[str, dict[str, str]], profile: Profile | None = None,
+                    model: Model | None = None) -> str:
     header, rows = comparison_rows(results, schedules, config)
     mode = config.get("mode", "abstract")
     title = ("abstract costs" if mode == "abstract"
@@ -216,7 +203,7 @@ def report_markdown(results: list[tuple[str, SimResult]], schedules: Mapping[str
               "time per rank, parameter copies, activations in flight per rank); in abstract "
               "mode with zero transfer latency its value must equal the simulated idle time (✓).",
               "", "## Assumptions", ""]
-    lines += assumptions(config, results) + [""]
+    lines += assumptions(config, results, profile, model) + [""]
     lines += ["## Timelines", "", "![all schedules](gantt_compare.png)", "",
               "Combined Gantt: [PNG](gantt_compare.png), [SVG](gantt_compare.svg).", ""]
     for name, _ in results:
@@ -316,8 +303,12 @@ def _run_jobs(jobs: list[tuple[Any, tuple]], workers: int, progress: Any,
 
 def write_report(out_dir: str | Path, results: list[tuple[str, SimResult]], *,
                  schedules: dict[str, Schedule], config: dict, skipped: list[tuple[str, str]],
-                 progress: Any = None, workers: int | None = None) -> None:
+                 progress: Any = None, workers: int | None = None,
+                 profile: Profile | None = None, model: Model | None = None) -> None:
     """Write the whole report folder (see the module docstring) into ``out_dir``.
+
+    In hardware mode ``profile`` (with the run's overrides) and ``model`` are what the
+    simulation used: the report states their details and draws the HBM line from them.
 
     Charts and traces are independent jobs: with long timelines (hardware mode) they run in
     ``workers`` processes (default: all cores), short ones in this process. The files are the
@@ -330,7 +321,7 @@ def write_report(out_dir: str | Path, results: list[tuple[str, SimResult]], *,
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     files: dict[str, dict[str, str]] = {}
-    hbm = hbm_gb(config) if config.get("mode") == "hardware" else None
+    hbm = hbm_gb(config, profile) if config.get("mode") == "hardware" else None
     unit = results[0][1].time_unit
     panels = [(chart_title(n, schedules[n], config), r.timeline) for n, r in results]
     jobs: list[tuple[Any, tuple]] = [(_render_compare, (out, panels, unit))]  # largest first
@@ -358,6 +349,7 @@ def write_report(out_dir: str | Path, results: list[tuple[str, SimResult]], *,
         write_atomic(out / "summary.json",
                      dumps_json(summary(results, schedules, config, skipped, files)))
         write_atomic(out / "report.md",
-                     report_markdown(results, schedules, config, skipped, files))
+                     report_markdown(results, schedules, config, skipped, files, profile,
+                                     model))
 
     _run_jobs(jobs, workers, progress, tables)
