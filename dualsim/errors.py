@@ -1,7 +1,7 @@
 """User-facing errors: each carries one line saying what is wrong and how to fix it.
 
-The CLI prints ``str(error)`` on stderr and exits 1; anything that is not a DualsimError is a
-bug and keeps its traceback.
+The CLI prints the error's ``cli`` form on stderr and exits 1; anything that is not a
+DualsimError is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
@@ -12,11 +12,15 @@ class DualsimError(Exception):
 
     exit_code = 1
 
-    def __init__(self, message: str, detail: str | None = None) -> None:
+    def __init__(self, message: str, detail: str | None = None, cli: str | None = None) -> None:
         super().__init__(message)
         self.message = message
         #: optional multi-line context (e.g. the per-rank grid) shown after the message
         self.detail = detail
+        #: the message as the command line puts it: its options (``--ranks 4``) where the
+        #: message names the Python API's parameters (``ranks=4``); the message itself if the
+        #: two read the same
+        self.cli = message if cli is None else cli
 
 
 class ScheduleError(DualsimError):

@@ -154,11 +154,30 @@ def test_placement_and_chains() -> None:
                        "use --microbatches 1 or more"),
 ])
 def test_illegal_inputs_name_the_rule(args: tuple, message: str) -> None:
+    """``message`` is what the command line prints (its options); the API names parameters."""
     with pytest.raises(ScheduleError) as info:
         generate(*args)
-    assert str(info.value) == message
+    assert info.value.cli == message
+    assert "--" not in str(info.value)
     with pytest.raises(ScheduleError):
         check(*args)
+
+
+@pytest.mark.parametrize(("args", "api"), [
+    (("dualpipe", 5, 10), "dualpipe needs an even number of ranks, got 5: use ranks=4 or 6"),
+    (("interleaved", 2, 4, 1), "interleaved needs chunks >= 2 (stages per rank), got 1: "
+                               "use chunks=2 or more"),
+    (("1f1b", 4, 8, 2), "1f1b does not take chunks, got 2: only interleaved and "
+                        "interleaved-overlap take chunks"),
+    (("zb-h1", 2, -3), "zb-h1 needs M >= 1 micro-batches, got -3: use microbatches=1 or more"),
+    (("1f1b", 100_000, 100_000), "1f1b at R=100000, M=100000 has 10,000,000,000 (stage, "
+                                 "micro-batch) pairs, more than dualsim simulates (2,000,000): "
+                                 "use fewer ranks or microbatches"),
+])
+def test_api_errors_name_the_parameters(args: tuple, api: str) -> None:
+    with pytest.raises(ScheduleError) as info:
+        generate(*args)
+    assert info.value.message == str(info.value) == api
 
 
 @pytest.mark.parametrize(("name", "r", "m"), [("dualpipe", 2, 4), ("dualpipev", 3, 6),

@@ -33,7 +33,7 @@ def user_errors(show_detail: bool = True) -> Iterator[None]:
     try:
         yield
     except DualsimError as e:
-        err_console.print(f"error: {e.message}", markup=False)
+        err_console.print(f"error: {e.cli}", markup=False)
         if show_detail and e.detail:
             err_console.print(e.detail, markup=False)
         raise typer.Exit(e.exit_code) from None

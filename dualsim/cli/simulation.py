@@ -246,7 +246,7 @@ def compare(names: list[str], cfg: Config) -> tuple[list[tuple[str, SimResult]],
         try:
             built[name] = load_schedule(name, cfg, strict_chunks=False)
         except ScheduleError as e:
-            skipped.append((name, e.message))
+            skipped.append((name, e.cli))
     if not built:
         raise ScheduleError(
             f"no schedule is legal at R={cfg.ranks}, M={cfg.microbatches}: "

@@ -61,31 +61,53 @@ FAMILIES: dict[str, Family] = {
 }
 
 
-def _positive_int(family: str, symbol: str, what: str, flag: str, value: object) -> None:
+class _Spelling:
+    """How a message names a parameter: as the Python API does (``ranks=4``), or as the
+    command line does (``--ranks 4``)."""
+
+    def __init__(self, cli: bool) -> None:
+        self.cli = cli
+
+    def __call__(self, param: str, value: object = None) -> str:
+        if value is None:
+            return f"--{param}" if self.cli else param
+        return f"--{param} {value}" if self.cli else f"{param}={value}"
+
+
+_API, _CLI = _Spelling(False), _Spelling(True)
+
+
+def _error(text: Callable[[_Spelling], str]) -> ScheduleError:
+    """A ScheduleError in the API's words, with the command line's in ``.cli``."""
+    return ScheduleError(text(_API), cli=text(_CLI))
+
+
+def _positive_int(family: str, symbol: str, what: str, param: str, value: object) -> None:
     """Every family needs R >= 1 and M >= 1, as true integers (not bools, not floats)."""
     if not isinstance(value, int) or isinstance(value, bool):
-        raise ScheduleError(f"{family} needs an integer number of {what}, got {value!r}: "
-                            f"use {flag} 1 or more")
+        raise _error(lambda p: f"{family} needs an integer number of {what}, got {value!r}: "
+                               f"use {p(param, '1 or more')}")
     if value < 1:
-        raise ScheduleError(f"{family} needs {symbol} >= 1 {what}, got {value}: "
-                            f"use {flag} 1 or more")
+        raise _error(lambda p: f"{family} needs {symbol} >= 1 {what}, got {value}: "
+                               f"use {p(param, '1 or more')}")
 
 
-def _even_choices(flag: str, value: int, minimum: int) -> str:
-    """'use FLAG a or b' with the even neighbours of an odd value that are >= minimum."""
+def _even_choices(p: _Spelling, param: str, value: int, minimum: int) -> str:
+    """'use PARAM a or b' with the even neighbours of an odd value that are >= minimum."""
     choices = [c for c in (value - 1, value + 1) if c >= minimum] or [minimum]
-    return f"use {flag} " + " or ".join(str(c) for c in choices)
+    return f"use {p(param, ' or '.join(str(c) for c in choices))}"
 
 
 def _check_family_rules(name: str, ranks: int, mbs: int, chunks: int | None) -> None:
     if FAMILIES[name].takes_chunks:
         v = DEFAULT_CHUNKS if chunks is None else chunks
         if not isinstance(v, int) or isinstance(v, bool) or v < 2:
-            raise ScheduleError(f"{name} needs --chunks >= 2 (stages per rank), got {v!r}: "
-                                f"use --chunks 2 or more")
+            raise _error(lambda p: f"{name} needs {p('chunks')} >= 2 (stages per rank), got "
+                                   f"{v!r}: use {p('chunks', '2 or more')}")
         if mbs < ranks:
-            raise ScheduleError(f"{name} needs M >= R micro-batches (R={ranks} needs at least "
-                                f"{ranks}), got {mbs}: use --microbatches {ranks} or more")
+            raise _error(lambda p: f"{name} needs M >= R micro-batches (R={ranks} needs at least "
+                                   f"{ranks}), got {mbs}: use "
+                                   f"{p('microbatches', f'{ranks} or more')}")
     elif name in ("zb-h2", "zb-v"):
         need = 2 * ranks - 1
         if mbs < need:
@@ -93,11 +115,11 @@ def _check_family_rules(name: str, ranks: int, mbs: int, chunks: int | None) -> 
                                 f"{need}), got {mbs}")
     elif name == "dualpipe":
         if ranks % 2:
-            raise ScheduleError(f"dualpipe needs an even number of ranks, got {ranks}: "
-                                f"{_even_choices('--ranks', ranks, 2)}")
+            raise _error(lambda p: f"dualpipe needs an even number of ranks, got {ranks}: "
+                                   f"{_even_choices(p, 'ranks', ranks, 2)}")
         if mbs % 2:
-            raise ScheduleError(f"dualpipe needs an even number of micro-batches, got {mbs}: "
-                                f"{_even_choices('--microbatches', mbs, 2 * ranks)}")
+            raise _error(lambda p: f"dualpipe needs an even number of micro-batches, got {mbs}: "
+                                   f"{_even_choices(p, 'microbatches', mbs, 2 * ranks)}")
         if mbs < 2 * ranks:
             raise ScheduleError(f"dualpipe needs M >= 2R micro-batches (R={ranks} needs at least "
                                 f"{2 * ranks}), got {mbs}")
@@ -108,16 +130,19 @@ def _check_family_rules(name: str, ranks: int, mbs: int, chunks: int | None) -> 
 
 
 def check(name: str, ranks: int, microbatches: int, chunks: int | None = None) -> None:
-    """Raise ScheduleError naming the broken rule (and a fix) unless the parameters are legal."""
+    """Raise ScheduleError naming the broken rule (and a fix) unless the parameters are legal.
+
+    Its message names this function's parameters (``ranks=4``); its ``cli`` says the same
+    with the command line's options (``--ranks 4``)."""
     family = FAMILIES.get(name)
     if family is None:
         raise ScheduleError(f"unknown schedule {name!r}: choose one of {', '.join(FAMILIES)}")
-    _positive_int(name, "R", "ranks", "--ranks", ranks)
-    _positive_int(name, "M", "micro-batches", "--microbatches", microbatches)
+    _positive_int(name, "R", "ranks", "ranks", ranks)
+    _positive_int(name, "M", "micro-batches", "microbatches", microbatches)
     if chunks is not None and not family.takes_chunks:
         takers = [n for n, f in FAMILIES.items() if f.takes_chunks]
-        raise ScheduleError(f"{name} does not take --chunks, got {chunks!r}: "
-                            f"only {' and '.join(takers)} take --chunks")
+        raise _error(lambda p: f"{name} does not take {p('chunks')}, got {chunks!r}: "
+                               f"only {' and '.join(takers)} take {p('chunks')}")
     _check_family_rules(name, ranks, microbatches, chunks)
     if family.takes_chunks:
         per_rank = DEFAULT_CHUNKS if chunks is None else chunks
@@ -125,9 +150,9 @@ def check(name: str, ranks: int, microbatches: int, chunks: int | None = None) -
         per_rank = {"zb-v": 2, "dualpipev": 2}.get(name, 1)
     pairs = ranks * microbatches * per_rank
     if pairs > MAX_PAIRS:
-        raise ScheduleError(f"{name} at R={ranks}, M={microbatches} has {pairs:,} (stage, "
-                            f"micro-batch) pairs, more than dualsim simulates ({MAX_PAIRS:,}): "
-                            "use fewer --ranks or --microbatches")
+        raise _error(lambda p: f"{name} at R={ranks}, M={microbatches} has {pairs:,} (stage, "
+                               f"micro-batch) pairs, more than dualsim simulates "
+                               f"({MAX_PAIRS:,}): use fewer {p('ranks')} or {p('microbatches')}")
 
 
 def generate(name: str, ranks: int, microbatches: int, chunks: int | None = None) -> Schedule:

@@ -163,9 +163,9 @@ def screen(c: Candidate, setting: Setting) -> Outcome:
     try:
         sm = _step_model(c, setting)
     except ScheduleError as e:
-        return Outcome(c, "dropped", f"rule: {e.message}")
+        return Outcome(c, "dropped", f"rule: {e.cli}")
     except DualsimError as e:
-        return Outcome(c, "dropped", f"layout: {e.message}")
+        return Outcome(c, "dropped", f"layout: {e.cli}")
     lay, prof = sm.layout, sm.profile
     static = sm.static_memory_gb()
     if max(static) > setting.memory_gb:  # hopeless before any activation: skip the rest

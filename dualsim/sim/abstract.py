@@ -49,7 +49,7 @@ import pandas as pd
 from dualsim.ir import Op, Schedule
 from dualsim.sim import abstract_engine as engine
 from dualsim.sim.abstract_engine import EngineRun
-from dualsim.sim.abstract_costs import Costs, TimeBase, check_number, parse_costs
+from dualsim.sim.abstract_costs import COMM_EXAMPLE, Costs, TimeBase, check_number, parse_costs
 from dualsim.sim.result import RankStats, SimResult
 from dualsim.timeline import COLUMNS
 
@@ -67,7 +67,7 @@ def simulate(schedule: Schedule, costs: Costs | Mapping[str, Any] | None = None,
     """
     c = Costs.of(costs)
     comm = check_number("comm (the cross-rank latency)", comm, allow_zero=True,
-                        hint="e.g. --comm 0.5")
+                        hint=COMM_EXAMPLE)
     size = Fraction(schedule.ranks, schedule.chain_length)
     base = TimeBase.of(c, size, comm)
     schedule, run = engine.run(schedule, base.durations, base.latency)

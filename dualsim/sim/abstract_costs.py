@@ -24,7 +24,16 @@ COST_NAMES: tuple[str, ...] = ("F", "I", "W", "B", "FB")
 REQUIRED: tuple[str, ...] = ("F", "I", "W")
 DEFAULT_COSTS: dict[str, int] = {"F": 1, "I": 1, "W": 1}
 
-_EXAMPLE = "e.g. --costs F=1,I=1,W=1 or F=1,I=1,W=1,B=2,FB=3"
+#: how to give costs, as (the Python API says it, the command line says it)
+_EXAMPLE = ("e.g. costs={'F': 1, 'I': 1, 'W': 1} or {'F': 1, 'I': 1, 'W': 1, 'B': 2, 'FB': 3}",
+            "e.g. --costs F=1,I=1,W=1 or F=1,I=1,W=1,B=2,FB=3")
+#: how to give the cross-rank latency, likewise
+COMM_EXAMPLE = ("e.g. comm=0.5", "e.g. --comm 0.5")
+
+
+def _error(text: str, hint: tuple[str, str]) -> CostError:
+    """``text``, then the hint: in the API's words, with the command line's in ``.cli``."""
+    return CostError(f"{text}; {hint[0]}", cli=f"{text}; {hint[1]}")
 #: largest cost or latency accepted: times sum to far more, and must still fit a float in JSON
 MAX_COST = 10**15
 #: smallest positive cost or latency: a float below it underflows to 0 once scaled by a stage's
@@ -36,11 +45,11 @@ MAX_DENOMINATOR = 10**12
 
 
 def check_number(name: str, value: Any, *, allow_zero: bool = False,
-                 hint: str = _EXAMPLE) -> int | Fraction | float:
+                 hint: tuple[str, str] = _EXAMPLE) -> int | Fraction | float:
     """``value`` as an int, Fraction or float; CostError if it is not a positive finite real
-    (or zero, with ``allow_zero``). ``hint`` ends the message."""
+    (or zero, with ``allow_zero``). ``hint`` (API form, command-line form) ends the message."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise CostError(f"{name} must be a number, got {value!r}; {hint}")
+        raise _error(f"{name} must be a number, got {value!r}", hint)
     number: int | Fraction | float
     if isinstance(value, numbers.Integral):
         number = int(value)
@@ -49,22 +58,20 @@ def check_number(name: str, value: Any, *, allow_zero: bool = False,
     else:
         number = float(value)
         if not math.isfinite(number):
-            raise CostError(f"{name} must be finite, got {value!r}; {hint}")
+            raise _error(f"{name} must be finite, got {value!r}", hint)
     if number < 0 or (number == 0 and not allow_zero):
         bound = "zero or more" if allow_zero else "greater than zero"
-        raise CostError(f"{name} must be {bound}, got {value!r}; {hint}")
+        raise _error(f"{name} must be {bound}, got {value!r}", hint)
     if number > MAX_COST:
-        raise CostError(f"{name} must be at most {MAX_COST:.0e}, got {_show(number)}; scale "
-                        f"all costs down together; {hint}")
+        raise _error(f"{name} must be at most {MAX_COST:.0e}, got {_show(number)}; scale all "
+                     "costs down together", hint)
     if 0 < number < MIN_COST:
-        raise CostError(f"{name} must be at least {float(MIN_COST):g} (or 0), got "
-                        f"{_show(number)}; scale all costs up together; {hint}"
-                        if allow_zero else
-                        f"{name} must be at least {float(MIN_COST):g}, got {_show(number)}; "
-                        f"scale all costs up together; {hint}")
+        least = f"at least {float(MIN_COST):g}" + (" (or 0)" if allow_zero else "")
+        raise _error(f"{name} must be {least}, got {_show(number)}; scale all costs up together",
+                     hint)
     if isinstance(number, Fraction) and number.denominator > MAX_DENOMINATOR:
-        raise CostError(f"{name} must have at most 12 decimal places (or a denominator of at "
-                        f"most 10^12), got {_show(number)}; {hint}")
+        raise _error(f"{name} must have at most 12 decimal places (or a denominator of at most "
+                     f"10^12), got {_show(number)}", hint)
     return number
 
 
@@ -99,16 +106,16 @@ class Costs:
         if costs is None:
             costs = DEFAULT_COSTS
         if not isinstance(costs, Mapping):
-            raise CostError(f"costs must be a mapping of names to numbers, got {costs!r}; "
-                            f"{_EXAMPLE}")
+            raise _error(f"costs must be a mapping of names to numbers, got {costs!r}",
+                         _EXAMPLE)
         unknown = [k for k in costs if k not in COST_NAMES]
         if unknown:
-            raise CostError(f"unknown cost name {unknown[0]!r}: use F, I, W and optionally B, "
-                            f"FB; {_EXAMPLE}")
+            raise _error(f"unknown cost name {unknown[0]!r}: use F, I, W and optionally B, FB",
+                         _EXAMPLE)
         missing = [k for k in REQUIRED if k not in costs]
         if missing:
-            raise CostError(f"missing cost {', '.join(missing)}: F, I and W are required; "
-                            f"{_EXAMPLE}")
+            raise _error(f"missing cost {', '.join(missing)}: F, I and W are required",
+                         _EXAMPLE)
         f, i, w = (check_number(f"cost {k}", costs[k]) for k in REQUIRED)
         b = costs.get("B", i + w)
         return Costs(f, i, w, b, costs.get("FB", f + check_number("cost B", b)))
@@ -129,7 +136,7 @@ def parse_number(name: str, text: str) -> int | Fraction:
         value: int | Fraction = int(t) if t.lstrip("+-").isdigit() else Fraction(t)
     except (ValueError, ZeroDivisionError):
         raise CostError(f"bad value {text!r} for cost {name}: expected a number such as 1, 1.5 "
-                        f"or 1/3; {_EXAMPLE}") from None
+                        f"or 1/3; {_EXAMPLE[1]}") from None
     return value
 
 
@@ -138,18 +145,18 @@ def parse_costs(text: str) -> dict[str, int | Fraction]:
     out: dict[str, int | Fraction] = {}
     items = [p.strip() for p in text.split(",")]
     if not any(items):
-        raise CostError(f"empty --costs: {_EXAMPLE}")
+        raise CostError(f"empty --costs: {_EXAMPLE[1]}")
     for item in items:
         if not item:
-            raise CostError(f"bad --costs {text!r}: empty entry between commas; {_EXAMPLE}")
+            raise CostError(f"bad --costs {text!r}: empty entry between commas; {_EXAMPLE[1]}")
         name, sep, value = (s.strip() for s in item.partition("="))
         if not sep or not name or not value:
-            raise CostError(f"bad --costs entry {item!r}: expected NAME=VALUE; {_EXAMPLE}")
+            raise CostError(f"bad --costs entry {item!r}: expected NAME=VALUE; {_EXAMPLE[1]}")
         if name not in COST_NAMES:
             raise CostError(f"unknown cost name {name!r} in --costs: use F, I, W and optionally "
-                            f"B, FB; {_EXAMPLE}")
+                            f"B, FB; {_EXAMPLE[1]}")
         if name in out:
-            raise CostError(f"cost {name} given twice in --costs {text!r}; {_EXAMPLE}")
+            raise CostError(f"cost {name} given twice in --costs {text!r}; {_EXAMPLE[1]}")
         out[name] = parse_number(name, value)
     Costs.of(out)  # required names, positive values
     return out

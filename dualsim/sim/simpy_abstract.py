@@ -16,7 +16,7 @@ import simpy
 
 from dualsim.ir import Action, Op, Schedule
 from dualsim.sim.abstract import exact_mean
-from dualsim.sim.abstract_costs import Costs, TimeBase, check_number
+from dualsim.sim.abstract_costs import COMM_EXAMPLE, Costs, TimeBase, check_number
 from dualsim.sim.simpy_engine import Engine, peak_live
 from dualsim.sim.result import RankStats, SimResult
 from dualsim.timeline import action_fields, from_rows
@@ -52,7 +52,8 @@ def simulate_simpy(schedule: Schedule, costs: Costs | Mapping[str, Any] | None =
     """Abstract-mode simulation on the SimPy engine (same figures as the abstract engine).
     A schedule that is not a ValidSchedule is validated first."""
     c = Costs.of(costs)
-    comm = check_number("comm (the cross-rank latency)", comm, allow_zero=True)
+    comm = check_number("comm (the cross-rank latency)", comm, allow_zero=True,
+                        hint=COMM_EXAMPLE)
     schedule = validate(schedule)
     size = Fraction(schedule.ranks, schedule.chain_length)
     base = TimeBase.of(c, size, comm)
