@@ -1,7 +1,7 @@
 """The one IR of dualsim: actions, stage placement, schedules and their string/JSON forms.
 
 Every other part (generators, validator, lowering, simulators, runtime, renderers) speaks these
-types. The string form of an action is the one of DESIGN.md §3, compatible with
+types. The string form of an action is the one of docs/schedules.md (Actions), compatible with
 torch.distributed.pipelining where torch has the op: ``0F3``, ``7I12``, ``5W0``, ``3SEND_F1``,
 and an overlapped pair ``(0F7;7B3)``. ``str(Action.parse(s)) == s`` for every valid ``s``.
 """

@@ -1,4 +1,4 @@
-"""Plan files (DESIGN.md §7): a validated, lowered schedule as deterministic JSON text.
+"""Plan files (docs/formats.md): a validated, lowered schedule as deterministic JSON text.
 
 A plan is validated as computed, lowered (SEND/RECV inserted), validated again and only then
 written, atomically; nothing is written when a check fails. Reading accepts a lowered plan (its

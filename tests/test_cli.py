@@ -1,4 +1,5 @@
-"""The CLI contract of DESIGN.md §7: commands, JSON keys, exact numbers, one-line errors."""
+"""The CLI contract of docs/formats.md and the README: commands, JSON keys, exact numbers,
+one-line errors."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The generated schedules hit DESIGN.md §5's closed forms exactly (zero transfer latency),
+"""The generated schedules hit docs/schedules.md's closed forms exactly (zero transfer latency),
 and its worked example R=4, M=8 to the last digit (makespan, span, idle, peak activations)."""
 
 from __future__ import annotations
@@ -176,7 +176,7 @@ def test_overlap_families_save_what_each_fb_saves(name: str, chunks: int | None,
                                                           * (3 - fb), v)
 
 
-# ---- DESIGN.md §5 worked example: R=4, M=8 --------------------------------------------------
+# ---- docs/schedules.md's worked example: R=4, M=8 ----------------------------------------
 
 @pytest.mark.parametrize("name, chunks, makespan, span", [
     ("gpipe", None, 33, 33),

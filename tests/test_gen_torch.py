@@ -4,7 +4,8 @@
 Its lists hold ``None`` for idle slots; we compare compute actions only. torch numbers stages
 as we do (interleaved chunk c of rank r = stage cR + r; a V puts stages r and 2R-1-r on rank r)
 and writes an overlapped pair as ``(0F7;7B3)OVERLAP_F_B``, which maps onto our FB.
-Its stored 1F1B order is wrong on the last rank (DESIGN.md §4), so 1F1B is not compared.
+Its stored 1F1B order is wrong on the last rank (docs/schedules.md, reference orders), so 1F1B
+is not compared.
 """
 
 from __future__ import annotations

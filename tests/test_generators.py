@@ -2,7 +2,7 @@
 
 The structural checks here are written independently of the generators: they recount every
 (stage, micro-batch) from the placement table and replay each schedule against the dependency
-rules of DESIGN.md §3 to prove it runs to completion without deadlock.
+rules of docs/schedules.md to prove it runs to completion without deadlock.
 """
 
 from __future__ import annotations

@@ -35,7 +35,7 @@ def test_h800_numbers() -> None:
     # a2a_overlap_rate and interference come from `dualsim calibrate` (tests/test_costs.py)
 
 
-@pytest.mark.parametrize("name, sms, hbm_gb, bf16, fp8", [  # DESIGN.md §6
+@pytest.mark.parametrize("name, sms, hbm_gb, bf16, fp8", [  # vendors' dense peaks
     ("h100", 132, 80, 989, 1979),
     ("h20", 78, 96, 148, 296),
     ("a100", 108, 80, 312, None),

@@ -22,7 +22,7 @@ def run_all(names=("dualpipe", "dualpipev", "zb-v", "1f1b")):
 
 
 def test_readme_formulas_match_design_closed_forms():
-    # DESIGN.md §5 worked example, R=4, M=8
+    # docs/schedules.md's worked example, R=4, M=8
     assert readme_formula(generate("dualpipe", 4, 8), COSTS)["value"] == 2
     assert readme_formula(generate("dualpipev", 4, 8), COSTS)["value"] == 3
     f1 = {"F": 1, "I": 1, "W": 1}

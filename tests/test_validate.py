@@ -1,6 +1,6 @@
 """The validator: placement, counts, unknown actions, transfers, deadlock cycles and messages.
 
-Small plans are written by hand in the string form of DESIGN.md §3 so that every expected
+Small plans are written by hand in the string form of docs/schedules.md so that every expected
 message can be checked word for word; the generated families are checked at a few sizes.
 """
 

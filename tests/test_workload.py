@@ -1,4 +1,5 @@
-"""Workload presets and the per-stage work they imply (DESIGN.md §6 dimensions)."""
+"""Workload presets and the per-stage work they imply (the DeepSeek-V3 report's dimensions,
+docs/hardware-mode.md)."""
 
 from __future__ import annotations
 

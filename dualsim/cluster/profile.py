@@ -1,12 +1,13 @@
 """Hardware profiles: load and validate a GPU cluster description (TOML), list the built-ins.
 
-A profile is data, never constants in code (DESIGN.md §2, §6). Every number in a profile file is
-a table ``{ value = ..., unit = "...", source = "..." }``; loading checks that every section and
-key is known, that required keys are present, that the unit is the expected one and that a source
-is given, and that bandwidths, peaks and sizes are positive. Any problem raises ProfileError
-naming the file and the field. Built-in profiles live in the package (``dualsim/data/profiles``,
-also reachable as ``hardware_profiles/`` in the repository), so they are found after a
-non-editable install; a user's own file path is accepted wherever a name is.
+A profile is data, never constants in code (docs/hardware-mode.md). Every number in a profile
+file is a table ``{ value = ..., unit = "...", source = "..." }``; loading checks that every
+section and key is known, that required keys are present, that the unit is the expected one and
+that a source is given, and that bandwidths, peaks and sizes are positive. Any problem raises
+ProfileError naming the file and the field. Built-in profiles live in the package
+(``dualsim/data/profiles``, also reachable as ``hardware_profiles/`` in the repository), so
+they are found after a non-editable install; a user's own file path is accepted wherever a name
+is.
 """
 
 from __future__ import annotations

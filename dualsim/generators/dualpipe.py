@@ -1,4 +1,4 @@
-"""DualPipe (DeepSeek-V3) and DualPipeV ("cut-in-half" DualPipe), DESIGN.md §4.
+"""DualPipe (DeepSeek-V3) and DualPipeV ("cut-in-half" DualPipe), docs/schedules.md.
 
 One rank's DualPipe order only depends on h = min(r, R-1-r) and on which stage and micro-batches
 are "near" (the chain entering on this rank's half) and "far". DualPipeV rank r is DualPipe(2R, 2M)

@@ -1,4 +1,4 @@
-"""GPipe: every rank runs all its forwards, then all its backwards (DESIGN.md §4)."""
+"""GPipe: every rank runs all its forwards, then all its backwards (docs/schedules.md)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Stage placement tables of DESIGN.md §3, shared by the generators."""
+"""Stage placement tables (docs/schedules.md, placement), shared by the generators."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""ZB-V: the handcrafted zero-bubble V schedule, two chunks per rank in a V (DESIGN.md §4).
+"""ZB-V: the handcrafted zero-bubble V schedule, two chunks per rank in a V (docs/schedules.md).
 
 Chunk 0 of rank r is stage r, chunk 1 is stage 2R-1-r. Micro-batches run in increasing order
 within each (stage, op), so each (chunk, op) only needs a counter.

@@ -1,6 +1,6 @@
 """ZB-H1 and ZB-H2 (Zero Bubble, Qi et al. ICLR 2024): 1F1B with backward split into I and W.
 
-DESIGN.md §4: ``warmup`` forwards, then for i = 0..M-1: [F if any left] I(oldest)
+docs/schedules.md: ``warmup`` forwards, then for i = 0..M-1: [F if any left] I(oldest)
 [W(oldest pending) if i >= lag]; then the pending W. ZB-H1 has warmup R-r-1 and lag r, ZB-H2
 warmup 2(R-r-1) and lag 2r. Warm-up is capped by M.
 """

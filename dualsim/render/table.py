@@ -2,7 +2,7 @@
 
 DeepSeek's DualPipe README compares schedules by their bubble (idle time per rank), parameter
 copies and in-flight activations in closed form. ``readme_formula`` gives that row for each
-family (with costs per rank-worth of layers, DESIGN.md §5) and evaluates the bubble for the
+family (with costs per rank-worth of layers, docs/schedules.md) and evaluates the bubble for the
 abstract costs, so the report can show the simulated idle time next to the formula as a sanity
 check. Everything here is plain data and text: no matplotlib.
 """

@@ -3,7 +3,7 @@
 Each block is pre-norm attention then a pre-norm MoE FFN (a router picks the top-k of several
 routed experts per token, weighted by renormalised softmax scores, with an optional capacity
 rule: :mod:`dualsim.runtime.moe`; plus one shared expert that sees every token). The model has ``positions × layers_per_slice`` blocks; slice k (= position
-k of every chain, DESIGN §3) holds its blocks, slice 0 also the token and position embeddings,
+k of every chain, docs/schedules.md) holds its blocks, slice 0 also the token and position embeddings,
 the last slice also the final norm and the LM head. A slice's parameters come from a generator
 seeded by (seed, k) alone, so every copy of slice k on any rank (DualPipe keeps two) and the
 single-process reference start identical.

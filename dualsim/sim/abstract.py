@@ -1,6 +1,6 @@
 """The abstract (cost-based) simulator: exact start/end times of every action from unit costs.
 
-Semantics (DESIGN.md §3, §5; the SimPy engine must agree with these exactly on abstract inputs):
+Semantics (docs/schedules.md, abstract mode; the SimPy engine must agree with these exactly):
 
 - **Durations.** An action on a stage costs its op's cost times ``schedule.stage_size``
   (ranks / chain length: 1 for the linear families and DualPipe, 1/2 for ZB-V and DualPipeV,

@@ -1,6 +1,6 @@
 """Abstract-mode costs: the durations F, I, W, B, FB and the CLI's ``--costs`` text form.
 
-Costs are per rank-worth of layers (DESIGN.md §5): the simulator multiplies them by a stage's
+Costs are per rank-worth of layers (docs/schedules.md): the simulator multiplies them by a stage's
 size. ``B`` defaults to ``I + W`` and ``FB`` to ``F + B``. Every cost must be a positive, finite
 real number; ints and Fractions stay exact (no conversion to float), floats stay floats.
 

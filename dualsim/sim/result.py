@@ -1,4 +1,4 @@
-"""SimResult: what a simulation reports (DESIGN.md §5 definitions), in either mode."""
+"""SimResult: what a simulation reports (definitions in docs/schedules.md), in either mode."""
 
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ class SimResult:
     """makespan, span, ideal, bubble rates, per-rank stats and the Timeline.
 
     Scalars keep the arithmetic type of the costs (Fraction in, Fraction out), so tests can
-    compare against DESIGN.md §5's closed forms exactly.
+    compare against the closed forms of docs/schedules.md exactly.
     """
 
     schedule: str
@@ -54,7 +54,7 @@ class SimResult:
         return 1 - self.ideal / self.span
 
     def to_dict(self) -> dict[str, Any]:
-        """The JSON object of DESIGN.md §7 (numbers as floats/ints)."""
+        """The JSON object of docs/formats.md (numbers as floats/ints)."""
         d: dict[str, Any] = {
             "schedule": self.schedule,
             "ranks": self.ranks,

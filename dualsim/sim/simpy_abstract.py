@@ -4,7 +4,7 @@ Each unit is one timeout of its cost x stage size (B = I + W and FB = F + B by d
 every cross-rank dependency is a fixed latency ``comm``. Times run on integers scaled by the
 common denominator of all durations, so int and Fraction costs give exact results; float costs
 give floats. This is the check that the hardware engine's scheduling core keeps the abstract
-semantics (DESIGN.md §5).
+semantics (docs/schedules.md).
 """
 
 from __future__ import annotations
