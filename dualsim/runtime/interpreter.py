@@ -16,10 +16,12 @@ action list on its own share of every micro-batch's sequences, holds 1/ep of the
 and exchanges token rows with its group's processes inside each MoE layer; process i of rank r
 sends and receives pipeline messages only to and from process i of the other ranks.
 
-Data flow inside a step, keyed by (producing stage, micro-batch):
-  F's output goes to ``local_f`` when the next stage of the chain is on this rank (the turn of a
+Data flow inside a step, keyed by (producing stage, micro-batch), where :mod:`dualsim.deps` says
+each product goes and each input comes from:
+  F's output goes to ``local_f`` when the stage that needs it is on this rank (the turn of a
   V), else to ``to_send_f`` for its SEND_F; RECV_F fills ``recv_f`` keyed by the receiving stage.
   Input gradients move the same way through ``local_b`` / ``to_send_b`` / ``recv_b``.
+The plan is a :class:`~dualsim.validate.Plan` (validated, with its transfers).
 """
 
 from __future__ import annotations
@@ -30,7 +32,8 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from dualsim.ir import Action, Op, Schedule
+from dualsim.deps import Key, Kind, Neighbours, destination, needs
+from dualsim.ir import Action, Op
 from dualsim.overlap_order import Node
 from dualsim.runtime.a2a import ExpertComm
 from dualsim.runtime.clock import Mark, StepClock
@@ -39,6 +42,7 @@ from dualsim.runtime.options import Fault
 from dualsim.runtime.chains import trace_name
 from dualsim.runtime.overlap import PieceTime
 from dualsim.runtime.p2p import Message, PeerComm, ProcessGroups
+from dualsim.validate import Plan
 from dualsim.runtime.progress import COMPUTING, SYNCING, WAITING, Progress, World
 from dualsim.runtime.records import StepRecord
 from dualsim.runtime.reference import make_optimizer
@@ -72,12 +76,15 @@ class Placement:
 class RankRunner:
     """The stage slices, optimizer and action loop of one process."""
 
-    def __init__(self, plan: Schedule, process: int, world: World, cfg: NetConfig,
+    def __init__(self, plan: Plan, process: int, world: World, cfg: NetConfig,
                  where: Placement, groups: ProcessGroups, progress: Progress | None = None,
                  fault: Fault | None = None, direction_groups: bool = False) -> None:
         """``direction_groups``: one process group per direction of each pair of processes
         also on gloo (always on NCCL, see :mod:`p2p`); creating them is collective."""
+        if not isinstance(plan, Plan):
+            raise TypeError("the runtime runs a Plan: pass dualsim.lower.lower(schedule)")
         self.plan, self.process, self.world, self.cfg = plan, process, world, cfg
+        self.nb = Neighbours.of(plan)
         self.rank, self.ep_index = world.rank_of(process), world.ep_index(process)
         self.device = where.device
         self.actions = plan.actions[self.rank]
@@ -213,10 +220,9 @@ class RankRunner:
                            start, end))
 
     # ---- transfers ----------------------------------------------------------------------
-    def _peer(self, stage: int | None) -> int:
+    def _peer(self, stage: int) -> int:
         """The process of ``stage``'s rank with this process's expert-parallel index."""
-        assert stage is not None
-        return self.world.process(self.plan.rank_of(stage), self.ep_index)
+        return self.world.process(self.nb.rank[stage], self.ep_index)
 
     def _transfers(self, lo: int, hi: int, state: StepState) -> None:
         """Post actions lo..hi-1 (all SEND/RECV) together, then wait for the receives.
@@ -228,18 +234,16 @@ class RankRunner:
         batch: list[Message] = []
         for a in self.actions[lo:hi]:
             key = (a.stage, a.microbatch)
-            if a.op is Op.SEND_F:
-                batch.append(Message(True, self._peer(self.plan.next_stage(a.stage)),
-                                     state.to_send_f.pop(key)))
-            elif a.op is Op.SEND_B:
-                batch.append(Message(True, self._peer(self.plan.prev_stage(a.stage)),
-                                     state.to_send_b.pop(key)))
+            # a SEND needs the product it carries, a RECV the SEND on the other end
+            carried = needs(a, self.nb, lowered=True)[0].key
+            if a.op is Op.SEND_F or a.op is Op.SEND_B:
+                sent = state.to_send_f if a.op is Op.SEND_F else state.to_send_b
+                batch.append(Message(True, self._peer(destination(carried, self.nb)),
+                                     sent.pop(key)))
             else:
                 buf = torch.empty(self.act_shape, dtype=self.cfg.torch_dtype, device=self.device)
-                forward = a.op is Op.RECV_F
-                peer = self.plan.prev_stage(a.stage) if forward else self.plan.next_stage(a.stage)
-                (state.recv_f if forward else state.recv_b)[key] = buf
-                batch.append(Message(False, self._peer(peer), buf))
+                (state.recv_f if a.op is Op.RECV_F else state.recv_b)[key] = buf
+                batch.append(Message(False, self._peer(carried.stage), buf))
         with torch.profiler.record_function(" ".join(str(a) for a in self.actions[lo:hi])):
             works = self.comm.post(batch)
         posted = self.clock.host_mark()
@@ -279,50 +283,52 @@ class RankRunner:
         raise AssertionError(f"not a compute action: {a}")
 
     def _forward_args(self, stage: int, mb: int, state: StepState) -> tuple[Any, ...]:
-        place = self.plan.placement(stage)
-        if place.position == 0:
-            x = self.tokens[mb]
-        else:
-            prev = self._stage(self.plan.prev_stage(stage))
-            src = state.local_f.pop((prev, mb)) if self.plan.rank_of(prev) == self.rank \
-                else state.recv_f.pop((stage, mb))
-            x = src.detach().requires_grad_()
-        targets = self.targets[mb] if place.position == self.positions - 1 else None
+        src = self._input(Action(Op.F, stage, mb), state.local_f, state.recv_f)
+        x = self.tokens[mb] if src is None else src.detach().requires_grad_()
+        last = destination(Key(Kind.FORWARD, stage, mb), self.nb) < 0  # the chain's end: loss
+        targets = self.targets[mb] if last else None
         return stage, x, targets, (stage, mb) in self.split_backward
 
     def _forwarded(self, stage: int, mb: int, saved: Any, state: StepState) -> None:
         out = self.stages.output(saved)
-        if self.plan.placement(stage).position == self.positions - 1:
+        target = self._output(Key(Kind.FORWARD, stage, mb), state.local_f, state.to_send_f)
+        if target is None:  # the chain's end: the loss
             state.loss += float(out.detach())
         else:
-            nxt = self._stage(self.plan.next_stage(stage))
-            target = state.local_f if self.plan.rank_of(nxt) == self.rank else state.to_send_f
             target[(stage, mb)] = out.detach()
         state.saved[(stage, mb)] = saved
 
     def _backward_args(self, stage: int, mb: int, state: StepState) -> tuple[Any, Any]:
         saved = state.saved.pop((stage, mb))
-        nxt = self.plan.next_stage(stage)
-        if nxt is None:
-            grad = None
-        elif self.plan.rank_of(nxt) == self.rank:
-            grad = state.local_b.pop((nxt, mb))
-        else:
-            grad = state.recv_b.pop((stage, mb))
-        return saved, grad
+        return saved, self._input(Action(Op.B, stage, mb), state.local_b, state.recv_b)
 
     def _backwarded(self, stage: int, mb: int, x_grad: torch.Tensor | None,
                     state: StepState) -> None:
-        prev = self.plan.prev_stage(stage)
-        if prev is not None:
+        target = self._output(Key(Kind.BACKWARD, stage, mb), state.local_b, state.to_send_b)
+        if target is not None:
             assert x_grad is not None
-            target = state.local_b if self.plan.rank_of(prev) == self.rank else state.to_send_b
             target[(stage, mb)] = x_grad
 
-    @staticmethod
-    def _stage(stage: int | None) -> int:
-        assert stage is not None
-        return stage
+    def _input(self, part: Action, local: dict[tuple[int, int], torch.Tensor],
+               received: dict[tuple[int, int], torch.Tensor]) -> torch.Tensor | None:
+        """What ``part`` needs from a neighbour stage (:func:`dualsim.deps.needs`): received by
+        a RECV, or left by that stage on this rank; None when its chain has no such stage."""
+        for need in needs(part, self.nb, lowered=True):
+            if need.rule == "recv":
+                return received.pop((part.stage, part.microbatch))
+            if need.key.stage != part.stage:
+                return local.pop((need.key.stage, part.microbatch))
+        return None
+
+    def _output(self, key: Key, local: dict[tuple[int, int], torch.Tensor],
+                to_send: dict[tuple[int, int], torch.Tensor]
+                ) -> dict[tuple[int, int], torch.Tensor] | None:
+        """Where product ``key`` goes (:func:`dualsim.deps.destination`): None when no stage
+        needs it, ``local`` when the stage needing it is on this rank, else ``to_send``."""
+        stage = destination(key, self.nb)
+        if stage < 0:
+            return None
+        return local if self.nb.rank[stage] == self.rank else to_send
 
     # ---- sums ---------------------------------------------------------------------------
     def _copies(self, stage: int) -> list[int]:

@@ -88,7 +88,7 @@ def launch_local(plans: Sequence[Schedule], options: Any,
         raise RuntimeRunError("plans launched together must have the same number of ranks")
     ctx = mp.get_context("spawn")
     status = ctx.Array("d", [0.0] * (world.size * FIELDS), lock=False)
-    payload = pickle.dumps(([p.to_dict() for p in plans], options))
+    payload = pickle.dumps((list(plans), options))  # validated Plans, not re-parsed dicts
     with tempfile.TemporaryDirectory(prefix="dualsim-run-", ignore_cleanup_errors=True) as tmp:
         port = _free_port()
         procs = [ctx.Process(target=child_main, name=f"dualsim-rank{g}",

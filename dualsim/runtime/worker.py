@@ -28,6 +28,7 @@ from dualsim.runtime.options import RunOptions
 from dualsim.runtime.p2p import ProcessGroups
 from dualsim.runtime.progress import CONNECTING, DONE, LastPosition, SharedProgress
 from dualsim.runtime.records import RankReport
+from dualsim.validate import Plan
 
 
 def placement(options: RunOptions, local_rank: int) -> Placement:
@@ -46,12 +47,12 @@ def _gather(report: RankReport, size: int) -> list[RankReport] | None:
     return out if root else None
 
 
-def run_process(process: int, size: int, port: int, plans: list[dict[str, Any]],
+def run_process(process: int, size: int, port: int, plans: list[Plan],
                 options: RunOptions, status: Any, result_dir: str) -> None:
     """A locally spawned process: every plan in turn, reports saved by process 0."""
     torch.set_num_threads(1)
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    schedules = [Schedule.from_dict(p) for p in plans]
+    schedules = list(plans)
     where = placement(options, process)
     SharedProgress(status, process).update(0, -1, CONNECTING)
     dist.init_process_group(where.backend, rank=process, world_size=size,
