@@ -19,7 +19,7 @@ ordered checks (``dualsim.validate``).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 from dualsim.deps import Kind, Rules
 from dualsim.ir import Op, Schedule
@@ -59,12 +59,15 @@ ZERO: dict[Op, int] = {op: 0 for op in Op}
 
 
 def walk(schedule: Schedule, rules: Rules, durations: Mapping[Op, Any] = ZERO,
-         latency: Any = 0, check: bool = False) -> Walk:
+         latency: Any = 0, check: bool = False,
+         unit_durations: Sequence[Sequence[Any]] | None = None) -> Walk:
     """Walk ``schedule`` under ``rules`` (see the module docstring).
 
-    ``durations[op]`` is each op's duration (an FB's is ``durations[Op.FB]``); ops without
-    rules are skipped. Without ``check`` the schedule must have a sane placement and one list
-    per rank, name known stages on their ranks and make each product once (a validated one).
+    ``durations[op]`` is each op's duration (an FB's is ``durations[Op.FB]``), unless
+    ``unit_durations[r][k]`` gives one per walked action (rank r's k-th action with rules);
+    ops without rules are skipped. ``latency`` is one number, or a table ``latency[src][dst]``
+    of ranks. Without ``check`` the schedule must have a sane placement and one list per rank,
+    name known stages on their ranks and make each product once (a validated one).
     """
     ranks, S, M = schedule.ranks, schedule.num_stages, schedule.microbatches
     # with check: per rank and stage held, the micro-batches of the stage's chain (else None)
@@ -79,11 +82,20 @@ def walk(schedule: Schedule, rules: Rules, durations: Mapping[Op, Any] = ZERO,
             allowed[st.rank][st.stage] = bytes(masks[st.chain])
     # per op with rules: per stage its inputs (slot at micro-batch 0, latency) and its
     # products; its duration; whether it makes a forward (1) or a backward (2); None: skipped
+    rank_of = {st.stage: st.rank for st in schedule.stages}
+
+    def lat(slot: int, stage: int, cross: bool) -> Any:
+        if not cross:
+            return 0
+        if isinstance(latency, (list, tuple)):
+            return latency[rank_of[rules.key(slot).stage]][rank_of[stage]]
+        return latency
+
     table: dict[Op, Any] = {op: None for op in Op}
     for op, rows in rules.needs.items():
         kinds = {rules.key(slot).kind for row in rules.makes[op] for slot in row}
-        table[op] = (tuple(tuple((slot, latency if cross else 0) for slot, cross in row)
-                           for row in rows), rules.makes[op], durations[op],
+        table[op] = (tuple(tuple((slot, lat(slot, st, cross)) for slot, cross in row)
+                           for st, row in enumerate(rows)), rules.makes[op], durations.get(op, 0),
                      1 if Kind.FORWARD in kinds else 2 if Kind.BACKWARD in kinds else 0)
     ready: list[Any] = [None] * rules.size  # slot -> end time of the action making it
     waiting: dict[int, list[int]] = {}  # slot -> ranks parked on it
@@ -96,12 +108,13 @@ def walk(schedule: Schedule, rules: Rules, durations: Mapping[Op, Any] = ZERO,
     busy: list[Any] = [0] * ranks
     pointer = [0] * ranks
     free: list[Any] = [0] * ranks
-    d_fb = durations[Op.FB]
+    d_fb = durations.get(Op.FB, 0)
     skipped, bad = 0, None
     work = list(range(ranks - 1, -1, -1))
     while work:
         r = work.pop()
         row, mine = actions[r], allowed[r]
+        own_durations = None if unit_durations is None else unit_durations[r]
         p, n, t_free, t_busy = pointer[r], len(row), free[r], busy[r]
         out_start, out_end, out_alloc, out_free = starts[r], ends[r], allocs[r], frees[r]
         wait = -1
@@ -130,6 +143,8 @@ def walk(schedule: Schedule, rules: Rules, durations: Mapping[Op, Any] = ZERO,
                         t = e
                 if wait >= 0:
                     break
+                if own_durations is not None:
+                    d = own_durations[len(out_start)]
                 t_free = t + d
                 for slot in makes[s]:
                     slot += m
@@ -163,7 +178,7 @@ def walk(schedule: Schedule, rules: Rules, durations: Mapping[Op, Any] = ZERO,
                         break
                 if wait >= 0 or bad is not None:
                     break
-                d = d_fb
+                d = d_fb if own_durations is None else own_durations[len(out_start)]
                 t_free = t + d
                 for part in pair:
                     m = part.microbatch

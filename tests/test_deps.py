@@ -138,3 +138,22 @@ def test_slots_are_distinct_for_distinct_keys() -> None:
     keys = [Key(k, st, m) for k in Kind for st in range(4) for m in range(3)]
     assert sorted(rules.slot(k) for k in keys) == list(range(rules.size))
     assert all(rules.key(rules.slot(k)) == k for k in keys)
+
+
+def test_walk_takes_per_unit_durations_and_a_rank_latency_table() -> None:
+    from fractions import Fraction
+
+    from dualsim.validate import validate
+    from dualsim.walk import ZERO, walk
+
+    s = validate(generate("1f1b", 2, 2))  # rank 0: 0F0 0F1 0B0 0B1; rank 1: 1F0 1B0 1F1 1B1
+    rules = compile_rules(s)
+    durations = [[1, 2, 3, 4], [5, 6, 7, 8]]
+    latency = [[0, Fraction(1, 2)], [3, 0]]  # rank 0 -> 1: 1/2, rank 1 -> 0: 3
+    w = walk(s, rules, ZERO, latency, unit_durations=durations)
+    # 1F0 at 0F0's end 1 + 1/2; 1B0 right after; 1F1 when rank 1 is free (12.5); 0B0 at 1B0's
+    # end 12.5 + 3, 0B1 at 1B1's end 27.5 + 3
+    assert w.starts == [[0, 1, Fraction(31, 2), Fraction(61, 2)],
+                        [Fraction(3, 2), Fraction(13, 2), Fraction(25, 2), Fraction(39, 2)]]
+    assert w.ends[1][-1] == Fraction(55, 2) and w.busy == [10, 26]
+    assert w.allocs == [[0, 1], [Fraction(3, 2), Fraction(25, 2)]]
