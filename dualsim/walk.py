@@ -160,7 +160,9 @@ def walk(schedule: Schedule, rules: Rules, durations: Mapping[Op, Any] = ZERO,
                     out_alloc.append(t)
                 elif kind == 2:
                     out_free.append(t_free)
-            else:  # an FB: what its halves need; what they make exists when it ends
+            else:  # an FB: what its halves need; what they make exists when it ends (the
+                # single-action path above, repeated over the two halves: the hot loop avoids
+                # a loop over parts for the common single action)
                 for part in pair:
                     m, s = part.microbatch, part.stage
                     if check and not (0 <= s < S and 0 <= m < M and (ok := mine[s]) and ok[m]):

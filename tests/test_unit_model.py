@@ -10,7 +10,7 @@ import pytest
 from dualsim.generators import FAMILIES, generate
 from dualsim.sim.abstract import simulate
 from dualsim.sim.hardware_mode import simulate_hardware
-from dualsim.sim.unit_level import compute_rows, lay_out, stage_latencies
+from dualsim.sim.unit_level import compute_rows, lay_out
 from dualsim.sim.hardware_mode import hardware_setup
 from dualsim.sim.unit_model import ScheduleIndex, StepModel
 
@@ -82,8 +82,7 @@ def test_unit_layout_matches_the_abstract_engine(name: str) -> None:
     size = Fraction(s.ranks, s.chain_length)
     rows = compute_rows(s)
     durations = [[costs[a.op.value] * size for a in row] for row in rows]
-    fwd, bwd = stage_latencies(s, [[comm] * s.ranks for _ in range(s.ranks)])
-    times = lay_out(s, rows, durations, fwd, bwd)
+    times = lay_out(s, rows, durations, [[comm] * s.ranks for _ in range(s.ranks)])
     assert times.last_end == ref.makespan
     assert [e[-1] for e in times.ends] == [p.last_end for p in ref.per_rank]
     assert [st[0] for st in times.starts] == [p.first_start for p in ref.per_rank]

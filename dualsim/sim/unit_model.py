@@ -29,7 +29,7 @@ from dualsim.ir import Action, Op, Schedule
 from dualsim.sim.hardware_mode import HardwareExecutor
 from dualsim.sim.memory import (ActivationLedger, live_at_peak, pair_bytes, peak_breakdown,
                                 replicas, slice_params, static_components)
-from dualsim.sim.unit_level import UnitTimes, compute_rows, lay_out, stage_latencies
+from dualsim.sim.unit_level import UnitTimes, compute_rows, lay_out
 from dualsim.sim.unit_pieces import UnitPieces
 from dualsim.workload.layout import Layout
 
@@ -132,9 +132,8 @@ class StepModel:
 
     def lower_bound(self) -> float:
         """A lower bound of the step in seconds (module docstring)."""
-        fwd, bwd = stage_latencies(self.index.schedule, self.pp_latency())
         durations = self.durations(lambda p: unit_lower_bound(p, self.profile))
-        times = lay_out(self.index.schedule, self.index.rows, durations, fwd, bwd)
+        times = lay_out(self.index.schedule, self.index.rows, durations, self.pp_latency())
         return max(times.last_end, self._dp_lower_bound(times))
 
     # ---- what does not depend on timing ------------------------------------------------------
