@@ -361,9 +361,16 @@ def test_compare_with_no_legal_schedule_is_refused_before_the_bar(tmp_path: Path
 
 
 def test_plan_names_the_real_reason_when_no_configuration_can_run(tmp_path: Path) -> None:
+    # 7 ranks divide neither the preset's 2048 GPUs nor DualPipe's rule; the first reason found
     res = invoke("plan", "--ranks", "7", "--schedules", "dualpipe", "--out", str(tmp_path / "p"))
     assert res.exit_code == 1 and res.stdout == ""
-    assert res.stderr == ("error: none of the 9 configurations can run: dualpipe needs an even "
+    assert res.stderr == ("error: none of the 144 configurations can run: --gpus 2048 is not "
+                          "divisible by the 7 pipeline ranks; use a multiple of --ranks\n")
+    # on 1792 = 7 x 256 GPUs the batch splits: the family's rule is what refuses
+    res = invoke("plan", "--ranks", "7", "--gpus", "1792", "--schedules", "dualpipe",
+                 "--out", str(tmp_path / "p"))
+    assert res.exit_code == 1 and res.stdout == ""
+    assert res.stderr == ("error: none of the 144 configurations can run: dualpipe needs an even "
                           "number of ranks, got 7: use --ranks 6 or 8\n")
     assert not (tmp_path / "p").exists()  # refused before the sweep: nothing written
 
@@ -373,12 +380,11 @@ def test_plan_lists_rule_and_layout_reasons_together(tmp_path: Path) -> None:
                  "--out", str(tmp_path / "p"))
     assert res.exit_code == 1 and res.stdout == ""
     assert res.stderr == (
-        "error: none of the 36 configurations can run: dualpipe needs an even number of ranks, "
-        "got 7: use --ranks 6 or 8; --ep 7 does not divide the 256 data-parallel GPUs per "
-        "pipeline stage (gpus / ranks = 2048 / 8); use --ep 1, 2, 4, 8, 16, 32, 64, 128, 256 "
-        "(dividing 256 GPUs per stage and 256 routed experts); the model preset's GPU count "
-        "2048 is not divisible by the 7 pipeline ranks; pass --gpus with a multiple of 7, or "
-        "other --ranks\n")
+        "error: none of the 144 configurations can run: --gpus 2048 is not divisible by the 7 "
+        "pipeline ranks; use a multiple of --ranks; --ep 7 does not divide the 256 data-parallel "
+        "GPUs per pipeline stage (gpus / ranks = 2048 / 8); use --ep 1, 2, 4, 8, 16, 32, 64, 128, "
+        "256 (dividing 256 GPUs per stage and 256 routed experts); dualpipe needs an even number "
+        "of micro-batches, got 15: use --microbatches 16\n")
 
 
 def test_costs_help_says_what_b_and_fb_mean() -> None:
@@ -507,10 +513,11 @@ def test_plan_refuses_what_if_values_the_profile_refuses(tmp_path: Path, args: l
 def test_plan_with_no_survivor_puts_its_error_first(tmp_path: Path) -> None:
     # the sweep runs (every configuration is legal) but none fits 1 GB: no bar, no empty table
     res = invoke("plan", "--model", "small-moe", "--schedules", "1f1b", "--ranks", "8",
-                 "--workers", "1", "--memory-gb", "1", "--out", str(tmp_path / "p"))
+                 "--workers", "1", "--memory-gb", "1", "--ep", "8", "--microbatch-tokens", "4096",
+                 "--precision", "fp8", "--out", str(tmp_path / "p"))
     assert res.exit_code == 1 and res.stdout == ""
-    # 9 configurations and the published layout (the planner always evaluates it)
-    assert res.stderr.startswith("error: none of the 10 configurations survived (memory); see ")
+    # 6 comm-SM counts and the published layout (the planner always evaluates it)
+    assert res.stderr.startswith("error: none of the 7 configurations survived (memory); see ")
     assert len(res.stderr.splitlines()) == 1
     assert (tmp_path / "p" / "plan.csv").is_file()  # the reasons, one per configuration
 

@@ -222,7 +222,7 @@ def refuse_if_none_can_run(cands: list, setting: Setting, mdl: Model, layout: di
             c = with_microbatches(c, setting)
             check(c.schedule, c.ranks, c.microbatches)
         except DualsimError as e:
-            reasons[e.message] = None
+            reasons[e.cli] = None
             continue
         key = (c.ranks, c.ep or layout["ep"], c.microbatch_tokens or layout["microbatch_tokens"])
         if key not in seen:
@@ -230,7 +230,7 @@ def refuse_if_none_can_run(cands: list, setting: Setting, mdl: Model, layout: di
                 check_parallel(mdl, key[0], key[1], setting.gpus, key[2], preset=preset)
                 seen[key] = ""
             except DualsimError as e:
-                seen[key] = e.message
+                seen[key] = e.cli
         if not seen[key]:
             return
         reasons[seen[key]] = None

@@ -159,7 +159,7 @@ def screen(c: Candidate, setting: Setting) -> Outcome:
     try:
         c = with_microbatches(c, setting)
     except DualsimError as e:
-        return Outcome(c, "dropped", f"batch: {e.message}")
+        return Outcome(c, "dropped", f"batch: {e.cli}")
     try:
         sm = _step_model(c, setting)
     except ScheduleError as e:
