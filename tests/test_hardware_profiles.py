@@ -231,14 +231,11 @@ def test_the_builtin_profiles_lie_inside_their_ranges() -> None:
         load_profile(name)
 
 
-def test_a2a_sm_scale_of_2_to_the_62_is_refused_not_a_division_by_zero(tmp_path: Path) -> None:
-    from dualsim.cluster.profile import PROFILE_SCHEMA
-
-    section, key = next((s, k) for s, keys in PROFILE_SCHEMA.items() for k, spec in keys.items()
-                        if spec[0] == "SM" and spec[1] != "int")
+def test_a2a_per_sm_of_2_to_the_62_is_refused_not_a_division_by_zero(tmp_path: Path) -> None:
+    # (was comm.a2a_sm_scale, a ZeroDivisionError in sim/links.py; the per-SM law replaced it)
     f = tmp_path / "p.toml"
-    f.write_text(_with_value(section, key, "4611686018427387904"))
-    with pytest.raises(ProfileError, match=r"must be between 1 and 10000 SM, got "
+    f.write_text(_with_value("comm", "a2a_per_sm", "4611686018427387904"))
+    with pytest.raises(ProfileError, match=r"must be between 1e-06 and 10000 GB/s/SM, got "
                                            r"4611686018427387904$"):
         load_profile(str(f))
 

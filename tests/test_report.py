@@ -165,7 +165,7 @@ def test_the_report_states_the_profile_and_model_it_is_given_and_reloads_nothing
     prof = replace(load_profile("h800"), name="my-cluster", comm_sms=24)
     mdl = load_model("small-moe")
     given = "\n".join(assumptions(cfg, [("1f1b", r)], prof, mdl))
-    assert "- **profile**: my-cluster (" in given and "of which 24 for communication" in given
+    assert "- **profile**: my-cluster (" in given and "of which 24 for an all-to-all while it runs" in given
     assert f"- **model**: {mdl.name} ({mdl.description}); GEMMs {mdl.gemm_dtype}" in given
     assert hbm_gb(cfg, prof) == 80.0
     bare = assumptions(cfg, [("1f1b", r)])
