@@ -3,15 +3,23 @@
 # torch with CUDA (pip install -e '.[runtime]' with a CUDA build of torch 2.13).
 #
 #   bash scripts/gpu_check.sh            # about 2-4 minutes on a GPU machine
+#   PYTHON=path/to/python bash scripts/gpu_check.sh
 #
 # Checks, one summary line each ("ok" or "FAIL"), exit code 1 if any failed:
-#   1. cpu: a 2 x 2 expert-parallel DualPipe run on gloo matches the reference (always runs);
-#   2. cuda dualpipe / zb-v / 1f1b: 2 pipeline ranks x 2 expert-parallel processes on the GPUs
-#      (NCCL with one GPU per process; with fewer GPUs they share them over gloo), fp32
-#      gradients and weights against the single-process reference (1e-5 relative);
-#   3. cuda overlap: DualPipe's FB units on two CUDA streams: from a torch.profiler trace, the
-#      share of all-to-all kernel time that ran while a compute kernel ran on another stream;
-#   4. cuda profiler trace: valid Chrome trace JSON with GPU kernels, action and piece ranges.
+#   1. torch, and every dualsim module compiles and every runtime module imports (the CUDA
+#      code paths included: a CPU-only machine catches their syntax and import errors here);
+#   2. cpu: a 2 x 2 expert-parallel DualPipe run on gloo matches the reference, and its
+#      torch.profiler trace is Chrome trace JSON as Perfetto reads it (always run);
+#   3. cuda dualpipe / zb-v / 1f1b: 2 pipeline ranks x 2 expert-parallel processes on the GPUs
+#      (NCCL with one GPU per process; with fewer GPUs they share them over gloo, staging the
+#      all-to-all through host memory), fp32 gradients and weights against the single-process
+#      reference (1e-5 relative);
+#   4. cuda profiler trace: the DualPipe run's trace, with GPU kernels, action and piece ranges;
+#   5. cuda overlap on two streams: from that trace, the share of the all-to-all's GPU work
+#      (launched inside an all-to-all piece's range: NCCL kernels, or the staging copies when
+#      processes share a GPU) that ran while a compute kernel ran; it fails unless that work
+#      ran on a stream of its own and some of it overlapped compute.
+# The line checks are python -m dualsim.runtime.gpu_check (torch-free, tested on the CPU).
 # On a machine without a GPU the CUDA checks print "skipped: no GPU" and the script exits 0.
 set -u
 cd "$(dirname "$0")/.."
@@ -33,6 +41,18 @@ check() {
     fi
 }
 
+modules() {
+    $PY -m compileall -q dualsim >/dev/null || return 1
+    $PY - <<'PYEOF'
+import importlib, pkgutil
+import dualsim.runtime as runtime
+names = [m.name for m in pkgutil.iter_modules(runtime.__path__)]
+for name in names:
+    importlib.import_module(f"dualsim.runtime.{name}")
+print(f"dualsim compiles; {len(names)} runtime modules import")
+PYEOF
+}
+
 # run_ep FAMILY MB DEVICE [extra run options...]: a 2 x 2 run, checked against the reference
 run_ep() {
     local family=$1 mb=$2 device=$3
@@ -41,85 +61,26 @@ run_ep() {
         >/dev/null || return 1
     $PY -m dualsim.cli run "$work/$family.json" --ep 2 --device "$device" --dtype float32 \
         --steps 3 --json "$@" >"$work/$family-$device.out" || return 1
-    $PY - "$work/$family-$device.out" <<'EOF'
-import json, sys
-r = json.load(open(sys.argv[1]))
-ok = r["matches_reference"] and r["max_rel_grad_diff"] <= 1e-5 and r["a2a_bytes_per_step"] > 0
-print(f"{r['schedule']} {r['ranks']}x{r['ep']} on {r['device']}/{r['backend']}: grad rel diff "
-      f"{r['max_rel_grad_diff']:.2g}, step {r['step_time_s'] * 1e3:.1f} ms, all-to-all "
-      f"{r['a2a_hidden_fraction'] * 100:.0f}% hidden")
-sys.exit(0 if ok else 1)
-EOF
+    $PY -m dualsim.runtime.gpu_check run "$work/$family-$device.out"
 }
 
 check "torch" $PY -c 'import torch, dualsim; print(f"torch {torch.__version__}, cuda {torch.cuda.is_available()}")'
-check "cpu dualpipe ep" run_ep dualpipe 4 cpu
+check "modules" modules
+check "cpu dualpipe ep" run_ep dualpipe 4 cpu --profile-trace "$work/cpu-trace.json"
+check "cpu profiler trace" $PY -m dualsim.runtime.gpu_check trace "$work/cpu-trace.json"
 
 gpus=$($PY -c 'import torch; print(torch.cuda.device_count() if torch.cuda.is_available() else 0)' 2>/dev/null || echo 0)
 if [ "$gpus" = "0" ]; then
-    echo "skipped: no GPU (cuda dualpipe, zb-v and 1f1b with EP, overlap on two streams, profiler trace)"
+    echo "skipped: no GPU (cuda dualpipe, zb-v and 1f1b with EP, profiler trace, overlap on two streams)"
     exit $failed
 fi
-echo "info  $gpus GPU(s): $($PY -c 'import torch; print(torch.cuda.get_device_name(0))')"
+if [ "$gpus" -ge 4 ]; then how="NCCL, one GPU per process"; else how="shared round-robin over gloo, all-to-all staged through host memory"; fi
+echo "info  $gpus GPU(s) ($($PY -c 'import torch; print(torch.cuda.get_device_name(0))')) for 4 processes: $how"
 
 check "cuda dualpipe ep" run_ep dualpipe 4 cuda --profile-trace "$work/trace.json" \
     --hidden 256 --expert-hidden 512 --heads 4 --seq 128 --microbatch-size 4
 check "cuda zb-v ep" run_ep zb-v 4 cuda
 check "cuda 1f1b ep" run_ep 1f1b 4 cuda
-
-trace_check() {
-    $PY - "$work/trace.json" "$1" <<'EOF'
-import json, sys
-trace = json.load(open(sys.argv[1]))  # valid JSON, as Perfetto's importer needs
-events = trace["traceEvents"]
-assert trace["dualsimEp"] == 2 and all("ph" in e and "pid" in e for e in events)
-kernels = [e for e in events if e.get("ph") == "X" and e.get("cat") == "kernel"]
-ranges = {e["name"] for e in events if e.get("ph") == "X" and e.get("cat") == "user_annotation"}
-if sys.argv[2] == "trace":
-    need = {"attn(F)", "dispatch(F)", "mlp(B)", "combine(B)", "attn(W)"}
-    missing = need - ranges
-    assert kernels and not missing, f"kernels {len(kernels)}, missing ranges {missing}"
-    print(f"{len(events)} events, {len(kernels)} GPU kernels, {len(ranges)} range names, "
-          f"processes {sorted({e['pid'] for e in events})}")
-    sys.exit(0)
-# overlap: per process, the time of all-to-all kernels (launched inside an all-to-all piece's
-# range: dispatch(F), combine(F), combine(B), dispatch(B)) that ran while a compute kernel ran
-# on another stream (FB units post the all-to-all on the communication stream)
-A2A = {"dispatch(F)", "combine(F)", "combine(B)", "dispatch(B)"}
-launch = {(e["pid"], e["args"]["correlation"]): e["ts"] for e in events
-          if e.get("cat") in ("cuda_runtime", "cuda_driver") and "correlation" in e.get("args", {})}
-hidden = total = 0.0
-for pid in sorted({e["pid"] for e in kernels}):
-    spans = [(e["ts"], e["ts"] + e["dur"]) for e in events if e["pid"] == pid
-             and e.get("cat") == "user_annotation" and e.get("name") in A2A]
-    mine = [e for e in kernels if e["pid"] == pid]
-
-    def in_a2a(e):
-        t = launch.get((pid, e.get("args", {}).get("correlation")))
-        return t is not None and any(a <= t <= b for a, b in spans)
-
-    comm = [(e["ts"], e["ts"] + e["dur"], e["tid"]) for e in mine if in_a2a(e)]
-    comp = [(e["ts"], e["ts"] + e["dur"], e["tid"]) for e in mine if not in_a2a(e)]
-    for s, t, stream in comm:
-        total += t - s
-        spans_c = sorted((max(s, a), min(t, b)) for a, b, st in comp
-                         if st != stream and a < t and b > s)
-        covered, end = 0.0, s
-        for a, b in spans_c:
-            a = max(a, end)
-            if b > a:
-                covered, end = covered + b - a, b
-        hidden += covered
-if total == 0:
-    print("no all-to-all kernels on the GPU (processes share GPUs over gloo: the all-to-all "
-          "runs on the host, nothing to overlap on the GPU)")
-    sys.exit(0)
-streams = {e["tid"] for e in kernels}
-print(f"{hidden / total * 100:.0f}% of all-to-all kernel time overlapped compute on another "
-      f"stream ({len(streams)} streams)")
-sys.exit(0 if hidden > 0 else 1)
-EOF
-}
-check "cuda profiler trace" trace_check trace
-check "cuda overlap on two streams" trace_check overlap
+check "cuda profiler trace" $PY -m dualsim.runtime.gpu_check trace "$work/trace.json" --gpu
+check "cuda overlap on two streams" $PY -m dualsim.runtime.gpu_check overlap "$work/trace.json"
 exit $failed

@@ -35,6 +35,9 @@ from dualsim.errors import TraceError
 GPU_CATS = frozenset({"kernel", "gpu_memcpy", "gpu_memset"})
 LAUNCH_CATS = frozenset({"cuda_runtime", "cuda_driver"})
 RANGE_CAT = "user_annotation"
+# a merged runtime trace numbers process g's flow ids from g * FLOW_ID_STRIDE (ids are unique
+# in one file, as Perfetto joins flows by id): dualsim/runtime/profiling.py
+FLOW_ID_STRIDE = 2**32
 
 
 @dataclass(frozen=True)
@@ -189,7 +192,10 @@ def read_trace(path: str | Path) -> Trace:
             if corr is not None and _num(e.get("ts")):
                 launches[(rank_of(e), corr)] = (float(e["ts"]), e.get("tid"))
         elif ph == "s" and cat == "ac2g" and _num(e.get("ts")):
-            flows[(rank_of(e), e.get("id"))] = (float(e["ts"]), e.get("tid"))
+            fid = e.get("id")
+            if merged and isinstance(fid, int):  # back to the process's correlation id
+                fid -= rank_of(e) * FLOW_ID_STRIDE
+            flows[(rank_of(e), fid)] = (float(e["ts"]), e.get("tid"))
         elif ph == "X" and cat == RANGE_CAT:
             ts, dur = _timed(e, i, where)
             raw_ranges.append((i, e, ts, dur))

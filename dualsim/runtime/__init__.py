@@ -27,6 +27,7 @@ A run
 - :mod:`verify`      gradients / weights / loss against the reference
 - :mod:`measure`     Timeline, step times, all-to-all figures, sim vs measured (no torch)
 - :mod:`session`     plan + options -> the result of ``dualsim run``
+- :mod:`gpu_check`   scripts/gpu_check.sh's line checks from a run's files (no torch)
 
 torch is imported only inside this package (and by the torch CSV test), never by planning code.
 """

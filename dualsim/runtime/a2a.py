@@ -20,9 +20,10 @@ The transports:
   that event. The host's main thread never blocks; the counts' copy to the host blocks only the
   communication thread. Tensors used on a stream that did not allocate them are marked with
   ``record_stream``.
-- **GPU, gloo (more processes than GPUs: host staging).** The thread waits for the producing
-  piece's event, copies the rows to host memory and posts the gloo collective; ``wait`` copies
-  the result back to the GPU. Times are host times.
+- **GPU, gloo (more processes than GPUs: host staging).** The thread makes the communication
+  stream wait for the producing piece's event, copies the rows to host memory there (so the
+  copy runs beside the compute stream's kernels, and blocks only this thread) and posts the
+  gloo collective; ``wait`` copies the result back to the GPU. Times are host times.
 
 A group of one process sends nothing: rows are "received" as they are (``ep`` = 1 runs the
 same pieces without communication).
@@ -79,7 +80,7 @@ class ExpertComm:
         self.group, self.size, self.index = group, size, index
         self.device, self.staging, self.clock = device, staging, clock
         self.nccl = device.type == "cuda" and not staging
-        self.stream = torch.cuda.Stream(device) if self.nccl else None
+        self.stream = torch.cuda.Stream(device) if device.type == "cuda" else None
         self._jobs: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
 
@@ -160,9 +161,7 @@ class ExpertComm:
                 out = torch.empty_like(counts)
                 dist.all_to_all_single(out, counts, group=self.group)
                 return out.cpu()  # blocks this thread only
-        if ready is not None:
-            ready.synchronize()
-        host = counts.cpu()
+        host = self._to_host(counts, ready)
         out = torch.empty_like(host)
         dist.all_to_all_single(out, host, group=self.group)
         return out
@@ -173,9 +172,7 @@ class ExpertComm:
         if self.nccl:
             self._move_nccl(pending, ready, rows, send_splits, recv_splits, shape)
             return
-        if ready is not None:  # gloo with GPU tensors: through host memory
-            ready.synchronize()
-        send = rows.to("cpu").contiguous()
+        send = self._to_host(rows, ready).contiguous()
         out = torch.empty(shape, dtype=rows.dtype)
         work = dist.all_to_all_single(out, send, recv_splits, send_splits, group=self.group,
                                       async_op=True)
@@ -194,6 +191,16 @@ class ExpertComm:
 
         keep = [send]
         pending.finish = finish
+
+    def _to_host(self, t: torch.Tensor, ready: Any) -> torch.Tensor:
+        """``t`` in host memory (gloo): on a GPU copied on the communication stream once the
+        producing piece's event fired; the copy blocks this thread only."""
+        if ready is None:
+            return t
+        assert self.stream is not None
+        with torch.cuda.stream(self.stream):
+            self.stream.wait_event(ready)
+            return t.to("cpu")
 
     def _move_nccl(self, pending: Pending, ready: Any, rows: torch.Tensor,
                    send_splits: list[int], recv_splits: list[int],

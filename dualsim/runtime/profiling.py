@@ -11,6 +11,13 @@ into one file: every event of process g gets ``"pid": g`` (torch's own process-n
 replaced by ``rank g``), and the top level carries ``dualsimPlan`` (the plan) and
 ``dualsimEp`` (processes per pipeline rank), which ``dualsim calibrate`` reads. Perfetto's
 JSON importer and chrome://tracing open it.
+
+Two things are made unique per process while merging, as one file needs: flow ids (``s``/``t``
+/``f`` events: torch's forward-backward links, and on a GPU the launch-to-kernel ``ac2g``
+links; every process numbers its own from 1, and Perfetto joins flows by id across the file)
+become ``id + g * FLOW_ID_STRIDE``; and the few events Kineto gives a thread *name* as ``tid``
+(its ``PyTorch Profiler`` window markers) get an integer tid with a ``thread_name``, so every
+``pid``/``tid`` is an integer as the Chrome trace format has them.
 """
 
 from __future__ import annotations
@@ -23,6 +30,7 @@ from typing import Any, Iterator
 
 import torch
 
+from dualsim.calibrate.trace import FLOW_ID_STRIDE
 from dualsim.ir import Schedule
 from dualsim.runtime.progress import World
 
@@ -48,6 +56,10 @@ def recording(enabled: bool, device: torch.device, step: int) -> Iterator[list[A
         out.append(json.loads(path.read_text()))
 
 
+FLOW_PHASES = frozenset("stf")
+NAMED_TID_BASE = 2**31 - 1  # named threads count down from here: above any OS tid or stream
+
+
 def merge(traces: list[dict[str, Any]], plan: Schedule, world: World) -> dict[str, Any]:
     """One Chrome trace of every process's trace (process g's events get pid g)."""
     events: list[dict[str, Any]] = []
@@ -56,11 +68,22 @@ def merge(traces: list[dict[str, Any]], plan: Schedule, world: World) -> dict[st
                        "args": {"name": world.describe(g)}})
         events.append({"name": "process_sort_index", "ph": "M", "ts": 0, "pid": g, "tid": 0,
                        "args": {"sort_index": g}})
+        named: dict[str, int] = {}
         for e in trace.get("traceEvents", []):
             if e.get("ph") == "M" and e.get("name") in ("process_name", "process_sort_index",
                                                          "process_labels"):
                 continue
-            events.append({**e, "pid": g})
+            e = {**e, "pid": g}
+            if isinstance(e.get("tid"), str):
+                name = e["tid"]
+                if name not in named:
+                    named[name] = NAMED_TID_BASE - len(named)
+                    events.append({"name": "thread_name", "ph": "M", "ts": 0, "pid": g,
+                                   "tid": named[name], "args": {"name": name or "profiler"}})
+                e["tid"] = named[name]
+            if e.get("ph") in FLOW_PHASES and isinstance(e.get("id"), int):
+                e["id"] += g * FLOW_ID_STRIDE
+            events.append(e)
     out: dict[str, Any] = {"traceEvents": events, "displayTimeUnit": "ms",
                            "dualsimPlan": plan.to_dict(), "dualsimEp": world.ep}
     if traces and "deviceProperties" in traces[0]:
