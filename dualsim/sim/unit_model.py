@@ -7,11 +7,13 @@ without simulating:
 - **memory** and **busy time** exactly: a rank's units run one after the other in list order,
   and its activations are allocated at a forward's start and freed at a backward's end, so the
   peak and the compute-stream seconds do not depend on timing;
-- a **lower bound of the step**: each unit at a lower bound of its duration (its compute pieces
-  at their times, each flow alone at its link's full standalone rate, along the unit's
-  dependency chains), laid out on the ranks with no PP transfer faster than its standalone time
-  (sim/unit_level.py: times are monotone in durations and latencies), and each slice's gradient
-  sync alone on its link once its holders are done. The planner prunes with it.
+- a **lower bound of the step**: each unit at a lower bound of its duration (the larger of its
+  critical path, with compute pieces at their all-SM times and each flow alone at its link's
+  full standalone rate, and its compute work plus the least its comm kernels take from compute
+  by holding SMs: ``sharing_bound``), laid out on the ranks with no PP transfer faster than
+  its standalone time (sim/unit_level.py: times are monotone in durations and latencies), and
+  each slice's gradient sync alone on its link once its holders are done. The planner prunes
+  with it.
 """
 
 from __future__ import annotations
@@ -165,6 +167,34 @@ class StepModel:
 
 
 def unit_lower_bound(pieces: UnitPieces, profile: Profile) -> float:
+    """A lower bound of a unit's seconds: the larger of its critical path (``chain_bound``) and
+    its compute work plus what its comm kernels take from compute (``sharing_bound``)."""
+    return max(chain_bound(pieces, profile), sharing_bound(pieces, profile))
+
+
+def sharing_bound(pieces: UnitPieces, profile: Profile) -> float:
+    """A lower bound of a unit's seconds from SM sharing (sim/links.py): the unit's comm kernels
+    run one at a time within its span, and while kernel j (holding s SMs) is resident the
+    compute stream either waits (rate 0) or runs at most at r = (S - s)/S x (1 - interference),
+    while the kernel moves bytes at most at c_idle = min(cap alone, link) or c_busy = min(cap
+    beside compute, link). Over the span, compute work W = the time computing minus what
+    sharing took, so span >= W + sum_j lost_j, where lost_j is the least the kernel can take:
+    (1 - r) per second of its fixed cost (it holds its SMs then too) plus, for its bytes N, the
+    cheaper of N (1 - r) / c_busy (beside compute) and N / c_idle (compute waiting)."""
+    S = profile.sms
+    keep = 1.0 - profile.interference
+    lost = 0.0
+    for _, flow, _, _ in pieces.comm:
+        taken = min(flow.sms, S - 1)
+        slow = 1.0 - (S - taken) / S * keep  # compute lost per second beside the kernel
+        link = profile.link_bandwidth(flow.link)
+        idle, busy = min(flow.cap(False), link), min(flow.cap(True), link)
+        per_byte = min(slow / busy, 1.0 / idle) if busy > 0 else 1.0 / idle
+        lost += slow * flow.latency + flow.nbytes * per_byte
+    return pieces.busy + lost
+
+
+def chain_bound(pieces: UnitPieces, profile: Profile) -> float:
     """A lower bound of a unit's seconds: its two streams in order, each piece waiting for the
     piece it depends on, compute at its time and every flow alone at its link's full rate."""
     comp_end = [0.0] * len(pieces.comp)
@@ -189,4 +219,4 @@ def unit_lower_bound(pieces: UnitPieces, profile: Profile) -> float:
     return max([last] + comm_end)
 
 
-__all__ = ["ScheduleIndex", "StepModel", "unit_lower_bound"]
+__all__ = ["ScheduleIndex", "StepModel", "chain_bound", "sharing_bound", "unit_lower_bound"]
