@@ -82,21 +82,35 @@ class _Context:
         self.model = load_model(setting.model)
         self.schedules: dict[tuple[str, int, int], Any] = {}
         self.profiles: dict[tuple, Any] = {}
+        self.layouts: dict[tuple, Any] = {}
+
+    def what_if(self, comm_sms: int | None, ib: float | None, nv: float | None) -> Any:
+        """The profile with these overrides, one object per distinct what-if (so per-piece
+        times computed for one configuration serve the next)."""
+        key = (comm_sms, ib, nv)
+        prof = self.profiles.get(key)
+        if prof is None:
+            prof = self.profiles[key] = self.profile.with_overrides(
+                comm_sms=comm_sms, ib_gbps=ib, nvlink_gbps=nv)
+        return prof
 
     def setup(self, c: Candidate, setting: Setting) -> tuple[Any, Any]:
-        """hardware_setup's (profile, layout) for ``c``, with one Profile object per distinct
-        what-if (so per-piece times computed for one configuration serve the next)."""
+        """hardware_setup's (profile, layout) for ``c``. The layout does not depend on the
+        comm SMs (layers are balanced by their compute on all SMs), so configurations that
+        differ only there share one."""
         from dualsim.sim.hardware_mode import hardware_setup
 
         o = setting.overrides(c)
-        what_if = (o.pop("comm_sms"), o.pop("ib_gbps"), o.pop("nvlink_gbps"))
-        prof = self.profiles.get(what_if)
-        if prof is None:
-            prof = self.profiles[what_if] = self.profile.with_overrides(
-                comm_sms=what_if[0], ib_gbps=what_if[1], nvlink_gbps=what_if[2])
-        s, _ = self.schedule(c.schedule, c.ranks, c.microbatches)
-        prof, layout, _ = hardware_setup(s, prof, self.model, **o)
-        return prof, layout
+        sms, ib, nv = o.pop("comm_sms"), o.pop("ib_gbps"), o.pop("nvlink_gbps")
+        key = (c.schedule, c.ranks, c.microbatches, ib, nv, tuple(sorted(o.items())))
+        layout = self.layouts.get(key)
+        if layout is None:
+            if len(self.layouts) >= 256:  # a sweep visits them in order; bound the memory
+                self.layouts.clear()
+            s, _ = self.schedule(c.schedule, c.ranks, c.microbatches)
+            _, layout, _ = hardware_setup(s, self.what_if(None, ib, nv), self.model, **o)
+            self.layouts[key] = layout
+        return self.what_if(sms, ib, nv), layout
 
     def schedule(self, name: str, ranks: int, mbs: int) -> Any:
         """(Schedule, ScheduleIndex) of a family, generated once."""

@@ -32,7 +32,7 @@ from dualsim.ir import Action, Op, Schedule
 from dualsim.sim.simpy_engine import Engine, peak_live
 from dualsim.sim.links import Gpu, Link
 from dualsim.sim.memory import GB, ActivationLedger, memory_timeline, replicas, slice_params
-from dualsim.sim.unit_pieces import UnitPieces, fb_pieces, plain_pieces, slice_chains, unit_chain
+from dualsim.sim.unit_pieces import Chain, UnitPieces, kind_pieces, slice_chains
 from dualsim.sim.result import RankStats, SimResult
 from dualsim.sim.simpy_abstract import simulate_simpy
 from dualsim.timeline import action_fields, exposed, from_rows, intervals_union
@@ -61,8 +61,8 @@ class HardwareExecutor:
         self.position = {st.stage: st.position for st in schedule.stages}
         self.chain_of = {st.stage: st.chain for st in schedule.stages}
         self.pp: dict[tuple[int, int], Flow] = {}
-        self.chains = {p: slice_chains(sl, layout, profile, routing_imbalance)
-                       for p, sl in enumerate(layout.slices)}
+        self.routing_imbalance = routing_imbalance
+        self.chains: dict[int, tuple[Chain, Chain]] = {}  # per position, on first use
         self.unit_pieces: dict[tuple, UnitPieces] = {}
         self.rows: list[tuple] = []
         self.busy = [0.0] * schedule.ranks  # compute work: seconds on all SMs (no sharing)
@@ -78,19 +78,24 @@ class HardwareExecutor:
         self.slice_wait = {p: len(ranks) for p, ranks in enumerate(layout.holders)}
 
     # ---- pieces of a unit ---------------------------------------------------------------------
+    def slice_chains(self, position: int) -> tuple[Chain, Chain]:
+        """(forward, backward) chains of the slice at ``position``, built once."""
+        hit = self.chains.get(position)
+        if hit is None:
+            hit = self.chains[position] = slice_chains(
+                self.layout.slices[position], self.layout, self.profile, self.routing_imbalance)
+        return hit
+
     def pieces(self, a: Action) -> UnitPieces:
         op = a.op
         if op is Op.FB:
             key: tuple = ("FB", self.position[a.forward.stage], self.position[a.backward.stage])
         else:
-            key = (op.value, self.position[a.stage])
+            pos = self.position[a.stage]
+            key = (op.value, pos, pos)
         plan = self.unit_pieces.get(key)
         if plan is None:
-            if op is Op.FB:
-                plan = fb_pieces(self.chains[key[1]][0], self.chains[key[2]][1])
-            else:
-                plan = plain_pieces(unit_chain(op.value, *self.chains[key[1]]))
-            self.unit_pieces[key] = plan
+            plan = self.unit_pieces[key] = kind_pieces(key, self.slice_chains)
         return plan
 
     # ---- executor protocol --------------------------------------------------------------------

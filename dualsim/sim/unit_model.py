@@ -21,18 +21,14 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Callable
-
-import simpy
 
 from dualsim.cluster.comm import Flow, dp_sync_flow, pp_flow
 from dualsim.cluster.profile import Profile
 from dualsim.ir import Action, Op, Schedule
-from dualsim.sim.hardware_mode import HardwareExecutor
 from dualsim.sim.memory import (ActivationLedger, live_at_peak, pair_bytes, peak_breakdown,
                                 replicas, slice_params, static_components)
 from dualsim.sim.unit_level import UnitTimes, compute_rows, lay_out
-from dualsim.sim.unit_pieces import UnitPieces
+from dualsim.sim.unit_pieces import Chain, UnitPieces, kind_pieces, slice_chains
 from dualsim.workload.layout import Layout
 
 @dataclass(frozen=True)
@@ -77,26 +73,47 @@ class StepModel:
 
     @cached_property
     def pieces(self) -> dict[tuple[str, int, int], UnitPieces]:
-        """Each kind of unit's pieces, built by the SimPy executor as for a simulation."""
-        ex = HardwareExecutor(simpy.Environment(), self.index.schedule, self.layout,
-                              self.profile)
-        example: dict[tuple[str, int, int], Action] = {}
-        for row, kinds in zip(self.index.rows, self.index.kinds):
-            for a, k in zip(row, kinds):
-                example.setdefault(k, a)
-        return {k: ex.pieces(a) for k, a in example.items()}
+        """Each kind of unit's pieces, as the SimPy executor builds them for a simulation
+        (unit_pieces.kind_pieces over each position's slice chains)."""
+        # slices holding the same pieces (most of a model's layers are one block) have the
+        # same chains, and units over the same slices the same pieces: each is built once
+        what = [tuple((u.moe, u.pieces) for u in sl.units) for sl in self.layout.slices]
+        chains: dict[tuple, tuple[Chain, Chain]] = {}
+
+        def chain(p: int) -> tuple[Chain, Chain]:
+            hit = chains.get(what[p])
+            if hit is None:
+                hit = chains[what[p]] = slice_chains(self.layout.slices[p], self.layout,
+                                                     self.profile)
+            return hit
+
+        built: dict[tuple, UnitPieces] = {}
+        out = {}
+        for k in dict.fromkeys(k for counts in self.index.counts for k in counts):
+            same = (k[0], what[k[1]], what[k[2]])
+            hit = built.get(same)
+            if hit is None:
+                hit = built[same] = kind_pieces(k, chain)
+            out[k] = hit
+        return out
+
+    @cached_property
+    def unit_bounds(self) -> dict[tuple[str, int, int], float]:
+        """``unit_lower_bound`` of each kind of unit (worked out once per distinct pieces)."""
+        by_id: dict[int, float] = {}
+        out = {}
+        for k, p in self.pieces.items():
+            b = by_id.get(id(p))
+            if b is None:
+                b = by_id[id(p)] = unit_lower_bound(p, self.profile)
+            out[k] = b
+        return out
 
     def static_memory_gb(self) -> list[float]:
         """Memory per rank (GB) before any activation: a lower bound of its peak."""
         lay, s, prof = self.layout, self.index.schedule, self.profile
         return [sum(peak_breakdown(static_components(lay, s, prof, r), [0.0, 0.0, 0.0],
                                    prof).values()) for r in range(s.ranks)]
-
-    # ---- per-unit durations ------------------------------------------------------------------
-    def durations(self, unit_time: Callable[[UnitPieces], float]) -> list[list[float]]:
-        """``unit_time`` of each unit's pieces, per rank in list order."""
-        per_kind = {k: unit_time(p) for k, p in self.pieces.items()}
-        return [[per_kind[k] for k in kinds] for kinds in self.index.kinds]
 
     # ---- flows between ranks -----------------------------------------------------------------
     def pp_latency(self) -> list[list[float]]:
@@ -128,13 +145,14 @@ class StepModel:
     def busy_lower_bound(self) -> float:
         """A cheaper, looser lower bound of the step: the busiest rank's units back to back,
         each at its lower bound (no bubble, no transfer, no gradient sync)."""
-        per_kind = {k: unit_lower_bound(p, self.profile) for k, p in self.pieces.items()}
+        per_kind = self.unit_bounds
         return max(sum(per_kind[k] * n for k, n in counts.items())
                    for counts in self.index.counts)
 
     def lower_bound(self) -> float:
         """A lower bound of the step in seconds (module docstring)."""
-        durations = self.durations(lambda p: unit_lower_bound(p, self.profile))
+        per_kind = self.unit_bounds
+        durations = [[per_kind[k] for k in kinds] for kinds in self.index.kinds]
         times = lay_out(self.index.schedule, self.index.rows, durations, self.pp_latency())
         return max(times.last_end, self._dp_lower_bound(times))
 

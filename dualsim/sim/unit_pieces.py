@@ -14,7 +14,7 @@ mlp piece is added to its fixed cost.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Sequence
+from typing import Callable, Sequence
 
 from dualsim.cluster.comm import A2A_KINDS, Flow, a2a_flow
 from dualsim.cluster.compute import piece_times
@@ -121,3 +121,14 @@ def unit_chain(op: str, fwd: Chain, bwd: Chain) -> Chain:
         return bwd
     return bwd.pick(without_w(bwd.nodes) if op == "I" else only_w(bwd.nodes))
 
+
+
+def kind_pieces(kind: tuple[str, int, int],
+                chains: Callable[[int], tuple[Chain, Chain]]) -> UnitPieces:
+    """The pieces of a unit of ``kind``: ("FB", forward position, backward position) or (op,
+    position, position) for a plain F, B, I or W; ``chains(p)`` gives position p's
+    (forward, backward) chains (``slice_chains``)."""
+    op, fwd, bwd = kind
+    if op == "FB":
+        return fb_pieces(chains(fwd)[0], chains(bwd)[1])
+    return plain_pieces(unit_chain(op, *chains(fwd)))

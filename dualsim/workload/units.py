@@ -89,6 +89,15 @@ class Piece:
         """The forward GEMMs."""
         return tuple(k for k in self.fwd if isinstance(k, Gemm))
 
+    def __hash__(self) -> int:
+        """The fields' hash, computed once: a piece keys the per-piece time memo
+        (cluster/compute.py piece_times), looked up for every piece of every configuration."""
+        h = self.__dict__.get("_hash")
+        if h is None:
+            h = hash((self.name, self.fwd, self.bwd_input, self.bwd_weight))
+            object.__setattr__(self, "_hash", h)
+        return h
+
 
 @dataclass(frozen=True)
 class Unit:
