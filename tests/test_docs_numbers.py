@@ -1,0 +1,230 @@
+"""The headline numbers README.md and docs/ print are what the model computes now.
+
+One hardware-mode run per schedule on the defaults (DeepSeek-V3 on h800, the preset's published
+layout), through the same path as `dualsim compare --profile h800 --model deepseek-v3`, shared by
+every test here. Each number is formatted as the docs print it (same rounding) and looked up in
+the text, so a change to the model that moves a printed figure fails here until the docs move
+with it. Numbers from slow sweeps (bench/bench_hardware.py's link and comm-SM panels) are not
+recomputed here; tests/test_whatif.py checks their mechanism.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from pathlib import Path
+
+import pytest
+
+from dualsim.cli.simulation import Config, load_schedule, run
+from dualsim.sim.result import SimResult
+
+ROOT = Path(__file__).resolve().parent.parent
+README = ROOT / "README.md"
+HARDWARE_MODE = ROOT / "docs" / "hardware-mode.md"
+VALIDATION = ROOT / "docs" / "validation.md"
+SCHEDULES = ["dualpipe", "dualpipev", "zb-v", "1f1b", "1f1b-overlap", "interleaved-overlap"]
+FB_SCHEDULES = ["dualpipe", "dualpipev", "1f1b-overlap", "interleaved-overlap"]
+HEADLINE_HEADER = ["schedule", "step (s)", "tokens/s/GPU", "MFU (BF16 peak)",
+                   "peak memory (GB, max rank)", "all-to-all hidden"]
+# DeepSeek-V3 report: 180K H800 GPU-hours per trillion training tokens
+PUBLISHED_TOKENS_PER_S_PER_GPU = 1e12 / (180e3 * 3600)
+
+
+def _config(**overrides) -> Config:
+    """The CLI's configuration for `--profile h800 --model deepseek-v3` plus ``overrides``."""
+    args = dict(ranks=None, microbatches=None, chunks=None, costs=None, comm=0.0, profile="h800",
+                model="deepseek-v3", ep=None, gpus=None, comm_sms=None, microbatch_tokens=None,
+                ib_gbps=None, nvlink_gbps=None)
+    return Config.make(**args, **overrides)
+
+
+@pytest.fixture(scope="module")
+def runs() -> dict[str, SimResult]:
+    """Every schedule of the headline table on the defaults, and DualPipe with a static SM split."""
+    cfg = _config()
+    out = {name: run(load_schedule(name, cfg, strict_chunks=False), cfg) for name in SCHEDULES}
+    static = _config(sm_sharing="static")
+    out["dualpipe static"] = run(load_schedule("dualpipe", static, strict_chunks=False), static)
+    return out
+
+
+def _tables(path: Path) -> list[list[list[str]]]:
+    """Every markdown table in ``path``: rows of stripped cells, header first, rule dropped."""
+    tables: list[list[list[str]]] = []
+    current: list[list[str]] = []
+    for line in path.read_text(encoding="utf-8").splitlines() + [""]:
+        if line.startswith("|"):
+            cells = [c.strip() for c in line.strip().strip("|").split("|")]
+            if not all(re.fullmatch(r":?-+:?", c) for c in cells):
+                current.append(cells)
+        elif current:
+            tables.append(current)
+            current = []
+    return tables
+
+
+def _table(path: Path, header: list[str]) -> list[list[str]]:
+    found = [t for t in _tables(path) if t[0] == header]
+    assert len(found) == 1, f"{path.name}: expected one table with header {header}"
+    return found[0][1:]
+
+
+def _prose(path: Path) -> str:
+    """The file's text with every run of whitespace one space (docs wrap lines anywhere)."""
+    return " ".join(path.read_text(encoding="utf-8").replace("×", "x").split())
+
+
+def _layers(counts: list[int]) -> str:
+    """A layer list as the docs write it: runs of one count as "count x run", e.g. [3, 4 x 14, 2]."""
+    parts: list[str] = []
+    i = 0
+    while i < len(counts):
+        j = i
+        while j < len(counts) and counts[j] == counts[i]:
+            j += 1
+        parts.append(str(counts[i]) if j - i == 1 else f"{counts[i]} x {j - i}")
+        i = j
+    return "[" + ", ".join(parts) + "]"
+
+
+def headline_row(name: str, r: SimResult) -> list[str]:
+    x = r.extra
+    return [name, f"{x['step_time_s']:.2f}", f"{x['tokens_per_s_per_gpu']:.0f}", f"{x['mfu']:.1%}",
+            f"{x['peak_memory_gb']:.1f}", f"{x['comm_hidden_fraction']:.0%}"]
+
+
+def test_runs_are_the_published_layout(runs):
+    r = runs["dualpipe"]
+    assert (r.ranks, r.microbatches) == (16, 120)
+    assert r.extra["tokens_per_step"] == 15360 * 4096
+    assert r.extra["comm_sms"] == 20 and r.extra["gpus"] == 2048 and r.extra["ep"] == 64
+
+
+@pytest.mark.parametrize("path", [README, HARDWARE_MODE], ids=lambda p: p.name)
+def test_headline_table(runs, path):
+    expected = [headline_row(name, runs[name]) for name in SCHEDULES]
+    assert _table(path, HEADLINE_HEADER) == expected
+
+
+def test_what_changed_now_column(runs):
+    rows = {r[0]: r[1:] for r in _table(HARDWARE_MODE, ["number", "before", "now", "cause"])}
+    for name in SCHEDULES:
+        now, cause = rows[f"{name} step"][1:]
+        step = runs[name].extra["step_time_s"]
+        assert now.startswith(f"{step:.2f} s"), (name, now)
+        assert f"(d) {step:.2f}" in cause, (name, cause)   # the last stage of the change is now
+    dp, zbv, f1b = runs["dualpipe"].extra, runs["zb-v"].extra, runs["1f1b"].extra
+    assert rows["dualpipe step"][1] == f"{dp['step_time_s']:.2f} s ({dp['tokens_per_s_per_gpu']:.0f})"
+    assert rows["1f1b all-to-all hidden"][1] == f"{f1b['comm_hidden_fraction']:.0%}"
+    assert rows["dualpipe peak memory"][1] == f"{dp['peak_memory_gb']:.1f} GB"
+    assert rows["1f1b peak memory"][1] == f"{f1b['peak_memory_gb']:.1f} GB"
+    workspace = max(p.memory_breakdown_gb["workspace"] for p in runs["dualpipe"].per_rank
+                    if p.peak_memory_gb == dp["peak_memory_gb"])
+    assert f"workspace {workspace:.1f} GB" in rows["dualpipe peak memory"][2]
+    static = runs["dualpipe static"].extra["tokens_per_s_per_gpu"]
+    published = rows["DeepSeek-V3 vs the published 1543 tokens/s/GPU"][1]
+    assert published == (f"{dp['tokens_per_s_per_gpu'] / PUBLISHED_TOKENS_PER_S_PER_GPU - 1:+.0%} "
+                         f"(static partition: {static / PUBLISHED_TOKENS_PER_S_PER_GPU - 1:+.1%})")
+    gap = zbv["step_time_s"] - dp["step_time_s"]
+    assert rows["ZB-V − DualPipe, same defaults"][1] == f"{gap:.2f} s ({gap / dp['step_time_s']:.0%})"
+
+
+def test_published_throughput_comparison(runs):
+    dp, static = runs["dualpipe"].extra, runs["dualpipe static"].extra
+    published = PUBLISHED_TOKENS_PER_S_PER_GPU
+
+    def vs(x: dict, fmt: str) -> str:
+        return format(x["tokens_per_s_per_gpu"] / published - 1, fmt)
+
+    doc = _prose(HARDWARE_MODE)
+    assert f"≈ {published:.0f} tokens/s/GPU over the whole run" in doc
+    assert f"2048 GPUs, {dp['peak_memory_gb']:.1f} GB per GPU" in doc
+    assert (f"the model gives {dp['tokens_per_s_per_gpu']:.0f} tokens/s/GPU ({vs(dp, '+.0%')})"
+            in doc)
+    assert (f"the same step is {static['step_time_s']:.2f} s, "
+            f"**{static['tokens_per_s_per_gpu']:.0f} tokens/s/GPU ({vs(static, '+.1%')})**" in doc)
+    readme = _prose(README)
+    assert f"about {published:.0f} tokens/s/GPU over the whole run" in readme
+    assert f"the model gives {static['tokens_per_s_per_gpu']:.0f} for DualPipe" in readme
+    v3 = [row for row in _table(VALIDATION, ["model, layout", "published", "dualsim", "error"])
+          if row[0].startswith("DeepSeek-V3: DualPipe PP16, EP64, 2048 H800")]
+    assert [row[2:] for row in v3] == [[f"{dp['tokens_per_s_per_gpu']:.0f}", vs(dp, "+.1%")]]
+
+
+def test_where_the_step_goes(runs):
+    """docs/hardware-mode.md's reading of the what-if chart's left panel (bench_hardware.chart)."""
+    def part(name: str) -> dict[str, float]:
+        r = runs[name]
+        busy, exposed = r.extra["compute_stream_s"], r.extra["comm_exposed_s"]
+        return {"work": float(r.ideal), "sharing": busy - float(r.ideal), "exposed": exposed,
+                "rest": r.makespan - busy - exposed}
+
+    def span(key: str, names: list[str]) -> str:
+        lo, hi = (f"{f(part(n)[key] for n in names):.1f}" for f in (min, max))
+        return lo if lo == hi else f"{lo}-{hi}"
+
+    doc = _prose(HARDWARE_MODE)
+    assert f"the same {span('work', SCHEDULES)} s of compute on all SMs per rank" in doc
+    assert f"{span('exposed', FB_SCHEDULES)} s stays exposed" in doc
+    assert f"compute pays {span('sharing', FB_SCHEDULES)} s for sharing SMs" in doc
+    assert f"nearly all its all-to-all is exposed ({part('zb-v')['exposed']:.1f} s)" in doc
+    f1b = part("1f1b")
+    assert f"({f1b['exposed']:.1f} s exposed, {f1b['sharing']:.1f} s of sharing)" in doc
+    assert (f"{part('dualpipe')['rest']:.1f} s for DualPipe, "
+            f"{span('rest', ['1f1b', '1f1b-overlap'])} s for 1F1B and 1F1B-overlap" in doc)
+    io = runs["interleaved-overlap"]
+    assert (f"{part('interleaved-overlap')['rest']:.1f} s for interleaved-overlap (its 32 stages "
+            f"are unevenly filled: `{_layers(io.extra['layers_per_stage'])}` layers)" in doc)
+
+
+def test_layers_per_stage(runs):
+    doc = _prose(HARDWARE_MODE)
+    lay = {n: _layers(runs[n].extra["layers_per_stage"]) for n in SCHEDULES}
+    assert lay["zb-v"] == lay["dualpipev"]
+    assert (f"DualPipe R=16: `{lay['dualpipe']}` layers; 1F1B: `{lay['1f1b']}`; ZB-V / DualPipeV "
+            f"(32 slices): `{lay['zb-v']}`" in doc)
+    assert f"interleaved-overlap: `{lay['interleaved-overlap']}`" in doc
+    assert f"(`{lay['1f1b']}`: the head and MTP weigh about four layers)" in doc
+
+
+def test_memory_entries(runs):
+    ranks = runs["dualpipe"].per_rank
+    doc = _prose(HARDWARE_MODE)
+    buffers = {p.memory_breakdown_gb["a2a_buffers"] for p in ranks}
+    assert len(buffers) == 1
+    assert f"{buffers.pop():.2f} GB for DeepSeek-V3 (EP64, 20 SMs)" in doc
+    logits_grad = max(p.memory_breakdown_gb["logits_grad"] for p in ranks)
+    assert f"tokens x vocab x 4 B ({logits_grad:.1f} GB)" in doc
+
+
+def test_memory_figure_caption(runs):
+    peaks = [p.peak_memory_gb for p in runs["dualpipe"].per_rank]
+    assert peaks[0] == peaks[-1] < min(peaks[1:-1]) == max(peaks[1:-1])   # what the caption says
+    assert (f"the middle ranks peak at {peaks[1]:.1f} GB, the first and last (embedding, head and "
+            f"MTP, and the logits and their FP32 gradient) at {peaks[0]:.1f} GB") in _prose(HARDWARE_MODE)
+
+
+def test_overlap_families_do_not_fit(runs):
+    """The README: the two -overlap families do not fit in 80 GB on the defaults; the others do."""
+    hbm = _config().profile.hbm_bytes / 1e9
+    assert hbm == 80.0
+    assert f"The two -overlap families do not fit in {hbm:.0f} GB here" in _prose(README)
+    over = {n for n in SCHEDULES if runs[n].extra["peak_memory_gb"] > hbm}
+    assert over == {"1f1b-overlap", "interleaved-overlap"}
+
+
+def test_planner_default_space():
+    """docs/planner.md's table of default axes and its count for DeepSeek-V3 on 2048 H800s."""
+    from dualsim.planner import candidates, default_axes
+
+    cfg = _config()
+    axes = default_axes(cfg.model, cfg.profile)
+    rows = {r[1]: r[2] for r in _table(ROOT / "docs" / "planner.md", ["axis", "option", "default"])}
+    assert rows["`--ranks`"] == ", ".join(map(str, axes["ranks"]))
+    assert rows["`--ep`"].startswith(", ".join(map(str, axes["eps"])) + " ")
+    assert rows["`--comm-sms`"] == ", ".join(map(str, axes["comm_sms"]))
+    assert axes["precisions"] == ["fp8", "bf16"]
+    n = len(candidates(**axes))
+    assert n == math.prod(len(v) for v in axes.values())   # the axes' cross product
+    assert f"For DeepSeek-V3 on 2048 H800s that is {n} configurations" in _prose(ROOT / "docs" / "planner.md")
