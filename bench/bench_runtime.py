@@ -7,16 +7,24 @@
 2. Runtime vs torch: the same plan (1F1B, ZB-V and DualPipeV, 2 ranks, gloo), the same model
    and data, run by dualsim's interpreter and by torch's ``_PipelineScheduleRuntime`` loading
    the plan's CSV export. Prints the median step times and their ratio (dualsim / torch; <= 1.0
-   means dualsim is at least as fast). torch's schedules cannot express expert parallelism
-   (their stage modules see one process's tokens, with no all-to-all between processes), so
-   the EP runs are compared with dualsim without EP instead.
+   means dualsim is at least as fast). The torch baseline here runs without expert
+   parallelism: torch's schedules could hold it only inside the stage module (a differentiable
+   all-to-all in its forward, one pipeline process group per expert-parallel index, as
+   TorchTitan does), with no overlap of one micro-batch's all-to-all with another's compute;
+   that baseline is not written, so the EP runs are compared with dualsim without EP.
 3. Expert parallelism: the same plans (1F1B, DualPipe) with 2 expert-parallel processes per
    rank (4 processes) against 1: the step-time ratio, all-to-all bytes and time per step, and
    the measured hidden fraction of the all-to-all (DualPipe's FB units overlap it; 1F1B's plain
    units cannot). On a machine with fewer cores than processes the processes time-share the
    cores, which the figures include.
+4. Cross-run prediction (``dualsim run --compare-sim --calibration OTHER``): abstract costs
+   calibrated on one 1F1B launch predict other launches (1F1B with another seed, ZB-H1, GPipe,
+   ZB-V, DualPipeV; the same 4-layer model cut per plan, 2 ranks) that the calibration never
+   saw; printed: measured and predicted step, the error, and the same launch predicted from
+   its own calibration for comparison. docs/runtime.md reports the figures.
 
     python bench/bench_runtime.py [--hidden 128] [--steps 12] [--microbatches 8] [--rounds 2]
+                                  [--only split,torch,ep,cross]
 """
 
 from __future__ import annotations
@@ -24,13 +32,14 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+from dataclasses import replace
 
 import torch
 
 from dualsim.generators import generate
 from dualsim.lower import lower
 from dualsim.runtime import wgrad
-from dualsim.runtime.measure import a2a_figures, measured_steps
+from dualsim.runtime.measure import a2a_figures, compare_sim, measured_steps
 from dualsim.runtime.options import RunOptions
 from dualsim.runtime.supervisor import launch_local
 from dualsim.runtime.net import NetConfig, StageNet
@@ -72,6 +81,32 @@ def step_times(reports: list) -> list[float]:
     return [max(r.steps[k].step_end for r in reports) for k in measured_steps(reports)]
 
 
+def cross_run(cfg: NetConfig, microbatches: int, steps: int, layers: int = 4) -> None:
+    """Section 4: one launch's calibration predicts the others."""
+    def launch(family: str, seed: int) -> tuple[object, list, RunOptions]:
+        plan = lower(generate(family, 2, microbatches))
+        model = replace(cfg, seed=seed, layers_per_slice=layers // plan.chain_length)
+        opts = RunOptions(model, steps=steps)
+        return plan, launch_local([plan], opts)[0], opts
+
+    plan, reports, opts = launch("1f1b", 0)
+    own = compare_sim(plan, reports, opts.model.layers_per_slice)
+    source = (own["calibrated_costs_s"], own["calibrated_latency_s"], "1f1b seed 0")
+    print(f"cross-run prediction, 2 ranks, M={microbatches}, {layers} layers, costs from one "
+          f"1F1B launch (seed 0; its own error {own['prediction_error'] * 100:+.1f}%), "
+          f"median of {steps - 1} steps:")
+    for family, seed in (("1f1b", 1), ("zb-h1", 0), ("gpipe", 0), ("zb-v", 0),
+                         ("dualpipev", 0)):
+        plan, reports, opts = launch(family, seed)
+        layers_per_slice = opts.model.layers_per_slice
+        other = compare_sim(plan, reports, layers_per_slice, calibration=source)
+        same = compare_sim(plan, reports, layers_per_slice)
+        print(f"  {family:10s} seed {seed}  measured {other['measured_step_time_s'] * 1e3:8.2f} "
+              f"ms   predicted {other['predicted_step_time_s'] * 1e3:8.2f} ms   error "
+              f"{other['prediction_error'] * 100:+6.1f}%   (from its own calibration "
+              f"{same['prediction_error'] * 100:+6.1f}%)")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--hidden", type=int, default=128)
@@ -79,36 +114,53 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=12)
     ap.add_argument("--microbatches", type=int, default=8)
     ap.add_argument("--rounds", type=int, default=2, help="alternating launches per engine")
+    ap.add_argument("--only", default="split,torch,ep,cross",
+                    help="sections to run, comma-separated")
     args = ap.parse_args()
+    only = set(args.only.split(","))
     cfg = NetConfig(hidden=args.hidden, expert_hidden=args.hidden, heads=4, seq=args.seq,
                       microbatch_size=4, vocab=128, dtype="float32")
 
-    t = bench_split(cfg)
-    print(f"I/W split, one stage slice (hidden {cfg.hidden}, {cfg.microbatch_size}x{cfg.seq} tokens):")
-    print(f"  B {t['B'] * 1e3:.3f} ms   I {t['I'] * 1e3:.3f} ms   W {t['W'] * 1e3:.3f} ms   "
-          f"(I + W) / B = {(t['I'] + t['W']) / t['B']:.3f}")
+    if "split" in only:
+        t = bench_split(cfg)
+        print(f"I/W split, one stage slice (hidden {cfg.hidden}, {cfg.microbatch_size}x"
+              f"{cfg.seq} tokens):")
+        print(f"  B {t['B'] * 1e3:.3f} ms   I {t['I'] * 1e3:.3f} ms   W {t['W'] * 1e3:.3f} ms   "
+              f"(I + W) / B = {(t['I'] + t['W']) / t['B']:.3f}")
+    if "torch" in only:
+        against_torch(cfg, args.microbatches, args.steps, args.rounds)
+    if "ep" in only:
+        expert_parallel(cfg, args.microbatches, args.steps, args.rounds)
+    if "cross" in only:
+        cross_run(cfg, args.microbatches, args.steps)
 
-    print(f"runtime vs torch.distributed.pipelining, 2 ranks, gloo, M={args.microbatches}, "
-          f"median of {args.rounds} x {args.steps - 1} steps:")
+
+def against_torch(cfg: NetConfig, microbatches: int, steps: int, rounds: int) -> None:
+    """Section 2: dualsim's interpreter against torch's runtime on the same plan."""
+    print(f"runtime vs torch.distributed.pipelining, 2 ranks, gloo, M={microbatches}, "
+          f"median of {rounds} x {steps - 1} steps:")
     for family in ("1f1b", "zb-v", "dualpipev"):
-        plan = lower(generate(family, 2, args.microbatches))
+        plan = lower(generate(family, 2, microbatches))
         times: dict[str, list[float]] = {"dualsim": [], "torch": []}
-        for _ in range(args.rounds):  # alternate, so that changing load hits both alike
+        for _ in range(rounds):  # alternate, so that changing load hits both alike
             for engine in times:
-                opts = RunOptions(cfg, steps=args.steps, engine=engine)
+                opts = RunOptions(cfg, steps=steps, engine=engine)
                 times[engine] += step_times(launch_local([plan], opts)[0])
         ours, theirs = (statistics.median(times[e]) for e in ("dualsim", "torch"))
         print(f"  {family:10s} dualsim {ours * 1e3:8.2f} ms   torch {theirs * 1e3:8.2f} ms   "
               f"ratio {ours / theirs:.3f}")
 
+
+def expert_parallel(cfg: NetConfig, microbatches: int, steps: int, rounds: int) -> None:
+    """Section 3: --ep 2 against --ep 1, and the all-to-all figures."""
     print(f"expert parallelism: 2 ranks x ep 2 (4 processes) vs ep 1, gloo, "
-          f"M={args.microbatches}, median of {args.rounds} x {args.steps - 1} steps:")
+          f"M={microbatches}, median of {rounds} x {steps - 1} steps:")
     for family in ("1f1b", "dualpipe"):
-        plan = lower(generate(family, 2, args.microbatches))
+        plan = lower(generate(family, 2, microbatches))
         runs: dict[int, list] = {1: [], 2: []}
-        for _ in range(args.rounds):
+        for _ in range(rounds):
             for ep in runs:
-                runs[ep].append(launch_local([plan], RunOptions(cfg, steps=args.steps, ep=ep))[0])
+                runs[ep].append(launch_local([plan], RunOptions(cfg, steps=steps, ep=ep))[0])
         t1, t2 = (statistics.median(t for reps in runs[ep] for t in step_times(reps))
                   for ep in (1, 2))
         figs = [a2a_figures(reps) for reps in runs[2]]
@@ -118,7 +170,6 @@ def main() -> None:
         print(f"  {family:10s} ep 2 {t2 * 1e3:8.2f} ms   ep 1 {t1 * 1e3:8.2f} ms   "
               f"ratio {t2 / t1:.3f}   all-to-all {mb:.2f} MB, {a2a_ms:.2f} ms in flight per "
               f"process, {hidden * 100:.0f}% hidden")
-
 
 if __name__ == "__main__":
     main()

@@ -4,7 +4,7 @@ Spawning ranks is the slow part, so each launch runs several plans in one proces
 all ten families at R = 2 (fp64), a mix at R = 4 (fp64), and one fp32 run. The transfer path
 NCCL takes (one process group per direction of each pair of ranks) runs on gloo too, at R = 2
 and R = 4, for the families whose messages cross. With expert parallelism (two processes per
-pipeline rank, experts split between them, tokens moved by all-to-all): all eight families at
+pipeline rank, experts split between them, tokens moved by all-to-all): all ten families at
 R = 2 and DualPipe and ZB-V at R = 4 (8 processes, with the capacity rule dropping copies), in
 fp32 to 1e-5 relative.
 """

@@ -107,40 +107,31 @@ def test_rank_stopped_mid_run_is_named_first(tmp_path: Path, capfd: pytest.Captu
                                              ) -> None:
     # rank 1 writes the mark at its action 2 and goes on; the test then stops it (SIGSTOP)
     mark = tmp_path / "mark"
-    stopped_at: list[float] = []
 
     def stop_rank1(pids: list[int]) -> None:
         def run() -> None:
             while not mark.exists():
                 time.sleep(0.01)
             os.kill(pids[1], signal.SIGSTOP)
-            stopped_at.append(time.monotonic())
         threading.Thread(target=run, daemon=True).start()
 
     timeout = 4.0
     message, pids, _ = _fail(RunOptions(steps=2, timeout=timeout,
                                         fault=Fault(1, 2, "mark", mark=str(mark))),
                              stop_rank1, m=8)
-    ended = time.monotonic()
     assert message.startswith("rank 1 was stopped (SIGSTOP) on "), message
     assert f"for {timeout:g} s (--timeout)" in message and "rank 0 was waiting for it" in message
-    assert ended - stopped_at[0] <= timeout + 10
     assert not any(_alive(p) for p in pids)
     assert capfd.readouterr().err == ""  # no torch/c10d warning lines from the processes
 
 
 def test_rank_stopped_while_starting_up_is_named_first(capfd: pytest.CaptureFixture) -> None:
-    stopped_at: list[float] = []
-
     def stop_rank1(pids: list[int]) -> None:
         os.kill(pids[1], signal.SIGSTOP)
-        stopped_at.append(time.monotonic())
 
     timeout = 4.0
     message, pids, _ = _fail(RunOptions(steps=1, timeout=timeout), stop_rank1)
-    ended = time.monotonic()
     assert message.startswith("rank 1 was stopped (SIGSTOP) while starting up"), message
-    assert ended - stopped_at[0] <= timeout + 10
     assert not any(_alive(p) for p in pids)
     assert capfd.readouterr().err == ""
 
