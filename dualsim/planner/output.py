@@ -58,15 +58,30 @@ def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
     return front
 
 
+#: the chart shows peak memory up to this many times the larger of the cap and the survivors'
+#: highest peak (configurations far over the cap would squeeze the survivors into one corner)
+CHART_MEMORY_SPAN = 2.0
+
+
+def chart_memory_limit(result: SweepResult) -> float:
+    """The right edge of the Pareto chart's memory axis (GB)."""
+    kept = [o.figures["peak_memory_gb"] for o in result.ranked]
+    return CHART_MEMORY_SPAN * max([result.setting.memory_gb] + kept)
+
+
 def render_pareto(result: SweepResult, path: str | Path, *, title: str = "") -> None:
     """Throughput against peak memory: survivors by schedule, the Pareto front, the memory cap,
     the best configuration and the published layout circled, and the configurations dropped for
-    memory as grey crosses at their throughput bound."""
+    memory as grey crosses at their throughput bound (those beyond ``chart_memory_limit``
+    counted in the legend, not drawn)."""
     from dualsim.render.figure import check_path, new_figure, save_figure, style
 
     check_path(path)
     kept = result.ranked
-    over = [o for o in result.dropped if o.kind == "memory" and o.bound is not None]
+    limit = chart_memory_limit(result)
+    over_all = [o for o in result.dropped if o.kind == "memory" and o.bound is not None]
+    over = [o for o in over_all if o.figures["peak_memory_gb"] <= limit]
+    beyond = len(over_all) - len(over)
     names = list(dict.fromkeys(o.candidate.schedule for o in kept))
     with style():
         fig = new_figure(7.5, 4.8)
@@ -85,10 +100,11 @@ def render_pareto(result: SweepResult, path: str | Path, *, title: str = "") -> 
                        facecolors="none" if k == 0 else palette[k % len(palette)],
                        edgecolors=palette[k % len(palette)], linewidths=1.2, label=name,
                        alpha=0.9, zorder=3 if k else 3.5)
-        if over:
+        if over_all:
+            more = f"\n{beyond} more beyond {limit:.0f} GB, not drawn" if beyond else ""
             ax.scatter([o.figures["peak_memory_gb"] for o in over], [o.bound for o in over],
                        marker="x", s=18, color="#9A9A9A",
-                       label="over memory cap (at its throughput bound)", zorder=2)
+                       label=f"over memory cap, at its throughput bound{more}", zorder=2)
         pts = [(o.figures["peak_memory_gb"], o.figures["tokens_per_s_per_gpu"]) for o in kept]
         front = [pts[i] for i in pareto_front(pts)]
         if front:
@@ -116,7 +132,8 @@ def render_pareto(result: SweepResult, path: str | Path, *, title: str = "") -> 
         ax.set_title(title or f"{result.setting.model} on {result.setting.gpus} x "
                      f"{result.setting.profile}: {result.evaluated} configurations",
                      loc="left", fontsize=10, fontweight="bold")
-        ax.legend(loc="best", fontsize=7.5, frameon=False)
+        ax.set_xlim(right=limit)
+        ax.legend(loc="lower right", fontsize=7.5, framealpha=0.9)
         save_figure(fig, path)
 
 
