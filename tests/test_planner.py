@@ -5,11 +5,15 @@ from __future__ import annotations
 import csv
 import io
 import json
+import socket
+
+import pytest
 
 import typer
 from typer.testing import CliRunner
 
 from dualsim import planner
+from dualsim.errors import DualsimError
 from dualsim.cli.plan import plan_command
 from dualsim.planner import Candidate, Outcome, Setting
 from dualsim.sim.hardware_mode import simulate_hardware
@@ -264,6 +268,30 @@ def test_plan_command_refuses_bad_executor_choices_before_sweeping(tmp_path):
         assert res.exit_code == 1
         assert res.stderr.strip() == msg
         assert not out.exists()
+
+
+def test_an_unreachable_or_malformed_ray_address_is_one_error_line_at_once():
+    """Ray retries an unreachable address for minutes, logging warnings; the planner checks
+    the head's port first."""
+    from dualsim.planner.executor import check_reachable
+
+    with socket.socket() as s:  # a port nothing listens on once closed
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    for address in (f"127.0.0.1:{port}", f"ray://127.0.0.1:{port}"):
+        with pytest.raises(DualsimError) as e:
+            check_reachable(address)
+        assert str(e.value) == (f"cannot reach the Ray cluster at {address}: Connection "
+                                "refused; start it (`ray start --head`), check --ray-address, "
+                                "or leave it out for a local Ray")
+    for address in ("head", "head:", "ray://:10001", "head:port"):
+        with pytest.raises(DualsimError, match=f"^bad --ray-address '{address}': give "
+                                               "host:port"):
+            check_reachable(address)
+    with socket.socket() as s:  # a listening port passes
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        check_reachable(f"127.0.0.1:{s.getsockname()[1]}")
 
 
 def test_plan_command_refuses_bad_out_and_emit_before_sweeping(tmp_path):

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import socket
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any, Callable, Iterator, Protocol, Sequence
@@ -78,6 +79,7 @@ class RayExecutor:
                 kw["num_cpus"] = max(1, workers if workers is not None else (os.cpu_count() or 1))
                 kw["object_store_memory"] = 96 * 1024 * 1024  # the sweep ships kilobytes
             else:
+                check_reachable(address)
                 kw["address"] = address
                 if ship_code:  # the cluster runs this dualsim, not whatever it has installed
                     import dualsim
@@ -101,6 +103,29 @@ class RayExecutor:
         if self._started:
             self._ray.shutdown()
             self._started = False
+
+
+#: seconds to wait for the head node's port before saying it cannot be reached
+CONNECT_TIMEOUT = 5.0
+
+
+def check_reachable(address: str) -> None:
+    """DualsimError unless ``address`` (``host:port`` or ``ray://host:port``; ``auto`` left to
+    Ray) names a host and port that accept a connection. Ray itself retries an unreachable
+    address for minutes, logging warnings, before it fails."""
+    if address == "auto":
+        return
+    host, sep, port = address.removeprefix("ray://").rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise DualsimError(f"bad --ray-address {address!r}: give host:port (the head's GCS, "
+                           "e.g. head:6379) or ray://host:port (Ray Client, e.g. "
+                           "ray://head:10001)")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), CONNECT_TIMEOUT).close()
+    except OSError as e:
+        raise DualsimError(f"cannot reach the Ray cluster at {address}: "
+                           f"{e.strerror or e}; start it (`ray start --head`), check "
+                           "--ray-address, or leave it out for a local Ray") from None
 
 
 def make_executor(kind: str, workers: int | None = None, address: str | None = None) -> Executor:
