@@ -270,6 +270,22 @@ def test_plan_command_refuses_bad_executor_choices_before_sweeping(tmp_path):
         assert not out.exists()
 
 
+def test_a_dense_model_sweeps_one_comm_sm_count_which_nothing_of_it_uses():
+    from dualsim.cluster.profile import load_profile
+    from dualsim.workload.model import load_model
+
+    h800 = load_profile("h800")
+    assert planner.default_axes(load_model("deepseek-v3"), h800)["comm_sms"] == [
+        8, 12, 16, 20, 24, 32]
+    axes = planner.default_axes(load_model("llama-70b"), h800)
+    assert axes["comm_sms"] == [20] and axes["eps"] == [1]
+    # why: without an all-to-all, the comm SMs change nothing of a dense model's step
+    s = generate("1f1b", 4, 8)
+    steps = {simulate_hardware(s, "h800", "llama-70b", gpus=64, comm_sms=n).extra["step_time_s"]
+             for n in (8, 32)}
+    assert len(steps) == 1
+
+
 def test_an_unreachable_or_malformed_ray_address_is_one_error_line_at_once():
     """Ray retries an unreachable address for minutes, logging warnings; the planner checks
     the head's port first."""

@@ -80,7 +80,7 @@ def plan_command(
     ep: Optional[list[str]] = typer.Option(None, "--ep", help="Expert-parallel degrees, a list or range (default: 8,16,32,64 for MoE models)."),
     microbatch_tokens: Optional[list[str]] = typer.Option(None, "--microbatch-tokens", help="Tokens per micro-batch, a list or range (default: 1, 2 and 4 sequences)."),
     precision: Optional[list[str]] = typer.Option(None, "--precision", help="GEMM precisions: fp8, bf16 (default: both where the profile has FP8)."),
-    comm_sms: Optional[list[str]] = typer.Option(None, "--comm-sms", help="Communication SMs, a list or range, e.g. 8..32:4."),
+    comm_sms: Optional[list[str]] = typer.Option(None, "--comm-sms", help="All-to-all SMs, a list or range, e.g. 8..32:4 (default: 8,12,16,20,24,32 for MoE models; the profile's for dense ones)."),
     ib_gbps: Optional[list[str]] = typer.Option(None, "--ib-gbps", help="What-if usable IB bandwidths per GPU (GB/s)."),
     nvlink_gbps: Optional[list[str]] = typer.Option(None, "--nvlink-gbps", help="What-if usable NVLink bandwidths per GPU (GB/s)."),
     microbatches: Optional[list[str]] = typer.Option(None, "--microbatches", help="Micro-batch counts to sweep instead of holding --global-batch fixed."),

@@ -92,14 +92,15 @@ class Setting:
 
 def default_axes(model: Any, profile: Any) -> dict[str, list[Any]]:
     """The default value list of each axis for a model preset on a profile: every family, the
-    default ranks and comm SMs, EP degrees for a MoE model (1 for a dense one), micro-batches of
-    1, 2 and 4 sequences, FP8 and BF16 where the profile has FP8."""
+    default ranks, EP degrees and comm SMs for a MoE model (a dense one has no all-to-all: EP 1
+    and the profile's comm SMs, which nothing else uses), micro-batches of 1, 2 and 4
+    sequences, FP8 and BF16 where the profile has FP8."""
     seq = model.layout["sequence"]
     return {"schedules": list(DEFAULT_SCHEDULES), "ranks": list(DEFAULT_RANKS),
             "eps": list(DEFAULT_EP) if model.is_moe else [1],
             "microbatch_tokens": [seq * k for k in DEFAULT_MICROBATCH_SEQUENCES],
             "precisions": ["fp8", "bf16"] if profile.fp8_flops is not None else ["bf16"],
-            "comm_sms": list(DEFAULT_COMM_SMS)}
+            "comm_sms": list(DEFAULT_COMM_SMS) if model.is_moe else [profile.comm_sms]}
 
 
 def candidates(schedules: Sequence[str], ranks: Sequence[int],
