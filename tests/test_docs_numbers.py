@@ -228,3 +228,48 @@ def test_planner_default_space():
     n = len(candidates(**axes))
     assert n == math.prod(len(v) for v in axes.values())   # the axes' cross product
     assert f"For DeepSeek-V3 on 2048 H800s that is {n} configurations" in _prose(ROOT / "docs" / "planner.md")
+
+
+def test_validation_deepseek_v2_throughput(runs):
+    """docs/validation.md's DeepSeek-V2 row, computed as bench/validation.py does: ZB-H1 PP16, EP8,
+    BF16 GEMMs, 9216 sequences per step on an assumed 1024 H800s, DeepSeek-V3's recomputation."""
+    from dualsim.generators import generate
+    from dualsim.sim.hardware_mode import simulate_hardware
+    from dualsim.workload.hf_config import load_hf_config
+
+    v2 = load_hf_config(ROOT / "dualsim" / "data" / "hf_configs" / "deepseek-v2.json",
+                        precision="bf16", recompute=["rmsnorm", "mla_up_proj", "swiglu_output"])
+    m = 9216 // (1024 // 16)
+    got = simulate_hardware(generate("zb-h1", 16, m), "h800", v2, ep=8, gpus=1024)
+    v2_published = 1e12 / (172.8e3 * 3600)
+    v2_gap = got.extra["tokens_per_s_per_gpu"] / v2_published - 1
+    rows = [r for r in _table(VALIDATION, ["model, layout", "published", "dualsim", "error"])
+            if r[0].startswith("DeepSeek-V2: zero-bubble PP16 (ZB-H1 here), EP8, BF16, 9216")]
+    assert [r[1:] for r in rows] == [[
+        f"{v2_published:.0f} tokens/s/GPU (172.8K GPU-hours per trillion tokens, V2 report)",
+        f"{got.extra['tokens_per_s_per_gpu']:.0f}", f"{v2_gap:+.1%}"]]
+    v3_gap = runs["dualpipe"].extra["tokens_per_s_per_gpu"] / PUBLISHED_TOKENS_PER_S_PER_GPU - 1
+    assert f"Both are optimistic, by {v3_gap * 100:.0f}-{v2_gap * 100:.0f}%" in _prose(VALIDATION)
+
+
+def test_per_moe_layer_times():
+    """docs/hardware-mode.md's per-MoE-layer table (cluster/layer_times.py) against DeepSeek's trace."""
+    from dualsim.cluster.layer_times import moe_layer_times
+    from dualsim.generators import generate
+    from dualsim.sim.hardware_mode import hardware_setup
+
+    profile, layout, _ = hardware_setup(generate("dualpipe", 16, 120), "h800", "deepseek-v3")
+    t = moe_layer_times(layout, profile)
+    table = _table(HARDWARE_MODE, ["per MoE layer, one micro-batch", "model (ms)",
+                                   "DeepSeek measured (ms)", "error"])
+    rows = {r[0]: [c.replace("−", "-") for c in r[1:]] for r in table}
+
+    def ms(x: float) -> str:
+        return f"{x * 1e3:.2f}"
+
+    for name, model, parts in (("F (attention + MLP)", t.f, (t.attn_f, t.mlp_f)),
+                               ("I, input gradient (attention + MLP)", t.i, (t.attn_i, t.mlp_i)),
+                               ("W, weight gradient", t.w, ())):
+        cell, measured, error = rows[name]
+        assert cell == ms(model) + (f" ({ms(parts[0])} + {ms(parts[1])})" if parts else "")
+        assert error == f"{model * 1e3 / float(measured.split()[0]) - 1:+.0%}"
