@@ -270,6 +270,17 @@ def test_plan_command_refuses_bad_executor_choices_before_sweeping(tmp_path):
         assert not out.exists()
 
 
+def test_a_simulation_without_its_timeline_has_every_figure_of_one_with_it():
+    """The planner simulates with timeline=False (the DataFrame is a quarter of the time)."""
+    s = generate("dualpipe", 4, 8)
+    full = simulate_hardware(s, "h800", "small-moe", gpus=64, comm_sms=12)
+    bare = simulate_hardware(s, "h800", "small-moe", gpus=64, comm_sms=12, timeline=False)
+    assert len(full.timeline) > 0 and len(bare.timeline) == 0
+    assert list(bare.timeline.columns) == list(full.timeline.columns)
+    assert bare.to_dict() == full.to_dict() and bare.extra == full.extra
+    assert bare.per_rank == full.per_rank and bare.memory.equals(full.memory)
+
+
 def test_a_dense_model_sweeps_one_comm_sm_count_which_nothing_of_it_uses():
     from dualsim.cluster.profile import load_profile
     from dualsim.workload.model import load_model

@@ -226,7 +226,7 @@ def simulate(c: Candidate, setting: Setting) -> dict[str, Any]:
 
     ctx = _context(setting)
     s, _ = ctx.schedule(c.schedule, c.ranks, c.microbatches)
-    r = simulate_hardware(s, ctx.profile, ctx.model, **setting.overrides(c))
+    r = simulate_hardware(s, ctx.profile, ctx.model, timeline=False, **setting.overrides(c))
     e = r.extra
     return {"step_time_s": float(e["step_time_s"]),
             "tokens_per_s_per_gpu": float(e["tokens_per_s_per_gpu"]),

@@ -309,7 +309,8 @@ def simulate_hardware(schedule: Schedule, profile: str | Profile = DEFAULT_PROFI
                       microbatch_tokens: int | None = None, ib_gbps: float | None = None,
                       nvlink_gbps: float | None = None, precision: str | None = None,
                       seq_len: int | None = None, recompute: str | None = None,
-                      routing_imbalance: float = 1.0, sm_sharing: str = "dynamic") -> SimResult:
+                      routing_imbalance: float = 1.0, sm_sharing: str = "dynamic",
+                      timeline: bool = True) -> SimResult:
     """One training step of ``schedule`` on a modelled cluster; times in seconds.
 
     ``precision`` ("fp8" / "bf16") overrides the model preset's GEMM precision; ``seq_len`` and
@@ -318,6 +319,8 @@ def simulate_hardware(schedule: Schedule, profile: str | Profile = DEFAULT_PROFI
     ``sm_sharing`` "dynamic" (comm kernels hold their SMs only while they run) or "static"
     (compute never gets the all-to-all's ``comm_sms``, as DeepSeek's GEMMs were launched).
     A schedule that is not a ValidSchedule is validated first (ValidationError with the grid).
+    ``timeline=False`` leaves the result's Timeline empty (every figure is the same; building
+    the DataFrame is about a quarter of a DeepSeek-V3 step's time, which the planner skips).
     """
     if not (routing_imbalance >= 1.0 and math.isfinite(routing_imbalance)):
         raise ProfileError(f"--routing-imbalance must be a number >= 1 (max/mean tokens received "
@@ -343,7 +346,7 @@ def simulate_hardware(schedule: Schedule, profile: str | Profile = DEFAULT_PROFI
     ex = HardwareExecutor(env, schedule, layout, prof, routing_imbalance, sm_sharing)
     eng = Engine(schedule, ex, env)
     eng.run()
-    res = _result(schedule, layout, prof, eng, ex, warnings)
+    res = _result(schedule, layout, prof, eng, ex, warnings, timeline)
     res.extra["routing_imbalance"] = routing_imbalance
     res.extra["sm_sharing"] = sm_sharing
     return res
@@ -355,13 +358,13 @@ def _sequences(tokens: int, sequence: int) -> int | float:
 
 
 def _result(schedule: Schedule, layout: Layout, prof: Profile, eng: Engine,
-            ex: HardwareExecutor, warnings: list[str]) -> SimResult:
+            ex: HardwareExecutor, warnings: list[str], timeline: bool = True) -> SimResult:
     R = schedule.ranks
     last = [e[-1] if e else 0.0 for e in eng.ends]
     step = max(max(last), max(ex.dp_end))
     span = max(e[-1] - s[0] for s, e in zip(eng.starts, eng.ends) if e)
     memory, peaks = memory_timeline(layout, schedule, prof, ex.memory)
-    timeline = from_rows(ex.rows)
+    frame = from_rows(ex.rows if timeline else [])
     # per rank: (comm busy, comm exposed); a PP transfer counts once, on its sender (its receive
     # kernel's row is there for the SM record)
     spans: list[dict[str, list[tuple[float, float]]]] = [
@@ -404,4 +407,4 @@ def _result(schedule: Schedule, layout: Layout, prof: Profile, eng: Engine,
     }
     ideal = sum(ex.busy) / R
     return SimResult(schedule.name, R, schedule.num_stages, schedule.microbatches, step, span,
-                     ideal, per_rank, timeline, time_unit="s", extra=extra, memory=memory)
+                     ideal, per_rank, frame, time_unit="s", extra=extra, memory=memory)
