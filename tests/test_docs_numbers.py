@@ -273,3 +273,25 @@ def test_per_moe_layer_times():
         cell, measured, error = rows[name]
         assert cell == ms(model) + (f" ({ms(parts[0])} + {ms(parts[1])})" if parts else "")
         assert error == f"{model * 1e3 / float(measured.split()[0]) - 1:+.0%}"
+
+
+def test_fb_against_deepseeks_trace(runs):
+    """docs/hardware-mode.md: the median FB unit of DualPipe's rank 5 (4 + 4 MoE layers), static
+    and dynamic SM sharing, against the 129 ms of DeepSeek's trace."""
+    import statistics
+
+    rows = {r[0]: [c.replace("−", "-") for c in r[1:]] for r in _table(
+        HARDWARE_MODE, ["per MoE layer, one micro-batch", "model (ms)", "DeepSeek measured (ms)",
+                        "error"])}
+    for key, name in (("dualpipe static", "one FB of 4 + 4 layers, simulated (rank 5 of DualPipe "
+                                          "R=16, the median of its FBs), `--sm-sharing static`"),
+                      ("dualpipe", "the same FB with dynamic SM sharing (the default)")):
+        r = runs[key]
+        assert r.extra["layers_per_stage"][5] + r.extra["layers_per_stage"][10] == 8
+        tl = r.timeline
+        fb = tl[(tl["rank"] == 5) & tl["action"].str.startswith("(")]
+        spans = fb.groupby("action").agg(start=("start", "min"), end=("end", "max"))
+        median_ms = statistics.median((spans.end - spans.start) * 1e3)
+        model, measured, error = rows[name]
+        assert model == f"{median_ms:.1f}"
+        assert error == f"{median_ms / float(measured) - 1:+.0%}"
