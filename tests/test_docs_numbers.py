@@ -295,3 +295,46 @@ def test_fb_against_deepseeks_trace(runs):
         model, measured, error = rows[name]
         assert model == f"{median_ms:.1f}"
         assert error == f"{median_ms / float(measured) - 1:+.0%}"
+
+
+def test_readme_quotes_the_runtimes_measurements():
+    """The runtime's measured prediction errors the README and docs/validation.md quote are
+    docs/runtime.md's tables."""
+    runtime = ROOT / "docs" / "runtime.md"
+
+    def pct(cell: str) -> float:
+        return float(cell.replace("−", "-").rstrip("%"))
+
+    def fmt(x: float, digits: int) -> str:
+        return f"{x:+.{digits}f}%".replace("-", "−")
+
+    same = {r[0]: pct(r[2]) for r in _table(runtime, ["schedule", "measured step", "error"])}
+    lo, hi = min(same, key=same.get), max(same, key=same.get)
+    readme = _prose(README)
+    assert (f"between {fmt(same[lo], 1)} ({lo}) and {fmt(same[hi], 1)} ({hi}) across "
+            f"{['eight', 'nine', 'ten'][len(same) - 8]} families") in readme
+    cross = _table(runtime, ["launch", "measured step", "predicted from 1F1B's launch", "error",
+                             "from its own calibration"])
+    other, own = [pct(r[3]) for r in cross], [pct(r[4]) for r in cross]
+    assert (f"cross-run error was {fmt(min(other), 1)} to {fmt(max(other), 1)} over "
+            f"{['five', 'six', 'seven'][len(cross) - 5]} launches") in readme
+    assert f"against {fmt(min(own), 1)} to {fmt(max(own), 1)} for each run predicted" in readme
+    assert (f"with errors from {fmt(min(other), 1)} to {fmt(max(other), 1)}, against "
+            f"{fmt(min(own), 1)} to {fmt(max(own), 1)} for each launch predicted from its own "
+            "calibration") in _prose(VALIDATION)
+
+
+def test_planner_bound_on_the_published_layout(runs):
+    """docs/planner.md: the planner's step bound for DeepSeek-V3's published layout (unit_model)
+    against the simulated step."""
+    from dualsim.generators import generate
+    from dualsim.sim.hardware_mode import hardware_setup
+    from dualsim.sim.unit_model import ScheduleIndex, StepModel
+
+    s = generate("dualpipe", 16, 120)
+    profile, layout, _ = hardware_setup(s, "h800", "deepseek-v3")
+    bound = StepModel(ScheduleIndex.of(s), profile, layout).lower_bound()
+    step = runs["dualpipe"].extra["step_time_s"]
+    assert bound <= step
+    assert (f"the step's bound is {1 - bound / step:.1%} under the step ({bound:.2f} s vs "
+            f"{step:.2f} s)") in _prose(ROOT / "docs" / "planner.md")
