@@ -153,3 +153,21 @@ def test_merged_trace_has_integer_tids_and_per_process_flow_ids(tmp_path: Path) 
     assert trace.unlinked == 0
     assert [(k.rank, k.start, k.launch) for k in trace.kernels] == [(0, 2.0, 1.0),
                                                                     (1, 3.0, 1.0)]
+
+
+def test_every_runtime_module_imports_and_is_listed() -> None:
+    """What gpu_check.sh's "modules" line checks: every runtime module imports on this
+    machine (its CUDA paths included, as far as an import reaches them), and the package's
+    docstring lists each one."""
+    pytest.importorskip("torch")
+    import importlib
+    import pkgutil
+    import re
+
+    import dualsim.runtime as runtime
+
+    names = sorted(m.name for m in pkgutil.iter_modules(runtime.__path__))
+    for name in names:
+        importlib.import_module(f"dualsim.runtime.{name}")
+    listed = sorted(set(re.findall(r":mod:`(\w+)`", runtime.__doc__ or "")))
+    assert listed == names

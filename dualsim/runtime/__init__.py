@@ -10,6 +10,7 @@ One process
 - :mod:`interpreter` a process's action loop, data flow and timeline records
 - :mod:`stages`      how a unit computes: whole slices, or pieces with all-to-all (EP)
 - :mod:`pieces`      one (stage, micro-batch) pass run piece by piece
+- :mod:`chains`      a slice's forward and backward piece chains (no torch)
 - :mod:`overlap`     a unit's pieces on compute and communication streams (shared order)
 - :mod:`a2a`         the expert-parallel all-to-all (gloo threads, or a CUDA stream + events)
 - :mod:`p2p`         pipeline transfers and the launch's process groups
