@@ -7,11 +7,10 @@
 2. Runtime vs torch: the same plan (1F1B, ZB-V and DualPipeV, 2 ranks, gloo), the same model
    and data, run by dualsim's interpreter and by torch's ``_PipelineScheduleRuntime`` loading
    the plan's CSV export. Prints the median step times and their ratio (dualsim / torch; <= 1.0
-   means dualsim is at least as fast). The torch baseline here runs without expert
-   parallelism: torch's schedules could hold it only inside the stage module (a differentiable
-   all-to-all in its forward, one pipeline process group per expert-parallel index, as
-   TorchTitan does), with no overlap of one micro-batch's all-to-all with another's compute;
-   that baseline is not written, so the EP runs are compared with dualsim without EP.
+   means dualsim is at least as fast). Also with 2 expert-parallel processes per rank (4
+   processes): torch's stage modules then do the all-to-alls inside their forward
+   (dualsim.runtime.torch_baseline, as TorchTitan runs PP with EP), with no overlap of one
+   micro-batch's all-to-all with another's compute; dualsim overlaps them in FB units.
 3. Expert parallelism: the same plans (1F1B, DualPipe) with 2 expert-parallel processes per
    rank (4 processes) against 1: the step-time ratio, all-to-all bytes and time per step, and
    the measured hidden fraction of the all-to-all (DualPipe's FB units overlap it; 1F1B's plain
@@ -139,16 +138,17 @@ def against_torch(cfg: NetConfig, microbatches: int, steps: int, rounds: int) ->
     """Section 2: dualsim's interpreter against torch's runtime on the same plan."""
     print(f"runtime vs torch.distributed.pipelining, 2 ranks, gloo, M={microbatches}, "
           f"median of {rounds} x {steps - 1} steps:")
-    for family in ("1f1b", "zb-v", "dualpipev"):
-        plan = lower(generate(family, 2, microbatches))
-        times: dict[str, list[float]] = {"dualsim": [], "torch": []}
-        for _ in range(rounds):  # alternate, so that changing load hits both alike
-            for engine in times:
-                opts = RunOptions(cfg, steps=steps, engine=engine)
-                times[engine] += step_times(launch_local([plan], opts)[0])
-        ours, theirs = (statistics.median(times[e]) for e in ("dualsim", "torch"))
-        print(f"  {family:10s} dualsim {ours * 1e3:8.2f} ms   torch {theirs * 1e3:8.2f} ms   "
-              f"ratio {ours / theirs:.3f}")
+    for ep in (1, 2):
+        for family in ("1f1b", "zb-v", "dualpipev"):
+            plan = lower(generate(family, 2, microbatches))
+            times: dict[str, list[float]] = {"dualsim": [], "torch": []}
+            for _ in range(rounds):  # alternate, so that changing load hits both alike
+                for engine in times:
+                    opts = RunOptions(cfg, steps=steps, engine=engine, ep=ep)
+                    times[engine] += step_times(launch_local([plan], opts)[0])
+            ours, theirs = (statistics.median(times[e]) for e in ("dualsim", "torch"))
+            print(f"  {family:10s} ep {ep}  dualsim {ours * 1e3:8.2f} ms   torch "
+                  f"{theirs * 1e3:8.2f} ms   ratio {ours / theirs:.3f}")
 
 
 def expert_parallel(cfg: NetConfig, microbatches: int, steps: int, rounds: int) -> None:

@@ -21,7 +21,7 @@ def run_rank(plan: Schedule, process: int, options: RunOptions, where: Placement
     """Run ``options.steps`` steps of ``plan`` as ``process`` (the process group is up)."""
     world = options.world(plan.ranks)
     if options.engine == "torch":
-        return run_rank_torch(plan, process, options, where.device, progress)
+        return run_rank_torch(plan, process, options, where.device, progress, groups)
     runner = RankRunner(plan, process, world, options.model, where, groups, progress,
                         options.fault, options.direction_groups)
     steps = [runner.step(s) for s in range(options.steps - 1)]
