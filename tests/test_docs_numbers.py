@@ -36,7 +36,7 @@ def _config(**overrides) -> Config:
     args = dict(ranks=None, microbatches=None, chunks=None, costs=None, comm=0.0, profile="h800",
                 model="deepseek-v3", ep=None, gpus=None, comm_sms=None, microbatch_tokens=None,
                 ib_gbps=None, nvlink_gbps=None)
-    return Config.make(**args, **overrides)
+    return Config.make(**{**args, **overrides})
 
 
 @pytest.fixture(scope="module")
@@ -338,3 +338,19 @@ def test_planner_bound_on_the_published_layout(runs):
     assert bound <= step
     assert (f"the step's bound is {1 - bound / step:.1%} under the step ({bound:.2f} s vs "
             f"{step:.2f} s)") in _prose(ROOT / "docs" / "planner.md")
+
+
+def test_half_the_link_bandwidth(runs):
+    """docs/hardware-mode.md's reading of the what-if chart's middle panel at 0.5x: IB 25 and
+    NVLink 80 GB/s (half the h800 profile's usable 50 and 160)."""
+    cfg = _config(ib_gbps=25.0, nvlink_gbps=80.0)
+    assert (cfg.profile.ib_bandwidth, cfg.profile.nvlink_bandwidth) == (25e9, 80e9)
+    cost = {n: run(load_schedule(n, cfg, strict_chunks=False), cfg).extra["step_time_s"]
+            - runs[n].extra["step_time_s"] for n in SCHEDULES}
+
+    def span(names: list[str]) -> str:
+        return f"{min(cost[n] for n in names):.1f}-{max(cost[n] for n in names):.1f}"
+
+    assert (f"half the bandwidth (IB 25, NVLink 80 GB/s) costs ZB-V and 1F1B "
+            f"{span(['zb-v', '1f1b'])} s and the FB schedules {span(FB_SCHEDULES)} s"
+            in _prose(HARDWARE_MODE))
