@@ -319,6 +319,8 @@ def test_readme_quotes_the_runtimes_measurements():
     assert (f"cross-run error was {fmt(min(other), 1)} to {fmt(max(other), 1)} over "
             f"{['five', 'six', 'seven'][len(cross) - 5]} launches") in readme
     assert f"against {fmt(min(own), 1)} to {fmt(max(own), 1)} for each run predicted" in readme
+    for quote in ("1F1B 0.98, DualPipeV 1.02 at load ~2", "1F1B 1.69, ZB-V 2.00, DualPipeV 1.85"):
+        assert quote in readme and quote in _prose(runtime)   # bench_runtime's ratios
     assert (f"with errors from {fmt(min(other), 1)} to {fmt(max(other), 1)}, against "
             f"{fmt(min(own), 1)} to {fmt(max(own), 1)} for each launch predicted from its own "
             "calibration") in _prose(VALIDATION)
