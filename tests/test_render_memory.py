@@ -56,3 +56,12 @@ def test_one_figure_saved_as_png_and_svg_matches_single_renders(tmp_path):
         render_memory(memory_table(), single, hbm_gb=80.0, title="memory per rank: x")
         assert p.read_bytes() == single.read_bytes()
     assert "<!-- memory per rank: x -->" in both[1].read_text()
+
+
+def test_every_component_of_the_hardware_memory_table_has_its_own_colour() -> None:
+    from dualsim.render.memory import COMPONENT_COLORS, colors
+    from dualsim.sim.memory import COMPONENTS
+
+    got = colors(list(COMPONENTS))
+    assert len(set(got)) == len(COMPONENTS)  # a2a_buffers and workspace were both brown
+    assert got[0] == COMPONENT_COLORS["params"] and got[COMPONENTS.index("activations")] == "#DD8452"

@@ -18,7 +18,7 @@ COMPONENT_COLORS = {
     "optimizer": "#8172B3",
     "activations": "#DD8452",
 }
-OTHER_COLORS = ("#937860", "#DA8BC3", "#8C8C8C", "#CCB974")
+OTHER_COLORS = ("#937860", "#DA8BC3", "#8C8C8C", "#CCB974", "#64B5CD", "#C44E52")
 RASTERIZE_ABOVE = 500  # time points per rank above which the stacked areas are an image in SVG
 
 
@@ -29,8 +29,12 @@ def components(memory: pd.DataFrame) -> list[str]:
     return known + sorted(c for c in cols if c not in known)
 
 
-def _color(name: str, i: int) -> str:
-    return COMPONENT_COLORS.get(name, OTHER_COLORS[i % len(OTHER_COLORS)])
+def colors(comps: Sequence[str]) -> list[str]:
+    """One colour per stacked component: the fixed ones for the known components, the others
+    from OTHER_COLORS in turn (distinct while there are at most len(OTHER_COLORS) of them)."""
+    others = [c for c in comps if c not in COMPONENT_COLORS]
+    return [COMPONENT_COLORS.get(c) or OTHER_COLORS[others.index(c) % len(OTHER_COLORS)]
+            for c in comps]
 
 
 def render_memory(memory: pd.DataFrame, path: str | Path, *, hbm_gb: float | None = None,
@@ -77,7 +81,7 @@ def render_memory_files(memory: pd.DataFrame, paths: Sequence[str | Path], *,
             if t and t[-1] < t_end:  # hold the last value to the end of the step
                 t.append(t_end)
                 ys = [y + [y[-1]] for y in ys]
-            polys = ax.stackplot(t, ys, colors=[_color(c, k) for k, c in enumerate(comps)],
+            polys = ax.stackplot(t, ys, colors=colors(comps),
                                  labels=comps, step="post", linewidth=0)
             if len(t) > RASTERIZE_ABOVE:  # keep SVGs of long hardware runs small
                 for poly in polys:
