@@ -37,7 +37,8 @@ from dualsim.ir import Action, Op
 from dualsim.overlap_order import Node
 from dualsim.runtime.a2a import ExpertComm
 from dualsim.runtime.clock import Mark, StepClock
-from dualsim.runtime.net import NetConfig, StageNet, grad_or_zeros, make_batch, named_tensors
+from dualsim.runtime.net import (NetConfig, StageNet, grad_or_zeros, make_batch, named_tensors,
+                                 sum_dense_grads)
 from dualsim.runtime.options import Fault
 from dualsim.runtime.chains import trace_name
 from dualsim.runtime.overlap import PieceTime
@@ -365,19 +366,8 @@ class RankRunner:
         """Expert parallelism: the rank's processes sum their non-expert gradients."""
         if self.ep_group is None:
             return
-        params = [p for stage in sorted(self.modules)
-                  for name, p in self.modules[stage].named_parameters()
-                  if not self.modules[stage].is_expert(name)]
-        flat = torch.cat([grad_or_zeros(p).reshape(-1) for p in params])
         self.progress.update(self.step_index, len(self.actions), SYNCING)
-        host = flat.to("cpu") if self.staging else flat
-        dist.all_reduce(host, group=self.ep_group)
-        flat = host.to(self.device) if self.staging else host
-        offset = 0
-        for p in params:
-            n = p.numel()
-            p.grad = flat[offset:offset + n].view_as(p).clone()
-            offset += n
+        sum_dense_grads(self.modules, self.ep_group, staging=self.staging)
 
     # ---- results ----------------------------------------------------------------------------
     def named_tensors(self, grads: bool) -> dict[tuple[int, int, str], torch.Tensor]:

@@ -240,6 +240,26 @@ def grad_or_zeros(p: torch.nn.Parameter) -> torch.Tensor:
     return p.grad if p.grad is not None else torch.zeros_like(p)
 
 
+def sum_dense_grads(slices: dict[int, StageNet], group: "dist.ProcessGroup", *,
+                    staging: bool = False) -> None:
+    """Expert parallelism: the processes of a pipeline rank sum the gradients of their
+    non-expert parameters (one all-reduce over ``group``; through host memory with ``staging``,
+    for gloo beside CUDA tensors)."""
+    import torch.distributed as dist
+
+    params = [p for stage in sorted(slices) for name, p in slices[stage].named_parameters()
+              if not slices[stage].is_expert(name)]
+    flat = torch.cat([grad_or_zeros(p).reshape(-1) for p in params])
+    host = flat.to("cpu") if staging else flat
+    dist.all_reduce(host, group=group)
+    flat = host.to(flat.device) if staging else host
+    offset = 0
+    for p in params:
+        n = p.numel()
+        p.grad = flat[offset:offset + n].view_as(p).clone()
+        offset += n
+
+
 def named_tensors(slices: dict[int, StageNet], grads: bool) -> dict[tuple[int, int, str], torch.Tensor]:
     """(stage, position, name) -> gradient (``grads``) or weight of each stage's slice, on the CPU."""
     return {(stage, m.position, name): (grad_or_zeros(p) if grads else p).detach().cpu().clone()

@@ -32,8 +32,8 @@ from torch.distributed.pipelining.schedules import _PipelineScheduleRuntime
 
 from dualsim.ir import Schedule
 from dualsim.runtime.moe import Dispatch, route
-from dualsim.runtime.net import Block, StageNet, grad_or_zeros, loss_fn, make_batch, \
-    named_tensors
+from dualsim.runtime.net import Block, StageNet, loss_fn, make_batch, named_tensors, \
+    sum_dense_grads
 from dualsim.runtime.options import RunOptions
 from dualsim.runtime.p2p import ProcessGroups
 from dualsim.runtime.progress import SYNCING, Progress
@@ -127,7 +127,7 @@ def run_rank_torch(plan: Schedule, process: int, options: RunOptions, device: to
         losses: list[torch.Tensor] = []
         schedule.step(*args, target=target, losses=losses)
         if ep > 1:
-            _sum_dense(slices, groups.expert_group(rank))  # type: ignore[union-attr]
+            sum_dense_grads(slices, groups.expert_group(rank))  # type: ignore[union-attr]
         optimizer.step()
         if device.type == "cuda":
             torch.cuda.synchronize(device)
@@ -137,14 +137,3 @@ def run_rank_torch(plan: Schedule, process: int, options: RunOptions, device: to
     return RankReport(rank, records, named_tensors(slices, grads=True),
                       named_tensors(slices, grads=False), process, index)
 
-
-def _sum_dense(slices: dict[int, StageNet], group: dist.ProcessGroup) -> None:
-    """The processes of a rank sum their non-expert gradients (one all-reduce)."""
-    params = [p for s in sorted(slices) for name, p in slices[s].named_parameters()
-              if not slices[s].is_expert(name)]
-    flat = torch.cat([grad_or_zeros(p).reshape(-1) for p in params])
-    dist.all_reduce(flat, group=group)
-    offset = 0
-    for p in params:
-        p.grad = flat[offset:offset + p.numel()].view_as(p).clone()
-        offset += p.numel()
