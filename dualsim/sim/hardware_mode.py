@@ -32,7 +32,8 @@ from dualsim.ir import Action, Op, Schedule
 from dualsim.sim.simpy_engine import Engine, peak_live
 from dualsim.sim.links import Gpu, Link
 from dualsim.sim.memory import GB, ActivationLedger, memory_timeline, replicas, slice_params
-from dualsim.sim.unit_pieces import Chain, UnitPieces, kind_pieces, slice_chains
+from dualsim.sim.unit_pieces import (Chain, UnitPieces, kind_pieces, slice_chains,
+                                     unit_kind)
 from dualsim.sim.result import RankStats, SimResult
 from dualsim.sim.simpy_abstract import simulate_simpy
 from dualsim.timeline import action_fields, exposed, from_rows, intervals_union
@@ -87,12 +88,7 @@ class HardwareExecutor:
         return hit
 
     def pieces(self, a: Action) -> UnitPieces:
-        op = a.op
-        if op is Op.FB:
-            key: tuple = ("FB", self.position[a.forward.stage], self.position[a.backward.stage])
-        else:
-            pos = self.position[a.stage]
-            key = (op.value, pos, pos)
+        key = unit_kind(a, self.position)
         plan = self.unit_pieces.get(key)
         if plan is None:
             plan = self.unit_pieces[key] = kind_pieces(key, self.slice_chains)

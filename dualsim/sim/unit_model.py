@@ -28,7 +28,8 @@ from dualsim.ir import Action, Op, Schedule
 from dualsim.sim.memory import (ActivationLedger, live_at_peak, pair_bytes, peak_breakdown,
                                 replicas, slice_params, static_components)
 from dualsim.sim.unit_level import UnitTimes, compute_rows, lay_out
-from dualsim.sim.unit_pieces import Chain, UnitPieces, kind_pieces, slice_chains
+from dualsim.sim.unit_pieces import (Chain, UnitPieces, kind_pieces, slice_chains,
+                                     unit_kind)
 from dualsim.workload.layout import Layout
 
 @dataclass(frozen=True)
@@ -49,8 +50,7 @@ class ScheduleIndex:
     def of(schedule: Schedule) -> "ScheduleIndex":
         rows = compute_rows(schedule)
         pos = {st.stage: st.position for st in schedule.stages}
-        kinds = [[("FB", pos[a.pair[0].stage], pos[a.pair[1].stage]) if a.op is Op.FB  # type: ignore[index]
-                  else (a.op.value, pos[a.stage], pos[a.stage]) for a in row] for row in rows]
+        kinds = [[unit_kind(a, pos) for a in row] for row in rows]
         last: dict[int, tuple[int, int]] = {}  # stage -> its last unit with a B or W part
         for r, row in enumerate(rows):
             for i, a in enumerate(row):

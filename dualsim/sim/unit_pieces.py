@@ -14,11 +14,12 @@ mlp piece is added to its fixed cost.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Callable, Sequence
+from typing import Callable, Mapping, Sequence
 
 from dualsim.cluster.comm import A2A_KINDS, Flow, a2a_flow
 from dualsim.cluster.compute import piece_times
 from dualsim.cluster.profile import Profile
+from dualsim.ir import Action, Op
 from dualsim.overlap_order import (Node, Order, backward_chain, fb_order, forward_chain, only_w,
                                    plain_order, without_w)
 from dualsim.workload.layout import LayerSlice, Layout
@@ -123,10 +124,19 @@ def unit_chain(op: str, fwd: Chain, bwd: Chain) -> Chain:
 
 
 
+def unit_kind(a: Action, position: Mapping[int, int]) -> tuple[str, int, int]:
+    """The kind of unit ``a`` (what its pieces depend on): ("FB", forward position, backward
+    position) for an FB, (op, position, position) for a plain F, B, I or W; ``position`` maps
+    a stage to its slice position."""
+    if a.op is Op.FB:
+        return ("FB", position[a.forward.stage], position[a.backward.stage])
+    p = position[a.stage]
+    return (a.op.value, p, p)
+
+
 def kind_pieces(kind: tuple[str, int, int],
                 chains: Callable[[int], tuple[Chain, Chain]]) -> UnitPieces:
-    """The pieces of a unit of ``kind``: ("FB", forward position, backward position) or (op,
-    position, position) for a plain F, B, I or W; ``chains(p)`` gives position p's
+    """The pieces of a unit of ``kind`` (``unit_kind``); ``chains(p)`` gives position p's
     (forward, backward) chains (``slice_chains``)."""
     op, fwd, bwd = kind
     if op == "FB":
