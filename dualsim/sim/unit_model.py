@@ -54,10 +54,9 @@ class ScheduleIndex:
         last: dict[int, tuple[int, int]] = {}  # stage -> its last unit with a B or W part
         for r, row in enumerate(rows):
             for i, a in enumerate(row):
-                if any(part.op is Op.B or part.op is Op.W for part in a.parts):
-                    for part in a.parts:
-                        if part.op is Op.B or part.op is Op.W:
-                            last[part.stage] = (r, i)
+                for part in a.parts:
+                    if part.op is Op.B or part.op is Op.W:
+                        last[part.stage] = (r, i)
         last_grad: dict[int, list[tuple[int, int]]] = {}
         for stage, at in sorted(last.items()):
             last_grad.setdefault(pos[stage], []).append(at)
