@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from dualsim.cluster.gemm import BLOCK_NS, GemmParams, GemmShape, choose_tile, gemm_time
+from dualsim.cluster.gemm import (BLOCK_NS, GemmParams, GemmShape, Tile, choose_tile,
+                                  gemm_time)
 from dualsim.cluster.gemm_fit import (H800_FP8_PEAK, H800_HBM, H800_SMS, fit_report,
                                       load_table)
 
@@ -79,29 +80,40 @@ def test_one_tile_more_than_the_sms_costs_a_wave() -> None:
 
 
 def test_compute_bound_large_gemm_reaches_the_mainloop_fraction() -> None:
+    # 8192 tiles of 256 x 128 on 132 SMs: 63 waves, the last one 8 tiles short; the main loop
+    # runs at 0.8 of peak, then the 2-byte output is written at 0.8 of HBM
     s = GemmShape(1, 16384, 16384, 16384)
-    rate = s.flops / t(s)
-    assert 0.7 * 0.8 * H800_FP8_PEAK < rate < 0.8 * H800_FP8_PEAK
+    assert choose_tile(s, H800_SMS) == Tile(256, 128, 8192, 63)
+    waves_cost = 63 * 132 / 8192
+    assert t(s) == pytest.approx(2e-6 + s.flops / (0.8 * H800_FP8_PEAK) * waves_cost
+                                 + 2 * 16384 * 16384 / (0.8 * H800_HBM), rel=1e-12)
 
 
 def test_small_m_is_memory_bound() -> None:
     # M = 64: time is the weight read; M = 32 saves almost nothing, efficiency halves
     a, b = GemmShape(1, 64, 7168, 16384), GemmShape(1, 32, 7168, 16384)
     assert t(b) == pytest.approx(t(a), rel=0.03)
-    weight = 7168 * 16384 / (H800_HBM * 0.8)
-    assert t(a) == pytest.approx(weight + 2e-6, rel=0.05)
+    for m, shape in ((64, a), (32, b)):  # (A + weight) read, BF16 output written, at 0.8 HBM
+        assert t(shape) == pytest.approx(
+            2e-6 + (m * 16384 + 7168 * 16384 + 2 * m * 7168) / (H800_HBM * 0.8), rel=1e-12)
     assert a.flops / t(a) < 0.2 * H800_FP8_PEAK
 
 
 def test_bf16_moves_twice_the_bytes() -> None:
-    s = GemmShape(1, 64, 7168, 16384)  # memory-bound: the weight read doubles
-    assert t(s, "bf16") - 2e-6 == pytest.approx(2 * (t(s) - 2e-6), rel=0.02)
+    s = GemmShape(1, 64, 7168, 16384)  # memory-bound: the A and weight reads double
+    assert t(s, "bf16") == pytest.approx(
+        2e-6 + (2 * (64 * 16384 + 7168 * 16384) + 2 * 64 * 7168) / (H800_HBM * 0.8), rel=1e-12)
 
 
 def test_fewer_sms_take_more_waves() -> None:
+    # 6656 tiles of 128 x 160: 51 waves on 132 SMs, 60 on 112; each wave's per-SM operand
+    # loads bound the main loop, so it grows by 60/51 (not 132/112)
     s = GemmShape(4, 8192, 4096, 7168, grouped=True)
-    assert t(s, sms_used=112) == pytest.approx(t(s) * 132 / 112, rel=0.05)
-    assert t(s, sms_used=112) > t(s)
+    assert choose_tile(s, 132) == Tile(128, 160, 6656, 51)
+    assert choose_tile(s, 112) == Tile(128, 160, 6656, 60)
+    fixed = 2e-6 + s.output_bytes() / (H800_HBM * 0.8)
+    assert t(s, sms_used=112) - fixed == pytest.approx((t(s) - fixed) * 60 / 51, rel=1e-12)
+    assert t(s) - fixed == pytest.approx(51 * (128 + 160) * 7168 / 80e9, rel=1e-12)
 
 
 def test_empty_gemm_costs_nothing() -> None:
