@@ -34,17 +34,23 @@ def _done_within(env: simpy.Environment, left: float, rate: float) -> bool:
     return left <= rate * 4 * math.ulp(max(env.now, 1.0))
 
 
+def compute_speed(sms: int, held: int, interference: float = 0.0) -> float:
+    """Rate of compute beside comm kernels holding ``held`` SMs of ``sms``: (S - s)/S x (1 -
+    interference), at least one SM left to compute."""
+    return (sms - min(held, sms - 1)) / sms * (1.0 - interference)
+
+
 class Gpu:
     """One GPU: its SMs shared by compute and resident comm kernels, and its links."""
 
-    __slots__ = ("env", "sms", "keep", "reserved", "held", "kernels", "active", "links", "work",
-                 "rate", "last", "job", "shared")
+    __slots__ = ("env", "sms", "interference", "reserved", "held", "kernels", "active", "links",
+                 "work", "rate", "last", "job", "shared")
 
     def __init__(self, env: simpy.Environment, sms: int = 1, interference: float = 0.0,
                  reserved: int = 0) -> None:
         self.env = env
         self.sms = sms
-        self.keep = 1.0 - interference
+        self.interference = interference
         self.reserved = reserved  # SMs compute never gets (0: dynamic sharing)
         self.held = 0  # SMs held by resident comm kernels
         self.kernels = 0  # resident comm kernels
@@ -60,9 +66,9 @@ class Gpu:
     def compute_rate(self) -> float:
         """Rate of compute now: 1 alone, (S - s)/S x (1 - interference) beside comm kernels
         holding s SMs (s at least the reserved SMs of a static partition)."""
-        taken = min(max(self.held, self.reserved), self.sms - 1)
-        speed = (self.sms - taken) / self.sms
-        return speed * self.keep if self.kernels else speed
+        if self.kernels:
+            return compute_speed(self.sms, max(self.held, self.reserved), self.interference)
+        return compute_speed(self.sms, self.reserved)
 
     def compute(self, work: float) -> simpy.Event:
         """An event that fires when ``work`` seconds-on-all-SMs of compute are done; the caller

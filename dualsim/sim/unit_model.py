@@ -25,6 +25,7 @@ from functools import cached_property
 from dualsim.cluster.comm import Flow, dp_sync_flow, pp_flow
 from dualsim.cluster.profile import Profile
 from dualsim.ir import Action, Op, Schedule
+from dualsim.sim.links import compute_speed
 from dualsim.sim.memory import (ActivationLedger, live_at_peak, pair_bytes, peak_breakdown,
                                 replicas, slice_params, static_components)
 from dualsim.sim.unit_level import UnitTimes, compute_rows, lay_out
@@ -198,12 +199,10 @@ def sharing_bound(pieces: UnitPieces, profile: Profile) -> float:
     sharing took, so span >= W + sum_j lost_j, where lost_j is the least the kernel can take:
     (1 - r) per second of its fixed cost (it holds its SMs then too) plus, for its bytes N, the
     cheaper of N (1 - r) / c_busy (beside compute) and N / c_idle (compute waiting)."""
-    S = profile.sms
-    keep = 1.0 - profile.interference
     lost = 0.0
     for _, flow, _, _ in pieces.comm:
-        taken = min(flow.sms, S - 1)
-        slow = 1.0 - (S - taken) / S * keep  # compute lost per second beside the kernel
+        # compute lost per second beside the kernel
+        slow = 1.0 - compute_speed(profile.sms, flow.sms, profile.interference)
         link = profile.link_bandwidth(flow.link)
         idle, busy = min(flow.cap(False), link), min(flow.cap(True), link)
         per_byte = min(slow / busy, 1.0 / idle) if busy > 0 else 1.0 / idle
