@@ -194,3 +194,9 @@ def test_compare_sim_predicts_a_run_from_another_runs_costs(tmp_path: Path) -> N
         pytest.approx(2.1)
     with pytest.raises(DualsimError, match="comes from 2 ranks x --ep 1 and this run has 2 x 2"):
         read_calibration(str(other), plan, ep=2)
+    for costs_s, latency_s in (({"F": "x", "B": 3.0}, 0.25), ({"F": 1.0, "B": 3.0}, None),
+                               ({"F": 1.0, "B": -1.0}, 0.25)):
+        other.write_text(json.dumps({"ranks": 2, "ep": 1, "calibrated_latency_s": latency_s,
+                                     "calibrated_costs_s": costs_s}))
+        with pytest.raises(DualsimError, match=r"is .*, not a number of seconds >= 0"):
+            read_calibration(str(other), plan, ep=1)

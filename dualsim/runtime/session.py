@@ -8,6 +8,7 @@ backend the machine lacks, a model too large for the machine's memory (an estima
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -133,6 +134,11 @@ def read_calibration(path: str, plan: Schedule, ep: int) -> tuple[dict[str, floa
                               "from a run of the same shape")
     if not isinstance(costs, dict) or not {"F", "B"} <= set(costs):
         raise RuntimeRunError(f"--calibration {path!r} has no F and B costs")
+    for name, v in (*costs.items(), ("latency", latency)):
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v < math.inf:
+            raise RuntimeRunError(f"--calibration {path!r}: cost {name} is {v!r}, not a "
+                                  "number of seconds >= 0; write it again with `dualsim run "
+                                  "--compare-sim --json`")
     return {k: float(v) for k, v in costs.items()}, float(latency), path
 
 
