@@ -141,10 +141,14 @@ def load_events(path: str | Path) -> tuple[list[Any], dict[str, Any]]:
     except ValueError:  # an integer of more than 4300 digits
         raise TraceError(f"trace file {str(p)!r} holds an integer too long to read (over 4300 "
                          "digits); record it again") from None
+    return _split(doc, str(p))
+
+
+def _split(doc: Any, where: str) -> tuple[list[Any], dict[str, Any]]:
     if isinstance(doc, list):  # Chrome's bare array form
         return doc, {}
     if not isinstance(doc, dict) or not isinstance(doc.get("traceEvents"), list):
-        raise TraceError(f"{str(p)!r} is not a profiler trace: expected Chrome trace JSON with a "
+        raise TraceError(f"{where!r} is not a profiler trace: expected Chrome trace JSON with a "
                          "traceEvents list, as torch.profiler's export_chrome_trace writes")
     return doc["traceEvents"], {k: v for k, v in doc.items() if k != "traceEvents"}
 
@@ -163,8 +167,16 @@ def _timed(e: dict[str, Any], i: int, path: str) -> tuple[float, float]:
 
 def read_trace(path: str | Path) -> Trace:
     """Parse ``path`` and attribute its kernels to its annotated ranges."""
-    events, meta = load_events(path)
-    where = str(path)
+    return parse_trace(*load_events(path), str(path))
+
+
+def trace_from_doc(doc: Any, path: str | Path) -> Trace:
+    """:func:`read_trace` of a trace file's already-loaded JSON (the file is not read again)."""
+    return parse_trace(*_split(doc, str(path)), str(path))
+
+
+def parse_trace(events: list[Any], meta: dict[str, Any], where: str) -> Trace:
+    """Attribute the kernels of ``events`` to their annotated ranges (``where`` names the file)."""
     merged = "dualsimPlan" in meta
     base_rank = 0
     info = meta.get("distributedInfo")

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from dualsim.calibrate.trace import Kernel, Trace, read_trace
+from dualsim.calibrate.trace import Kernel, Trace, read_trace, trace_from_doc
 from dualsim.timeline import exposed, intervals_union
 
 A2A_RANGES = frozenset({"dispatch(F)", "combine(F)", "combine(B)", "dispatch(B)"})
@@ -82,7 +82,7 @@ def trace_line(path: str | Path, gpu: bool) -> tuple[bool, str]:
     problems = format_problems(doc)
     if problems:
         return False, "not Chrome trace JSON as Perfetto reads it: " + "; ".join(problems)
-    trace = read_trace(path)
+    trace = trace_from_doc(doc, path)
     names = {r.name for r in trace.ranges}
     missing = [n for n in NEEDED_RANGES if n not in names]
     processes = sorted({e["pid"] for e in doc["traceEvents"]})

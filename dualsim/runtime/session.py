@@ -119,9 +119,10 @@ def read_calibration(path: str, plan: Schedule, ep: int) -> tuple[dict[str, floa
         costs, latency = doc["calibrated_costs_s"], doc.get("calibrated_latency_s", 0.0)
     else:
         from dualsim.calibrate.runtime_trace import calibrate_costs, is_runtime_trace
-        from dualsim.calibrate.trace import read_trace
+        from dualsim.calibrate.trace import trace_from_doc
 
-        trace = read_trace(path) if isinstance(doc, dict) and "traceEvents" in doc else None
+        trace = trace_from_doc(doc, path) if isinstance(doc, dict) and "traceEvents" in doc \
+            else None
         if trace is None or not is_runtime_trace(trace):
             raise RuntimeRunError(f"--calibration {path!r} is neither the --json output of "
                                   "`dualsim run --compare-sim` nor a `dualsim run "
