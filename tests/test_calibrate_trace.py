@@ -149,6 +149,22 @@ def test_a_damaged_event_is_named(tmp_path: Path) -> None:
         read_trace(_write(tmp_path, "d.json", json.dumps(doc)))
 
 
+def test_damaged_launch_links_leave_the_kernel_unlinked(tmp_path: Path) -> None:
+    """args not an object, a list as correlation or flow id: no link, not a traceback."""
+    kernel = {"ph": "X", "cat": "kernel", "name": "k", "ts": 5, "dur": 1, "pid": 0, "tid": 7,
+              "args": {"correlation": [1]}}
+    events = [{"ph": "X", "cat": "cuda_runtime", "name": "cudaLaunchKernel", "ts": 1, "dur": 1,
+               "pid": 0, "tid": 1, "args": [1]},
+              {"ph": "s", "cat": "ac2g", "name": "ac2g", "ts": 1, "id": [1], "pid": 0, "tid": 1},
+              kernel]
+    with pytest.raises(TraceError, match="none of its 1 GPU kernels links"):
+        read_trace(_write(tmp_path, "f.json", json.dumps({"traceEvents": events})))
+    kernel["args"] = {"correlation": 1}  # the flow's list id must not stand for a missing id
+    events[1]["id"] = {"x": 1}
+    with pytest.raises(TraceError, match="none of its 1 GPU kernels links"):
+        read_trace(_write(tmp_path, "g.json", json.dumps({"traceEvents": events})))
+
+
 def test_unrelated_trace_has_no_piece_ranges(tmp_path: Path) -> None:
     """A Chrome trace of something else (ranges, but none named like attn(F))."""
     doc = {"traceEvents": [{"ph": "X", "cat": "user_annotation", "name": "step", "ts": 0,

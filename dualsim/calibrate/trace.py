@@ -157,6 +157,16 @@ def _num(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
+def _args(e: dict[str, Any]) -> dict[str, Any]:
+    args = e.get("args")
+    return args if isinstance(args, dict) else {}
+
+
+def _id(v: Any) -> int | str | None:
+    """A correlation or flow id, or None for a damaged one (a list, an object: no link)."""
+    return v if isinstance(v, (int, str)) and not isinstance(v, bool) else None
+
+
 def _timed(e: dict[str, Any], i: int, path: str) -> tuple[float, float]:
     ts, dur = e.get("ts"), e.get("dur")
     if not (_num(ts) and _num(dur)) or dur < 0:
@@ -200,11 +210,11 @@ def parse_trace(events: list[Any], meta: dict[str, Any], where: str) -> Trace:
             ts, dur = _timed(e, i, where)
             gpu.append((i, e, ts, dur))
         elif ph == "X" and cat in LAUNCH_CATS:
-            corr = (e.get("args") or {}).get("correlation")
+            corr = _id(_args(e).get("correlation"))
             if corr is not None and _num(e.get("ts")):
                 launches[(rank_of(e), corr)] = (float(e["ts"]), e.get("tid"))
-        elif ph == "s" and cat == "ac2g" and _num(e.get("ts")):
-            fid = e.get("id")
+        elif ph == "s" and cat == "ac2g" and _num(e.get("ts")) and _id(e.get("id")) is not None:
+            fid = _id(e.get("id"))
             if merged and isinstance(fid, int):  # back to the process's correlation id
                 fid -= rank_of(e) * FLOW_ID_STRIDE
             flows[(rank_of(e), fid)] = (float(e["ts"]), e.get("tid"))
@@ -215,9 +225,9 @@ def parse_trace(events: list[Any], meta: dict[str, Any], where: str) -> Trace:
     kernels: list[Kernel] = []
     unlinked = 0
     for _, e, ts, dur in gpu:
-        args = e.get("args") if isinstance(e.get("args"), dict) else {}
+        args = _args(e)
         r = rank_of(e)
-        corr = args.get("correlation")
+        corr = _id(args.get("correlation"))
         launch = launches.get((r, corr), flows.get((r, corr)))
         if launch is None:
             unlinked += 1
