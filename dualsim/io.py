@@ -26,7 +26,11 @@ def write_atomic(path: str | os.PathLike[str], data: bytes | str) -> None:
     check_writable_file(p)
     p.parent.mkdir(parents=True, exist_ok=True)
     raw = data.encode() if isinstance(data, str) else data
-    fd, tmp = _create_temp(p)
+    try:
+        fd, tmp = _create_temp(p)
+    except OSError as e:  # the error names the file asked for, not its temporary name
+        e.filename = str(p)
+        raise
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(raw)

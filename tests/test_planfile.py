@@ -225,6 +225,19 @@ def test_write_atomic_files_follow_the_umask_and_leave_no_temporary(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.json"]
 
 
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux /proc")
+def test_emit_into_an_unwritable_folder_names_the_file_not_its_temporary(tmp_path):
+    from typer.testing import CliRunner
+
+    from dualsim.cli import app
+
+    res = CliRunner().invoke(app, ["emit", "dualpipe", "-r", "4", "-m", "8",
+                                   "-o", "/proc/dualsim-plan.json"])
+    assert res.exit_code == 1
+    assert res.stderr.splitlines() == ["error: cannot access '/proc/dualsim-plan.json': No such "
+                                       "file or directory; check the path and its permissions"]
+
+
 # ---- hostile files: each ends in one short PlanError/ValidationError, fast ----------------
 
 
