@@ -43,11 +43,11 @@ class Config:
     def global_batch_microbatches(self, ranks: int) -> int:
         """M for --global-batch at ``ranks`` pipeline ranks, on this config's model and GPUs."""
         from dualsim.workload.layout import microbatches_for_global_batch
-        from dualsim.workload.model import default_layout, load_model, with_training
+        from dualsim.workload.model import default_layout, with_training
 
-        assert self.hardware is not None and self.global_batch is not None
-        d = default_layout(with_training(load_model(self.hardware["model"]),
-                                         seq_len=self.hardware.get("seq_len")))
+        assert self.hardware is not None and self.model is not None
+        assert self.global_batch is not None
+        d = default_layout(with_training(self.model, seq_len=self.hardware.get("seq_len")))
         return microbatches_for_global_batch(
             self.global_batch, sequence=d["sequence"],
             microbatch_tokens=self.hardware.get("microbatch_tokens", d["microbatch_tokens"]),
