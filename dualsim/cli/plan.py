@@ -97,7 +97,7 @@ def plan_command(
     fixed global batch; rank by throughput next to the model's published layout."""
     with user_errors():
         from dualsim import planner
-        from dualsim.cluster.compute import precision_for
+        from dualsim.cluster.compute import PRECISIONS, precision_for
         from dualsim.cluster.profile import load_profile
         from dualsim.generators import FAMILIES
         from dualsim.workload.model import default_layout, load_model
@@ -120,7 +120,7 @@ def plan_command(
         ib_list = parse_list(ib_gbps, float, "--ib-gbps") or [None]
         nv_list = parse_list(nvlink_gbps, float, "--nvlink-gbps") or [None]
         prec_list = parse_list(precision, str, "--precision") or axes["precisions"]
-        bad = [p for p in prec_list if p not in ("fp8", "bf16")]
+        bad = [p for p in prec_list if p not in PRECISIONS]
         if bad:
             raise DualsimError(f"bad --precision value {bad[0]!r}: use fp8 and/or bf16")
         if mb_list is not None and global_batch is not None:

@@ -80,8 +80,10 @@ class Config:
                               markup=False)
         hw_asked = profile is not None or model is not None or global_batch is not None or any(
             v is not None for v in overrides.values())
-        if precision is not None and precision not in ("fp8", "bf16"):
-            raise DualsimError(f"--precision must be fp8 or bf16, got {precision!r}")
+        if precision is not None:  # refused before any simulation starts
+            from dualsim.cluster.compute import check_precision
+
+            check_precision(precision)
         if global_batch is not None and microbatches is not None:
             raise DualsimError("--global-batch and --microbatches both set the micro-batches; "
                                "give one of them")

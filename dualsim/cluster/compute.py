@@ -100,6 +100,12 @@ def unit_weight(profile: Profile, tokens: float = 4096.0,
     return weight
 
 
+def check_precision(precision: str) -> None:
+    """ProfileError unless ``precision`` is one of PRECISIONS (``--precision``)."""
+    if precision not in PRECISIONS:
+        raise ProfileError(f"--precision must be fp8 or bf16, got {precision!r}")
+
+
 def precision_for(model: Model, profile: Profile,
                   precision: str | None = None) -> tuple[Model, list[str]]:
     """The model with its GEMM precision settled for this profile, and any warning.
@@ -108,8 +114,8 @@ def precision_for(model: Model, profile: Profile,
     without FP8 is an error, the preset's own "fp8" there falls back to BF16 with a warning.
     A BF16 model runs BF16 GEMMs, moves BF16 dispatch bytes and caches BF16 activations.
     """
-    if precision is not None and precision not in PRECISIONS:
-        raise ProfileError(f"--precision must be fp8 or bf16, got {precision!r}")
+    if precision is not None:
+        check_precision(precision)
     want = precision or model.gemm_dtype
     warnings = []
     if want == "fp8" and profile.fp8_flops is None:
