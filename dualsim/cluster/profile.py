@@ -161,7 +161,7 @@ class Profile:
                                ("--nvlink-gbps", "nvlink_bandwidth", nvlink_gbps)):
             if val is not None:
                 if not (val > 0 and math.isfinite(val)):
-                    raise ProfileError(f"{flag} must be a positive number of GB/s, got {val}")
+                    raise ProfileError(f"{flag} must be a positive number of GB/s, got {val:g}")
                 check_range(flag, val, *field_range("node", key), "GB/s")
                 changes[key] = float(val) * 1e9
         if not changes:
