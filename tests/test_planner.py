@@ -138,6 +138,18 @@ def test_sweep_in_a_pool_matches_in_process(tmp_path):
     assert f"<!-- best: {best.describe()} -->" in (tmp_path / "p.svg").read_text()
 
 
+
+def test_plan_csv_has_a_column_for_every_axis_of_the_sweep():
+    from dataclasses import fields
+
+    from dualsim.planner.output import CSV_COLUMNS
+
+    assert {f.name for f in fields(Candidate)} <= set(CSV_COLUMNS)
+    cands = planner.candidates(["dualpipe"], [4], [8], [20], precisions=["fp8", "bf16"])
+    rows = list(csv.DictReader(io.StringIO(planner.to_csv(planner.sweep(cands, SMALL,
+                                                                        workers=1)))))
+    assert sorted(r["precision"] for r in rows) == ["bf16", "fp8"]  # two rows, told apart
+
 def test_the_reference_layout_is_always_simulated_and_verified():
     ref = Candidate("1f1b", 4, 8, 20)
     res = planner.sweep(planner.candidates(["dualpipe"], [4], [8, 16], [20]), SMALL, workers=1,

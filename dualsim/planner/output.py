@@ -19,7 +19,7 @@ from dualsim.world import World
 CSV_COLUMNS = ("rank", "status", "reference", "schedule", "ranks", "microbatches", "comm_sms",
                "ib_gbps", "nvlink_gbps", "tokens_per_s_per_gpu", "step_time_s", "mfu",
                "peak_memory_gb", "bubble_rate", "bound_tokens_per_s_per_gpu", "ep",
-               "gpus", "comm_sms_used", "microbatch_tokens", "reason")
+               "gpus", "comm_sms_used", "microbatch_tokens", "precision", "reason")
 
 
 def to_csv(result: SweepResult) -> str:
