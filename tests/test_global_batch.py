@@ -83,3 +83,12 @@ def test_compare_takes_it_and_a_plan_must_agree(tmp_path) -> None:
                              "--global-batch", "128", "--json"])
     assert ok.exit_code == 0, ok.stderr
     assert json.loads(ok.stdout)["global_batch"] == 128
+
+
+def test_gpus_the_ranks_do_not_divide_read_the_same_with_or_without_global_batch() -> None:
+    line = ("error: --gpus 3 is not divisible by the 16 pipeline ranks; use a multiple of 16, "
+            "or other --ranks\n")
+    for extra in ([], ["--global-batch", "128"]):
+        res = runner.invoke(app, ["simulate", "dualpipe", "--model", "deepseek-v3", "--gpus", "3",
+                                  *extra])
+        assert res.exit_code == 1 and res.stderr == line, extra

@@ -68,14 +68,10 @@ def check_parallel(model: Model, ranks: int, ep: int, gpus: int, microbatch_toke
     def said(key: str, flag: str, value: int, what: str) -> str:
         return (f"the model preset's {what} {value}" if key in preset else f"{flag} {value}")
 
-    for flag, value in (("--gpus", gpus), ("--ranks", ranks), ("--ep", ep),
-                        ("--microbatch-tokens", microbatch_tokens)):
+    check_pipelines(gpus, ranks, preset=preset)
+    for flag, value in (("--ep", ep), ("--microbatch-tokens", microbatch_tokens)):
         if value <= 0:
             raise ProfileError(f"{flag} must be a positive integer, got {value}")
-    if gpus % ranks:
-        fix = ("pass --gpus with" if "gpus" in preset else "use") + f" a multiple of {ranks}"
-        raise ProfileError(f"{said('gpus', '--gpus', gpus, 'GPU count')} is not divisible by "
-                           f"the {ranks} pipeline ranks; {fix}, or other --ranks")
     choices = ep_choices(model, gpus // ranks)
     if ep > gpus or (gpus // ranks) % ep:
         why = (f"is larger than the {gpus} GPUs" if ep > gpus else
@@ -88,6 +84,19 @@ def check_parallel(model: Model, ranks: int, ep: int, gpus: int, microbatch_toke
     if model.is_moe and model.routed_experts % ep:
         raise ProfileError(f"{said('ep', '--ep', ep, 'EP degree')} must divide the "
                            f"{model.routed_experts} routed experts; use --ep {choices}")
+
+
+def check_pipelines(gpus: int, ranks: int, *, preset: Collection[str] = ()) -> None:
+    """ProfileError unless the ``ranks`` pipeline ranks divide the ``gpus`` (``preset`` as in
+    check_parallel); --gpus and --ranks must be positive."""
+    for flag, value in (("--gpus", gpus), ("--ranks", ranks)):
+        if value <= 0:
+            raise ProfileError(f"{flag} must be a positive integer, got {value}")
+    if gpus % ranks:
+        gpus_said = f"the model preset's GPU count {gpus}" if "gpus" in preset else f"--gpus {gpus}"
+        fix = ("pass --gpus with" if "gpus" in preset else "use") + f" a multiple of {ranks}"
+        raise ProfileError(f"{gpus_said} is not divisible by the {ranks} pipeline ranks; {fix}, "
+                           "or other --ranks")
 
 
 def ep_choices(model: Model, dp: int) -> str:
@@ -189,9 +198,7 @@ def microbatches_for_global_batch(global_batch: int, *, sequence: int, microbatc
     if global_batch <= 0:
         raise ProfileError(f"--global-batch must be a positive number of sequences, "
                            f"got {global_batch}")
-    if ranks <= 0 or gpus <= 0 or gpus % ranks:
-        raise ProfileError(f"--gpus {gpus} is not divisible by the {ranks} pipeline ranks; "
-                           "use a multiple of --ranks")
+    check_pipelines(gpus, ranks)
     pipelines = gpus // ranks
     per_step = microbatch_tokens * pipelines  # tokens of one micro-batch on every pipeline
     tokens = global_batch * sequence
