@@ -7,6 +7,13 @@ import simpy
 from dualsim.sim.links import Gpu, Link
 
 
+def _transfer(link: Link, nbytes: float, **caps: float) -> simpy.Event:
+    """An event that succeeds when ``nbytes`` have crossed ``link``."""
+    done = link.env.event()
+    link.transfer(nbytes, done.succeed, **caps)
+    return done
+
+
 def _steps_until(env: simpy.Environment, done: simpy.Event, limit: int = 1000) -> int:
     """Step the simulation until ``done`` fires; the step count (bounded: no hang in CI)."""
     for n in range(limit):
@@ -22,7 +29,7 @@ def test_transfer_late_in_a_long_run_finishes() -> None:
     # (`--microbatch-tokens 100000000` hung).
     env = simpy.Environment(initial_time=1.0e8)
     link = Link(env, Gpu(env), bandwidth=50e9)
-    done = link.transfer(123_456_789.0)
+    done = _transfer(link, 123_456_789.0)
     _steps_until(env, done)
     assert abs(env.now - (1.0e8 + 123_456_789.0 / 50e9)) < 1e-6
 
@@ -31,7 +38,7 @@ def test_tiny_transfer_below_clock_resolution_finishes() -> None:
     # 100 bytes at 50 GB/s take 2e-9 s, less than half a tick at t = 1e8 s: now + dt == now.
     env = simpy.Environment(initial_time=1.0e8)
     link = Link(env, Gpu(env), bandwidth=50e9)
-    done = link.transfer(100.0, cap=40e9, busy_cap=24e9)
+    done = _transfer(link, 100.0, cap=40e9, busy_cap=24e9)
     _steps_until(env, done)
     assert env.now == 1.0e8
 
@@ -40,7 +47,7 @@ def test_two_flows_share_the_link_and_finish_in_order() -> None:
     env = simpy.Environment()
     link = Link(env, Gpu(env), bandwidth=100.0)
     ends: dict[str, float] = {}
-    small, big = link.transfer(100.0), link.transfer(300.0)
+    small, big = _transfer(link, 100.0), _transfer(link, 300.0)
     small.callbacks.append(lambda _e: ends.setdefault("small", env.now))
     big.callbacks.append(lambda _e: ends.setdefault("big", env.now))
     _steps_until(env, big)
@@ -56,8 +63,7 @@ def test_capped_flows_share_max_min_fairly_and_slow_while_computing() -> None:
     ends: dict[str, float] = {}
     # a flow capped at 20 (its SMs) and an uncapped one: 20 + 80, not 50 + 50
     for name, nbytes, cap in (("capped", 200.0, 20.0), ("free", 800.0, float("inf"))):
-        link.transfer(nbytes, cap).callbacks.append(
-            lambda _e, n=name: ends.__setitem__(n, env.now))
+        link.transfer(nbytes, lambda n=name: ends.__setitem__(n, env.now), cap)
     env.run()
     assert ends == {"capped": 10.0, "free": 10.0}
     # while the GPU computes, a flow with a lower busy cap moves at that cap
@@ -65,7 +71,7 @@ def test_capped_flows_share_max_min_fairly_and_slow_while_computing() -> None:
     gpu2 = Gpu(env2)
     link2 = Link(env2, gpu2, 100.0)
     gpu2.set_active(True)
-    done = link2.transfer(400.0, cap=80.0, busy_cap=40.0)
+    done = _transfer(link2, 400.0, cap=80.0, busy_cap=40.0)
     env2.run(until=done)
     assert env2.now == 10.0
 

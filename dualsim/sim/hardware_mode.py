@@ -138,7 +138,7 @@ class HardwareExecutor:
             then()
 
         def start(_e: simpy.Event | None = None) -> None:
-            link.transfer(flow.nbytes, flow.cap(False), flow.cap(True), moved)
+            link.transfer(flow.nbytes, moved, flow.cap(False), flow.cap(True))
 
         if flow.latency:
             env.timeout(flow.latency).callbacks.append(start)

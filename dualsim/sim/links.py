@@ -132,31 +132,27 @@ class Link:
         self.env = env
         self.gpu = gpu
         self.bandwidth = bandwidth
-        # [remaining bytes, cap while idle, cap while computing, done event or callback, rate]
+        # [remaining bytes, cap while idle, cap while computing, callback when done, rate]
         self.flows: list[list[Any]] = []
         self.sensitive = 0  # flows whose cap depends on the compute stream
         self.last = 0.0
         self.version = 0
         gpu.links.append(self)
 
-    def transfer(self, nbytes: float, cap: float = _INF, busy_cap: float | None = None,
-                 then: Callable[[], None] | None = None) -> simpy.Event | None:
+    def transfer(self, nbytes: float, then: Callable[[], None], cap: float = _INF,
+                 busy_cap: float | None = None) -> None:
         """Move ``nbytes`` over the link, at most ``cap`` bytes/s (``busy_cap`` while the GPU
-        computes; default ``cap``). Calls ``then()`` when done if given (returns None), else
-        returns an event that succeeds then."""
-        done: Any = then
-        if then is None:
-            done = self.env.event()
+        computes; default ``cap``); call ``then()`` when done (``event.succeed`` to wait on an
+        event)."""
         if nbytes <= 0:
-            done() if then is not None else done.succeed()
-            return None if then is not None else done
+            then()
+            return
         busy = cap if busy_cap is None else busy_cap
         self._advance()
-        self.flows.append([nbytes, cap, busy, done, 0.0])
+        self.flows.append([nbytes, cap, busy, then, 0.0])
         if busy != cap:
             self.sensitive += 1
         self._reschedule()
-        return None if then is not None else done
 
     def update(self) -> None:
         """Re-rate the flows (the compute stream changed state)."""
@@ -205,8 +201,5 @@ class Link:
         self.flows = keep
         if keep:
             self._reschedule()
-        for done in finished:  # after the link is consistent: a callback may start a flow here
-            if isinstance(done, simpy.Event):
-                done.succeed()
-            else:
-                done()
+        for then in finished:  # after the link is consistent: a callback may start a flow here
+            then()
