@@ -115,11 +115,6 @@ def pair_bytes(layout: Layout, position: int) -> tuple[float, float, float]:
     return rest * t, att * t, logits * t
 
 
-def activation_bytes(layout: Layout, position: int) -> float:
-    """All bytes one micro-batch leaves live on a slice between its forward and backward."""
-    return sum(pair_bytes(layout, position))
-
-
 class ActivationLedger:
     """What each rank's (stage, micro-batch) pairs hold over time, by component (LIVE)."""
 
