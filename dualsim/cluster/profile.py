@@ -13,7 +13,7 @@ is.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -164,11 +164,7 @@ class Profile:
                     raise ProfileError(f"{flag} must be a positive number of GB/s, got {val:g}")
                 check_range(flag, val, *field_range("node", key), "GB/s")
                 changes[key] = float(val) * 1e9
-        if not changes:
-            return self
-        d = dict(self.__dict__)
-        d.update(changes)
-        return Profile(**d)
+        return replace(self, **changes) if changes else self
 
 
 def _field(raw: dict[str, Any], section: str, key: str, unit: str, rule: str,
