@@ -151,12 +151,12 @@ def calibrate_costs(trace: Trace) -> StageCosts:
         if len(tls) > 1:
             tls = tls[1:]  # the first step is a warm-up
         used = len(tls)
-        costs, lat = calibrate(plan, tls)
+        effective = [effective_durations(tl) for tl in tls]
+        costs, lat = calibrate(plan, tls, effective)
         for k, v in costs.items():
             best[k] = max(best.get(k, 0.0), float(v))
         latency = max(latency, float(lat))
-        for tl in tls:
-            eff = effective_durations(tl)
+        for eff in effective:
             for (op, stage), d in eff.groupby(["op", "stage"])["dur"].mean().items():
                 table.setdefault((int(stage), str(op)), []).append(float(d))
     per_stage = []

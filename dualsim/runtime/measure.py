@@ -130,9 +130,13 @@ def effective_durations(timeline: pd.DataFrame) -> pd.DataFrame:
     return pd.concat(out, ignore_index=True)
 
 
-def calibrate(plan: Schedule, timelines: list[pd.DataFrame]) -> tuple[dict[str, float], float]:
-    """Abstract costs (seconds per rank-worth of layers) and transfer latency from a run."""
-    return _costs(plan, [effective_durations(tl) for tl in timelines]), _latency(plan, timelines)
+def calibrate(plan: Schedule, timelines: list[pd.DataFrame],
+              effective: list[pd.DataFrame] | None = None) -> tuple[dict[str, float], float]:
+    """Abstract costs (seconds per rank-worth of layers) and transfer latency from a run
+    (``effective``: the timelines' :func:`effective_durations`, when the caller has them)."""
+    if effective is None:
+        effective = [effective_durations(tl) for tl in timelines]
+    return _costs(plan, effective), _latency(plan, timelines)
 
 
 def _costs(plan: Schedule, effective: list[pd.DataFrame]) -> dict[str, float]:
@@ -293,7 +297,7 @@ def compare_sim(plan: Schedule, reports: list[RankReport], layers: int = 1, ep: 
     timelines = [step_timeline(reports, k) for k in steps]
     effective = [effective_durations(tl) for tl in timelines]
     if calibration is None:
-        costs, latency, source = _costs(plan, effective), _latency(plan, timelines), "this run"
+        (costs, latency), source = calibrate(plan, timelines, effective), "this run"
     else:
         costs, latency, source = calibration
     sim = simulate(plan, costs, comm=latency)
