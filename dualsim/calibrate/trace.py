@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from dualsim.errors import TraceError
+from dualsim.timeline import intervals_union
 
 GPU_CATS = frozenset({"kernel", "gpu_memcpy", "gpu_memset"})
 LAUNCH_CATS = frozenset({"cuda_runtime", "cuda_driver"})
@@ -266,9 +267,4 @@ def require(trace: Trace, *, kernels: bool = True, ranges: bool = True) -> None:
 
 def kernel_union(kernels: Iterable[Kernel]) -> float:
     """Time (us) during which at least one of ``kernels`` runs."""
-    total, end = 0.0, -math.inf
-    for k in sorted(kernels, key=lambda k: k.start):
-        if k.end > end:
-            total += k.end - max(k.start, end)
-            end = k.end
-    return total
+    return sum(e - s for s, e in intervals_union((k.start, k.end) for k in kernels))
