@@ -70,7 +70,7 @@ def _hold_out(text: Optional[str]) -> Optional[list[str]]:
     names = [n.strip() for n in text.split(",") if n.strip()]
     if not names:
         raise DualsimError("--hold-out was given no row names; leave it out for the default "
-                           "(or name rows, e.g. --hold-out mlp_i,attn_w)")
+                           "(or name rows, e.g. --hold-out attn_other_i,mlp_other_i)")
     return list(dict.fromkeys(names))
 
 
