@@ -154,6 +154,9 @@ def test_malformed_and_unrelated_traces_are_one_error_each(tmp_path: Path) -> No
 
 def test_bad_options_are_one_error(tmp_path: Path) -> None:
     one_line_error(invoke("calibrate", TRIMMED, "-o", tmp_path / "x.json"), "must end in .toml")
+    (tmp_path / "file").write_text("")  # a file where the folder should be: refused before the fit
+    one_line_error(invoke("calibrate", TRIMMED, "-o", tmp_path / "file" / "cal.toml"),
+                   "is a file, not a folder")
     one_line_error(invoke("calibrate", TRIMMED, "--profile", "nope"), "unknown hardware profile")
     one_line_error(invoke("calibrate", TRIMMED, "--ep", "0"), "--ep must be a positive")
     one_line_error(invoke("calibrate", TRIMMED, "--model", "llama-70b"), "has no MoE layer")

@@ -14,7 +14,7 @@ from typing import Optional
 
 import typer
 
-from dualsim.cli.common import out_console, print_json, user_errors
+from dualsim.cli.common import check_output, out_console, print_json, user_errors
 from dualsim.defaults import DEFAULT_MODEL, DEFAULT_PROFILE
 from dualsim.errors import DualsimError
 
@@ -45,8 +45,7 @@ def calibrate_command(
     """Calibrate from a PyTorch profiler trace: fit a hardware profile to a GPU trace (fitted and
     held-out rows), or abstract per-stage costs from a `dualsim run --profile-trace` trace."""
     with user_errors():
-        if out is not None and out.suffix != ".toml":
-            raise DualsimError(f"-o {str(out)!r}: the profile file name must end in .toml")
+        check_output("-o", out, (".toml",))
         from dualsim.calibrate.runtime_trace import is_runtime_trace
         from dualsim.calibrate.trace import read_trace
 

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
+import tempfile
+from pathlib import Path
 from typing import Any, Iterator
 
 import typer
@@ -11,7 +14,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from dualsim.errors import DualsimError
-from dualsim.io import dumps_json
+from dualsim.io import check_writable_file, dumps_json
 
 err_console = Console(stderr=True, highlight=False, soft_wrap=True)
 
@@ -80,3 +83,21 @@ def progress() -> _Progress:
         console=err_console,
         transient=False,
     )
+
+
+def check_output(flag: str, path: Path | None, kinds: tuple[str, ...]) -> None:
+    """Refuse, before the work, an output path with a wrong suffix or that cannot be written."""
+    if path is None:
+        return
+    if path.suffix.lower() not in kinds:
+        raise DualsimError(f"{flag} {str(path)!r}: the file name must end in "
+                           f"{' or '.join(kinds)}")
+    check_writable_file(path)
+    folder = next(p for p in path.absolute().parents if p.exists())
+    try:  # a probe file in the nearest existing folder: what the final write will need
+        fd, probe = tempfile.mkstemp(prefix=".dualsim-probe-", dir=folder)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise DualsimError(f"{flag} {str(path)!r}: cannot write in {str(folder)!r} "
+                           f"({e.strerror or e}); choose another folder") from None

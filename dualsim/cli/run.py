@@ -11,35 +11,16 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Optional
 
 import typer
 
-from dualsim.cli.common import err_console, fail, print_json, user_errors
+from dualsim.cli.common import check_output, err_console, fail, print_json, user_errors
 from dualsim.errors import DualsimError
-from dualsim.io import check_writable_file, write_atomic
+from dualsim.io import write_atomic
 
 MAX_TIMEOUT_S = 7 * 24 * 3600.0
-
-
-def _check_output(flag: str, path: Path | None, kinds: tuple[str, ...]) -> None:
-    """Refuse, before the run, an output path with a wrong suffix or that cannot be written."""
-    if path is None:
-        return
-    if path.suffix.lower() not in kinds:
-        raise DualsimError(f"{flag} {str(path)!r}: the file name must end in "
-                           f"{' or '.join(kinds)}")
-    check_writable_file(path)
-    folder = next(p for p in path.absolute().parents if p.exists())
-    try:  # a probe file in the nearest existing folder: what the final write will need
-        fd, probe = tempfile.mkstemp(prefix=".dualsim-probe-", dir=folder)
-        os.close(fd)
-        os.unlink(probe)
-    except OSError as e:
-        raise DualsimError(f"{flag} {str(path)!r}: cannot write in {str(folder)!r} "
-                           f"({e.strerror or e}); choose another folder") from None
 
 
 def run_command(
@@ -93,9 +74,9 @@ def run_command(
         if not (math.isfinite(timeout) and 1 <= timeout <= MAX_TIMEOUT_S):
             raise DualsimError(f"--timeout {timeout:g}: give a number of seconds from 1 to "
                                f"{MAX_TIMEOUT_S:g} (a week)")
-        _check_output("--trace", trace, (".json",))
-        _check_output("--gantt", gantt, (".png", ".svg"))
-        _check_output("--profile-trace", profile_trace, (".json",))
+        check_output("--trace", trace, (".json",))
+        check_output("--gantt", gantt, (".png", ".svg"))
+        check_output("--profile-trace", profile_trace, (".json",))
         if calibration is not None and not compare_sim:
             raise DualsimError("--calibration is read by --compare-sim: add --compare-sim")
         from dualsim.planfile import read_plan
