@@ -45,7 +45,7 @@ class Fault:
 class RunOptions:
     model: NetConfig = field(default_factory=NetConfig)
     steps: int = 3
-    backend: str = "gloo"  # "gloo" or "nccl" (session.resolve_device picks it for --device)
+    backend: str = "gloo"  # "gloo" or "nccl" (session.choose_backend picks it for --device)
     device: str = "cpu"  # "cpu" or "cuda"
     ep: int = 1  # expert-parallel processes per pipeline rank
     timeout: float = 60.0
