@@ -114,6 +114,34 @@ def test_run_line_and_usage(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     assert main(["bogus"]) == 2
 
 
+def test_a_file_it_cannot_read_is_one_error_line(tmp_path: Path,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    """scripts/gpu_check.sh quotes the last lines of a failed check: no traceback there."""
+    missing, folder, bad = tmp_path / "none.json", tmp_path / "d", tmp_path / "bad.json"
+    folder.mkdir()
+    bad.write_text("{bad")
+    (tmp_path / "other.json").write_text('{"a": 1}')
+    cases = [
+        (["run", str(missing)], f"'{missing}' does not exist; give the file that "
+                                "`dualsim run --json` wrote"),
+        (["trace", str(missing), "--gpu"], f"'{missing}' does not exist; give the file that "
+                                           "`dualsim run --profile-trace` wrote"),
+        (["overlap", str(missing)], f"trace file '{missing}' does not exist; check the path"),
+        (["run", str(folder)], f"'{folder}' is a folder; give the file that `dualsim run "
+                               "--json` wrote"),
+        (["trace", str(bad)], f"cannot read '{bad}' as JSON (Expecting property name enclosed "
+                              "in double quotes: line 1 column 2 (char 1)); give the file that "
+                              "`dualsim run --profile-trace` wrote"),
+        (["run", str(tmp_path / "other.json")],
+         f"'{tmp_path / 'other.json'}' is not a `dualsim run --json` result (KeyError: "
+         "'matches_reference'); give the file that `dualsim run --json` wrote"),
+    ]
+    for argv, message in cases:
+        assert main(argv) == 1
+        out = capsys.readouterr()
+        assert (out.out, out.err) == ("", f"error: {message}\n")
+
+
 def test_merged_trace_has_integer_tids_and_per_process_flow_ids(tmp_path: Path) -> None:
     pytest.importorskip("torch")
     from dualsim.runtime.profiling import NAMED_TID_BASE, merge

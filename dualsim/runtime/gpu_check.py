@@ -18,6 +18,9 @@ only the runs that produce the files need GPUs.
   overlapped compute.
 
     python -m dualsim.runtime.gpu_check run|trace|overlap FILE [--gpu]
+
+A FILE that is missing, unreadable, not JSON or not what the check reads gives one ``error:``
+line on stderr and exit code 1 (2 for a wrong command line).
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from dualsim.calibrate.trace import Kernel, Trace, read_trace, trace_from_doc
+from dualsim.errors import DualsimError, TraceError
 from dualsim.timeline import exposed, intervals_union
 
 A2A_RANGES = frozenset({"dispatch(F)", "combine(F)", "combine(B)", "dispatch(B)"})
@@ -76,9 +80,23 @@ def format_problems(doc: Any) -> list[str]:
     return [f"{what} ({n})" for what, n in sorted(problems.items())]
 
 
+def read_doc(path: str | Path, what: str) -> Any:
+    """The JSON document of ``path`` (``what``: the option that wrote it, for the message);
+    TraceError, one line, when it is missing, unreadable or not JSON."""
+    p = Path(path)
+    if not p.is_file():
+        why = "is a folder" if p.is_dir() else "does not exist"
+        raise TraceError(f"{str(p)!r} {why}; give the file that `dualsim run {what}` wrote")
+    try:
+        return json.loads(p.read_text())
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as e:
+        raise TraceError(f"cannot read {str(p)!r} as JSON ({e}); give the file that "
+                         f"`dualsim run {what}` wrote") from None
+
+
 def trace_line(path: str | Path, gpu: bool) -> tuple[bool, str]:
     """A ``--profile-trace`` file: format, processes, ranges (and kernels on a GPU)."""
-    doc = json.loads(Path(path).read_text())
+    doc = read_doc(path, "--profile-trace")
     problems = format_problems(doc)
     if problems:
         return False, "not Chrome trace JSON as Perfetto reads it: " + "; ".join(problems)
@@ -142,18 +160,32 @@ def overlap_line(path: str | Path) -> tuple[bool, str]:
     return bool(own) and o.hidden_us > 0, line
 
 
+def _run_file(path: str) -> tuple[bool, str]:
+    """run_line of a ``dualsim run --json`` file; TraceError when it is not such a result."""
+    result = read_doc(path, "--json")
+    try:
+        return run_line(result)
+    except (KeyError, TypeError, ValueError) as e:
+        raise TraceError(f"{path!r} is not a `dualsim run --json` result ({type(e).__name__}: "
+                         f"{e}); give the file that `dualsim run --json` wrote") from None
+
+
 def main(argv: list[str]) -> int:
     if len(argv) < 2 or argv[0] not in ("run", "trace", "overlap"):
         print("usage: python -m dualsim.runtime.gpu_check run|trace|overlap FILE [--gpu]",
               file=sys.stderr)
         return 2
     what, path = argv[0], argv[1]
-    if what == "run":
-        ok, line = run_line(json.loads(Path(path).read_text()))
-    elif what == "trace":
-        ok, line = trace_line(path, gpu="--gpu" in argv[2:])
-    else:
-        ok, line = overlap_line(path)
+    try:
+        if what == "run":
+            ok, line = _run_file(path)
+        elif what == "trace":
+            ok, line = trace_line(path, gpu="--gpu" in argv[2:])
+        else:
+            ok, line = overlap_line(path)
+    except DualsimError as e:
+        print(f"error: {e.cli}", file=sys.stderr)
+        return 1
     print(line)
     return 0 if ok else 1
 
