@@ -274,6 +274,21 @@ def test_gantt_with_unknown_extension_is_a_one_line_error_and_writes_nothing(
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize("flag, name", [("--gantt", "g.png"), ("--trace", "t.json")])
+def test_simulate_checks_its_outputs_as_run_does(tmp_path: Path, flag: str, name: str) -> None:
+    """common.check_output, before the simulation: a folder that cannot take the file (here
+    /proc, where no file can be created) and a wrong suffix are refused in one line."""
+    res = invoke("simulate", "1f1b", "-r", "4", "-m", "8", flag, f"/proc/dualsim-test/{name}")
+    assert res.exit_code == 1 and res.stdout == ""
+    assert res.stderr == (f"error: {flag} '/proc/dualsim-test/{name}': cannot write in '/proc' "
+                          "(No such file or directory); choose another folder\n")
+    res = invoke("simulate", "1f1b", "-r", "4", "-m", "8", flag, str(tmp_path / "out.pdf"))
+    kinds = ".png or .svg" if flag == "--gantt" else ".json"
+    assert res.stderr == (f"error: {flag} '{tmp_path / 'out.pdf'}': the file name must end in "
+                          f"{kinds}\n")
+    assert list(tmp_path.iterdir()) == []
+
+
 @pytest.mark.parametrize("as_json", [False, True])
 def test_memory_over_hbm_is_warned_on_stderr_in_table_and_json_mode(as_json: bool) -> None:
     # GPipe on R=2 keeps all 64 micro-batches of small-moe alive: well over the 80 GB of an
@@ -333,7 +348,8 @@ def test_output_paths_that_cannot_be_files_give_a_clear_line(tmp_path: Path) -> 
     afile.write_text("keep me")
     res = invoke("emit", "1f1b", "-r", "4", "-m", "8", "-o", str(folder))
     assert_one_line_error(res, 1, "it is a folder; give a file name")
-    res = invoke("simulate", "1f1b", "-r", "4", "-m", "8", "--trace", str(folder))
+    (tmp_path / "t.json").mkdir()
+    res = invoke("simulate", "1f1b", "-r", "4", "-m", "8", "--trace", str(tmp_path / "t.json"))
     assert_one_line_error(res, 1, "it is a folder")
     res = invoke("emit", "1f1b", "-r", "4", "-m", "8", "-o", str(afile / "plan.json"))
     assert_one_line_error(res, 1, "is a file, not a folder")
@@ -487,7 +503,7 @@ def test_replace_folder_without_an_atomic_exchange_uses_two_renames(tmp_path: Pa
 def test_simulate_refuses_an_output_path_that_is_a_folder_before_simulating(tmp_path: Path,
                                                                            flag: str) -> None:
     # found by the fuzzer: the hardware run's warnings came first, the error after them
-    folder = tmp_path / "out.png"
+    folder = tmp_path / ("out.png" if flag == "--gantt" else "out.json")
     folder.mkdir()
     res = invoke("simulate", "1f1b", "-r", "1", "-m", "12", "--model", "small-moe",
                  "--microbatch-tokens", "1000000000", flag, str(folder), "--json")

@@ -11,7 +11,7 @@ from typing import Optional
 import typer
 
 from dualsim.cli import simulation as simcmd
-from dualsim.cli.common import print_json, user_errors
+from dualsim.cli.common import check_output, print_json, user_errors
 from dualsim.cli.options import (ChunksOpt, CommOpt, CommSmsOpt, CostsOpt, EpOpt, GpusOpt, IbOpt,
                                  GlobalBatchOpt, ImbalanceOpt, JsonOpt, MbsOpt, ModelOpt, NvOpt,
                                  PrecisionOpt, ProfileOpt, RanksOpt, RecomputeOpt, SeqLenOpt,
@@ -45,15 +45,9 @@ def simulate_cmd(
 ) -> None:
     """Simulate one schedule: abstract costs by default, a modelled cluster with --profile/--model."""
     with user_errors():
-        from dualsim.io import check_writable_file
-
-        if gantt is not None and gantt.suffix.lower() not in (".png", ".svg"):
-            from dualsim.errors import DualsimError
-
-            raise DualsimError(f"--gantt {str(gantt)!r}: the file name must end in .png or .svg")
-        for path in (trace, gantt):  # a bad path fails now, not after the simulation
-            if path is not None:
-                check_writable_file(path)
+        # a bad path fails now, not after the simulation (as for `dualsim run`)
+        check_output("--trace", trace, (".json",))
+        check_output("--gantt", gantt, (".png", ".svg"))
         plan, world = None, None
         if simcmd.is_plan_path(schedule):  # a plan from `dualsim plan --emit` knows its world
             from dualsim.planfile import read_plan_world
