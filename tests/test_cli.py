@@ -343,7 +343,7 @@ def test_simulate_plan_file_rejects_options_that_disagree_with_it(
 
 
 def test_output_paths_that_cannot_be_files_give_a_clear_line(tmp_path: Path) -> None:
-    folder, afile = tmp_path / "adir", tmp_path / "afile"
+    folder, afile = tmp_path / "adir.json", tmp_path / "afile"
     folder.mkdir()
     afile.write_text("keep me")
     res = invoke("emit", "1f1b", "-r", "4", "-m", "8", "-o", str(folder))
@@ -543,3 +543,42 @@ def test_plan_refuses_a_memory_cap_below_one_gb(tmp_path: Path) -> None:
     res = invoke("plan", "--model", "small-moe", "--memory-gb", "5e-324", "--out",
                  str(tmp_path / "p"))
     assert_one_line_error(res, 1, "--memory-gb must be between 1 and 1e+06 GB, got 4.94066e-324")
+
+
+# ---- output paths: the same rules in every command (cli/common.check_output) --------------
+
+def _outputs(tmp_path: Path) -> list[tuple[list[str], str, str]]:
+    """(the command up to its output flag, that flag, a file or folder name) of every output
+    the planning commands write (`dualsim run`'s and calibrate's: test_runtime_failures.py,
+    test_calibrate_cli.py)."""
+    sweep = ["plan", "--model", "small-moe", "--gpus", "64", "--schedules", "1f1b", "--ranks",
+             "4", "--ep", "8", "--comm-sms", "20", "--precision", "fp8", "--microbatch-tokens",
+             "4096", "--workers", "1", "--json"]
+    return [(["emit", "1f1b", "-r", "2", "-m", "4", "-o"], "-o", "p.json"),
+            (["emit", "1f1b", "-r", "2", "-m", "4", "--format", "torch-csv", "-o"], "-o", "p.csv"),
+            (["simulate", "1f1b", "-r", "2", "-m", "4", "--trace"], "--trace", "t.json"),
+            (["simulate", "1f1b", "-r", "2", "-m", "4", "--gantt"], "--gantt", "g.svg"),
+            (["compare", "1f1b", "-r", "2", "-m", "4", "--json", "--out"], "--out", "report"),
+            ([*sweep, "-o", str(tmp_path / "sweep"), "--emit"], "--emit", "best.json"),
+            ([*sweep, "--out"], "--out", "sweep")]
+
+
+def test_outputs_create_missing_folders_in_every_command(tmp_path: Path) -> None:
+    for args, flag, name in _outputs(tmp_path):
+        path = tmp_path / flag.strip("-") / "new" / name
+        res = invoke(*args, str(path))
+        assert res.exit_code == 0, (args, res.stderr)
+        written = {"report": path / "report.md", "sweep": path / "plan.csv"}.get(name, path)
+        assert written.is_file(), (args, written)
+
+
+def test_outputs_in_a_folder_that_cannot_be_written_are_refused_before_the_work(
+        tmp_path: Path) -> None:
+    """/proc/dualsim-test does not exist and nothing can be created in /proc: every command
+    says so in the same line before it simulates or sweeps (no progress line before it)."""
+    for args, flag, name in _outputs(tmp_path):
+        path = f"/proc/dualsim-test/{name}"
+        res = invoke(*args, path)
+        assert (res.exit_code, res.stdout) == (1, ""), args
+        assert res.stderr == (f"error: {flag} {path!r}: cannot write in '/proc' (No such file "
+                              "or directory); choose another folder\n"), args

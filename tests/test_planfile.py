@@ -231,11 +231,18 @@ def test_emit_into_an_unwritable_folder_names_the_file_not_its_temporary(tmp_pat
 
     from dualsim.cli import app
 
+    from dualsim.io import write_atomic
+
+    with pytest.raises(OSError) as e:
+        write_atomic("/proc/dualsim-plan.json", "{}")
+    assert e.value.filename == "/proc/dualsim-plan.json"
+    # the command refuses it before writing, as every output (cli/common.check_output)
     res = CliRunner().invoke(app, ["emit", "dualpipe", "-r", "4", "-m", "8",
                                    "-o", "/proc/dualsim-plan.json"])
     assert res.exit_code == 1
-    assert res.stderr.splitlines() == ["error: cannot access '/proc/dualsim-plan.json': No such "
-                                       "file or directory; check the path and its permissions"]
+    assert res.stderr.splitlines() == ["error: -o '/proc/dualsim-plan.json': cannot write in "
+                                       "'/proc' (No such file or directory); choose another "
+                                       "folder"]
 
 
 # ---- hostile files: each ends in one short PlanError/ValidationError, fast ----------------

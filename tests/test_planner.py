@@ -336,11 +336,15 @@ def test_an_unreachable_or_malformed_ray_address_is_one_error_line_at_once():
 def test_plan_command_refuses_bad_out_and_emit_before_sweeping(tmp_path):
     blocker = tmp_path / "afile"
     blocker.write_text("x")
+    folder = tmp_path / "best.json"
+    folder.mkdir()
     for extra, msg in (
             (["--out", str(blocker)],
              f"error: cannot write '{blocker / 'plan.csv'}': '{blocker}' is a file, not a folder"),
-            (["--out", str(tmp_path / "o"), "--emit", str(tmp_path)],
-             f"error: cannot write '{tmp_path}': it is a folder; give a file name")):
+            (["--out", str(tmp_path / "o"), "--emit", str(folder)],
+             f"error: cannot write '{folder}': it is a folder; give a file name"),
+            (["--out", str(tmp_path / "o"), "--emit", str(tmp_path / "best.txt")],
+             f"error: --emit '{tmp_path / 'best.txt'}': the file name must end in .json")):
         res = CliRunner().invoke(app(), ["--model", "small-moe", "--workers", "1"] + extra)
         assert res.exit_code == 1
         assert res.stderr.strip() == msg

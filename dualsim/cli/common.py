@@ -7,7 +7,7 @@ import os
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
 import typer
 from rich.console import Console
@@ -86,14 +86,28 @@ def progress() -> _Progress:
 
 
 def check_output(flag: str, path: Path | None, kinds: tuple[str, ...]) -> None:
-    """Refuse, before the work, an output path with a wrong suffix or that cannot be written."""
+    """Refuse, before the work, an output path with a wrong suffix or that cannot be written.
+
+    Missing folders above the file are fine: the write creates them (io.write_atomic), so the
+    probe is made in the nearest folder that exists."""
     if path is None:
         return
     if path.suffix.lower() not in kinds:
         raise DualsimError(f"{flag} {str(path)!r}: the file name must end in "
                            f"{' or '.join(kinds)}")
     check_writable_file(path)
-    folder = next(p for p in path.absolute().parents if p.exists())
+    _probe(flag, path, path.absolute().parents)
+
+
+def check_output_folder(flag: str, folder: Path) -> None:
+    """check_output for an output folder (``--out DIR``): refused before the work when it
+    cannot be created or written in; missing folders are created, as for files. The caller
+    refuses a ``folder`` that is a file first, in its own words."""
+    _probe(flag, folder, (folder.absolute(), *folder.absolute().parents))
+
+
+def _probe(flag: str, path: Path, folders: Iterable[Path]) -> None:
+    folder = next(p for p in folders if p.exists())
     try:  # a probe file in the nearest existing folder: what the final write will need
         fd, probe = tempfile.mkstemp(prefix=".dualsim-probe-", dir=folder)
         os.close(fd)

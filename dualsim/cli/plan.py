@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING, Callable, Optional, TypeVar
 
 import typer
 
-from dualsim.cli.common import err_console, print_json, progress, user_errors
+from dualsim.cli.common import (check_output, check_output_folder, err_console, print_json,
+                                progress, user_errors)
 from dualsim.defaults import DEFAULT_MODEL, DEFAULT_PROFILE
 from dualsim.errors import DualsimError
 from dualsim.io import check_writable_file
@@ -156,8 +157,8 @@ def plan_command(
                           else int(layout["global_batch"])))
         # a wrong --out or --emit fails now, not after a sweep of minutes
         check_writable_file(out / "plan.csv")
-        if emit is not None:
-            check_writable_file(emit)
+        check_output_folder("--out", out)
+        check_output("--emit", emit, (".json",))
         cands = planner.candidates(names, rank_list, mb_list, sms_list, ib_list, nv_list,
                                    eps=ep_list, microbatch_tokens=tok_list, precisions=prec_list)
         refuse_if_none_can_run(cands, setting, mdl, layout,

@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from dualsim.cli.common import print_json, user_errors
+from dualsim.cli.common import check_output, print_json, user_errors
 from dualsim.cli.options import ChunksOpt, JsonOpt
 
 
@@ -50,6 +50,8 @@ def emit_cmd(
 
         if fmt not in ("json", "torch-csv"):
             raise DualsimError(f"unknown --format {fmt!r}: use json or torch-csv")
+        if output != "-":
+            check_output("-o", Path(output), (".json",) if fmt == "json" else (".csv",))
         s = generate(schedule, ranks, microbatches, chunks)
         if fmt == "json":
             from dualsim.planfile import write_plan

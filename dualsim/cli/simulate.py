@@ -11,7 +11,7 @@ from typing import Optional
 import typer
 
 from dualsim.cli import simulation as simcmd
-from dualsim.cli.common import check_output, print_json, user_errors
+from dualsim.cli.common import check_output, check_output_folder, print_json, user_errors
 from dualsim.cli.options import (ChunksOpt, CommOpt, CommSmsOpt, CostsOpt, EpOpt, GpusOpt, IbOpt,
                                  GlobalBatchOpt, ImbalanceOpt, JsonOpt, MbsOpt, ModelOpt, NvOpt,
                                  PrecisionOpt, ProfileOpt, RanksOpt, RecomputeOpt, SeqLenOpt,
@@ -105,6 +105,7 @@ def compare_cmd(
     """Compare schedules at the same R, M and costs: a table, Gantt charts and a report folder."""
     with user_errors():
         simcmd.check_report_folder(out)
+        check_output_folder("--out", out)
         cfg = simcmd.Config.make(ranks, microbatches, chunks, costs, comm, profile, model, ep,
                                  gpus, comm_sms, microbatch_tokens, ib_gbps, nvlink_gbps,
                                  precision=precision, global_batch=global_batch,
