@@ -380,9 +380,9 @@ def test_plan_names_the_real_reason_when_no_configuration_can_run(tmp_path: Path
     # 7 ranks divide neither the preset's 2048 GPUs nor DualPipe's rule; the first reason found
     res = invoke("plan", "--ranks", "7", "--schedules", "dualpipe", "--out", str(tmp_path / "p"))
     assert res.exit_code == 1 and res.stdout == ""
-    assert res.stderr == ("error: none of the 144 configurations can run: --gpus 2048 is not "
-                          "divisible by the 7 pipeline ranks; use a multiple of 7, or other "
-                          "--ranks\n")
+    assert res.stderr == ("error: none of the 144 configurations can run: the model preset's GPU "
+                          "count 2048 is not divisible by the 7 pipeline ranks; pass --gpus with "
+                          "a multiple of 7, or other --ranks\n")
     # on 1792 = 7 x 256 GPUs the batch splits: the family's rule is what refuses
     res = invoke("plan", "--ranks", "7", "--gpus", "1792", "--schedules", "dualpipe",
                  "--out", str(tmp_path / "p"))
@@ -397,11 +397,13 @@ def test_plan_lists_rule_and_layout_reasons_together(tmp_path: Path) -> None:
                  "--out", str(tmp_path / "p"))
     assert res.exit_code == 1 and res.stdout == ""
     assert res.stderr == (
-        "error: none of the 144 configurations can run: --gpus 2048 is not divisible by the 7 "
-        "pipeline ranks; use a multiple of 7, or other --ranks; --ep 7 does not divide the 256 data-parallel "
-        "GPUs per pipeline stage (gpus / ranks = 2048 / 8); use --ep 1, 2, 4, 8, 16, 32, 64, 128, "
-        "256 (dividing 256 GPUs per stage and 256 routed experts); dualpipe needs an even number "
-        "of micro-batches, got 15: use --microbatches 16\n")
+        "error: none of the 144 configurations can run: the model preset's GPU count 2048 is "
+        "not divisible by the 7 pipeline ranks; pass --gpus with a multiple of 7, or other "
+        "--ranks; --ep 7 does not divide the 256 data-parallel GPUs per pipeline stage (gpus / "
+        "ranks = 2048 / 8); use --ep 1, 2, 4, 8, 16, 32, 64, 128, 256 (dividing 256 GPUs per "
+        "stage and 256 routed experts); dualpipe needs an even number of micro-batches, got 15 "
+        "(M from the model preset's global batch 15360 on 256 pipelines): pass --global-batch "
+        "16384 (M=16)\n")
 
 
 def test_costs_help_says_what_b_and_fb_mean() -> None:

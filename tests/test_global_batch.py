@@ -36,6 +36,64 @@ def test_not_dividing_names_the_values_that_would() -> None:
                                       gpus=1024)
 
 
+def test_a_presets_batch_and_gpus_are_named_as_such() -> None:
+    with pytest.raises(ProfileError) as e:
+        microbatches_for_global_batch(1000, sequence=4096, microbatch_tokens=4096, ranks=16,
+                                      gpus=2048, preset=("global_batch",))
+    assert e.value.message == (
+        "the model preset's global batch 1000 (1000 x 4096 tokens) does not split into whole "
+        "micro-batches of 4096 tokens on each of the 128 pipelines (2048 GPUs / 16 ranks): pass "
+        "--global-batch with a multiple of 128 sequences, e.g. 896 or 1024")
+    with pytest.raises(ProfileError) as e:
+        microbatches_for_global_batch(1024, sequence=4096, microbatch_tokens=4096, ranks=6,
+                                      gpus=2048, preset=("gpus",))
+    assert e.value.message == ("the model preset's GPU count 2048 is not divisible by the 6 "
+                               "pipeline ranks; pass --gpus with a multiple of 6, or other --ranks")
+
+
+def test_a_rule_broken_by_m_names_the_global_batches_that_keep_it() -> None:
+    """M came from --global-batch, so the fix is a global batch: the nearest ones whose M the
+    family takes (DualPipe: even, M >= 2R); a rule on R alone keeps its own fix."""
+    from dualsim.errors import ScheduleError
+    from dualsim.generators import accepts, check
+    from dualsim.workload.layout import global_batch_rule
+
+    kw = dict(sequence=4096, microbatch_tokens=4096, ranks=16, gpus=2048)  # 128 pipelines
+    with pytest.raises(ScheduleError) as e:
+        check("dualpipe", 16, 33)
+    err = global_batch_rule(e.value, lambda m: accepts("dualpipe", 16, m), 4224, **kw)
+    assert isinstance(err, ScheduleError) and err.cli == (
+        "dualpipe needs an even number of micro-batches, got 33 (M from --global-batch 4224 on "
+        "128 pipelines): use --global-batch 4096 (M=32) or 4352 (M=34)")
+    with pytest.raises(ScheduleError) as e:
+        check("zb-v", 16, 3)
+    err = global_batch_rule(e.value, lambda m: accepts("zb-v", 16, m), 384, **kw)
+    assert err.cli == ("zb-v needs M >= 2R-1 micro-batches (R=16 needs at least 31), got 3 (M "
+                       "from --global-batch 384 on 128 pipelines): use --global-batch 3968 (M=31)")
+    # two sequences per micro-batch on half the pipelines: again 128 sequences per micro-batch
+    err = global_batch_rule(e.value, lambda m: accepts("zb-v", 16, m), 384,
+                            **dict(kw, microbatch_tokens=8192, gpus=1024), preset=["global_batch"])
+    assert err.cli == ("zb-v needs M >= 2R-1 micro-batches (R=16 needs at least 31), got 3 (M "
+                       "from the model preset's global batch 384 on 64 pipelines): pass "
+                       "--global-batch 3968 (M=31)")
+    with pytest.raises(ScheduleError) as e:
+        check("dualpipe", 7, 14)
+    assert global_batch_rule(e.value, lambda m: accepts("dualpipe", 7, m), 4096, **kw) is e.value
+
+
+def test_simulate_with_it_names_the_global_batch_not_microbatches() -> None:
+    out = runner.invoke(app, ["simulate", "dualpipe", "--model", "small-moe", "--ranks", "4",
+                              "--global-batch", "144"])
+    assert (out.exit_code, out.stdout) == (1, "")
+    assert out.stderr == ("error: dualpipe needs an even number of micro-batches, got 9 (M from "
+                          "--global-batch 144 on 16 pipelines): use --global-batch 128 (M=8) or "
+                          "160 (M=10)\n")
+    out = runner.invoke(app, ["simulate", "1f1b", "--model", "small-moe", "--ranks", "3",
+                              "--global-batch", "144"])
+    assert out.stderr == ("error: the model preset's GPU count 64 is not divisible by the 3 "
+                          "pipeline ranks; pass --gpus with a multiple of 3, or other --ranks\n")
+
+
 def test_fixed_batch_scaling_keeps_the_tokens_per_step() -> None:
     """Done-when check of issue #8: half the GPUs, the same 62,914,560 tokens, M doubles."""
     out = runner.invoke(app, ["simulate", "dualpipe", "--profile", "h800", "--model",

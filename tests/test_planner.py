@@ -73,6 +73,55 @@ def test_impossible_layouts_are_dropped_with_the_reason():
     assert o.status == "dropped" and o.reason.startswith("layout: ") and "divisible" in o.reason
 
 
+def test_drop_reasons_name_where_m_and_the_gpus_came_from():
+    """M from the global batch: the fix is a global batch (no --microbatches was given); the
+    GPUs or the batch from the model preset: the reason says so, not '--gpus 64'."""
+    given = Setting("h800", "small-moe", 64, 80.0, global_batch=144)  # M = 144 / 16 = 9
+    o = planner.screen(Candidate("dualpipe", 4, None, 20), given)
+    assert o.reason == ("rule: dualpipe needs an even number of micro-batches, got 9 (M from "
+                        "--global-batch 144 on 16 pipelines): use --global-batch 128 (M=8) or "
+                        "160 (M=10)")
+    assert o.candidate.microbatches == 9
+    o = planner.screen(Candidate("dualpipe", 4, 9, 20), given)  # M given: its own flag
+    assert o.reason == ("rule: dualpipe needs an even number of micro-batches, got 9: use "
+                        "--microbatches 8 or 10")
+    preset = Setting("h800", "small-moe", 64, 80.0, global_batch=512,
+                     preset=("gpus", "global_batch"))
+    o = planner.screen(Candidate("dualpipe", 4, None, 20, microbatch_tokens=65536), preset)
+    assert o.reason == ("rule: dualpipe needs M >= 2R micro-batches (R=4 needs at least 8), got "
+                        "2 (M from the model preset's global batch 512 on 16 pipelines): pass "
+                        "--global-batch 2048 (M=8)")
+    o = planner.screen(Candidate("1f1b", 3, None, 20), preset)
+    assert o.reason == ("layout: the model preset's GPU count 64 is not divisible by the 3 "
+                        "pipeline ranks; pass --gpus with a multiple of 3, or other --ranks")
+    o = planner.screen(Candidate("1f1b", 3, None, 20), given)
+    assert o.reason == ("layout: --gpus 64 is not divisible by the 3 pipeline ranks; use a "
+                        "multiple of 3, or other --ranks")
+
+
+def test_plan_command_names_the_batch_and_gpus_the_user_gave(tmp_path):
+    sweep = ["--model", "small-moe", "--schedules", "dualpipe", "--ep", "8", "--comm-sms", "20",
+             "--precision", "fp8", "--workers", "1", "--out", str(tmp_path / "o")]
+    for extra, msg in (
+            (["--ranks", "4", "--global-batch", "144", "--microbatch-tokens", "4096"],
+             "dualpipe needs an even number of micro-batches, got 9 (M from --global-batch 144 "
+             "on 16 pipelines): use --global-batch 128 (M=8) or 160 (M=10)"),
+            (["--ranks", "4", "--microbatch-tokens", "65536"],
+             "dualpipe needs M >= 2R micro-batches (R=4 needs at least 8), got 2 (M from the "
+             "model preset's global batch 512 on 16 pipelines): pass --global-batch 2048 (M=8)"),
+            (["--ranks", "4", "--gpus", "48", "--microbatch-tokens", "4096"],
+             "the model preset's global batch 512 (512 x 4096 tokens) does not split into whole "
+             "micro-batches of 4096 tokens on each of the 12 pipelines (48 GPUs / 4 ranks): pass "
+             "--global-batch with a multiple of 12 sequences, e.g. 504 or 516"),
+            (["--ranks", "3", "--microbatch-tokens", "4096"],
+             "the model preset's GPU count 64 is not divisible by the 3 pipeline ranks; pass "
+             "--gpus with a multiple of 3, or other --ranks")):
+        res = CliRunner().invoke(app(), sweep + extra)
+        assert (res.exit_code, res.stdout) == (1, ""), res.output
+        assert res.stderr == f"error: none of the 1 configurations can run: {msg}\n"
+        assert not (tmp_path / "o").exists()
+
+
 def test_memory_cap_drops_with_the_needed_amount_which_the_simulation_confirms():
     full = simulate_hardware(generate("gpipe", 4, 8), "h800", "small-moe", gpus=64, comm_sms=20)
     peak = full.extra["peak_memory_gb"]  # 25.9 GB on rank 3; its static state is 10.7 GB

@@ -154,7 +154,9 @@ def plan_command(
             mdl.name if Path(model).suffix not in (".toml", ".json") else model,
             gpus if gpus is not None else int(layout["gpus"]), float(cap),
             global_batch=(global_batch if global_batch is not None or mb_list is not None
-                          else int(layout["global_batch"])))
+                          else int(layout["global_batch"])),
+            preset=tuple(k for k, v in (("gpus", gpus), ("global_batch", global_batch))
+                         if v is None))
         # a wrong --out or --emit fails now, not after a sweep of minutes
         check_writable_file(out / "plan.csv")
         check_output_folder("--out", out)
@@ -208,16 +210,14 @@ def refuse_if_none_can_run(cands: list, setting: Setting, mdl: Model, layout: di
                            preset: list[str]) -> None:
     """Before any progress bar: when every configuration breaks the batch, its family's rules or
     the layout (e.g. dualpipe at R=7, --ep 7), one error line gives the real reasons."""
-    from dualsim.generators import check
-    from dualsim.planner.evaluate import with_microbatches
+    from dualsim.planner.evaluate import check_rules
     from dualsim.workload.layout import check_parallel
 
     reasons: dict[str, None] = {}
     seen: dict[tuple, str] = {}  # (ranks, ep, tokens) -> why the layout cannot exist ("" if it can)
     for c in cands:
         try:
-            c = with_microbatches(c, setting)
-            check(c.schedule, c.ranks, c.microbatches)
+            c = check_rules(c, setting)
         except DualsimError as e:
             reasons[e.cli] = None
             continue

@@ -40,18 +40,40 @@ class Config:
     profile: Profile | None = None
     model: Model | None = None
 
-    def global_batch_microbatches(self, ranks: int) -> int:
-        """M for --global-batch at ``ranks`` pipeline ranks, on this config's model and GPUs."""
-        from dualsim.workload.layout import microbatches_for_global_batch
+    def _batch(self, ranks: int) -> dict[str, Any]:
+        """microbatches_for_global_batch's arguments for --global-batch at ``ranks`` ranks."""
         from dualsim.workload.model import default_layout, with_training
 
         assert self.hardware is not None and self.model is not None
         assert self.global_batch is not None
         d = default_layout(with_training(self.model, seq_len=self.hardware.get("seq_len")))
-        return microbatches_for_global_batch(
-            self.global_batch, sequence=d["sequence"],
-            microbatch_tokens=self.hardware.get("microbatch_tokens", d["microbatch_tokens"]),
-            ranks=ranks, gpus=self.hardware.get("gpus", d["gpus"]))
+        return {"global_batch": self.global_batch, "sequence": d["sequence"],
+                "microbatch_tokens": self.hardware.get("microbatch_tokens",
+                                                       d["microbatch_tokens"]),
+                "ranks": ranks, "gpus": self.hardware.get("gpus", d["gpus"]),
+                "preset": () if "gpus" in self.hardware else ("gpus",)}
+
+    def global_batch_microbatches(self, ranks: int) -> int:
+        """M for --global-batch at ``ranks`` pipeline ranks, on this config's model and GPUs."""
+        from dualsim.workload.layout import microbatches_for_global_batch
+
+        return microbatches_for_global_batch(**self._batch(ranks))
+
+    def generate(self, name: str, chunks: int | None) -> Schedule:
+        """The family ``name`` at this config's R and M; with --global-batch, a broken rule on M
+        names the global batches that would pass (M was not given)."""
+        from dualsim.generators import accepts, generate
+        from dualsim.workload.layout import global_batch_rule
+
+        ranks, mbs = self.ranks, self.microbatches
+        assert ranks is not None and mbs is not None
+        try:
+            return generate(name, ranks, mbs, chunks)
+        except ScheduleError as e:
+            if self.global_batch is None:
+                raise
+            raise global_batch_rule(e, lambda m: accepts(name, ranks, m, chunks),
+                                    **self._batch(ranks)) from None
 
     @staticmethod
     def make(ranks: int | None, microbatches: int | None, chunks: int | None,
@@ -197,12 +219,11 @@ def load_schedule(name_or_plan: str, cfg: Config, *, strict_chunks: bool = True,
                     "--global-batch (a plan fixes M)")
         cfg.ranks, cfg.microbatches = s.ranks, s.microbatches
         return s
-    from dualsim.generators import FAMILIES, generate
+    from dualsim.generators import FAMILIES
 
-    assert cfg.ranks is not None and cfg.microbatches is not None
     family = FAMILIES.get(name_or_plan)
     chunks = cfg.chunks if strict_chunks or (family and family.takes_chunks) else None
-    return generate(name_or_plan, cfg.ranks, cfg.microbatches, chunks)
+    return cfg.generate(name_or_plan, chunks)
 
 
 def check_plan_options(s: Schedule, ranks: int | None, microbatches: int | None,

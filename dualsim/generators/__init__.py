@@ -155,6 +155,15 @@ def check(name: str, ranks: int, microbatches: int, chunks: int | None = None) -
                                f"({MAX_PAIRS:,}): use fewer {p('ranks')} or {p('microbatches')}")
 
 
+def accepts(name: str, ranks: int, microbatches: int, chunks: int | None = None) -> bool:
+    """Whether ``check`` passes."""
+    try:
+        check(name, ranks, microbatches, chunks)
+    except ScheduleError:
+        return False
+    return True
+
+
 def generate(name: str, ranks: int, microbatches: int, chunks: int | None = None) -> Schedule:
     """Check the parameters, then build the family's schedule."""
     check(name, ranks, microbatches, chunks)

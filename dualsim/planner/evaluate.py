@@ -150,6 +150,16 @@ def _step_model(c: Candidate, setting: Setting) -> Any:
     return StepModel(index, prof, layout)
 
 
+def _batch(c: Candidate, setting: Setting) -> dict[str, Any]:
+    """The arguments of microbatches_for_global_batch for ``c`` (whose M is not given)."""
+    lay = _context(setting).model.layout
+    tokens = c.microbatch_tokens or setting.microbatch_tokens or lay["microbatch_tokens"]
+    preset = set(setting.preset) | ({"global_batch"} if setting.global_batch is None else set())
+    return {"global_batch": setting.global_batch or lay["global_batch"],
+            "sequence": lay["sequence"], "microbatch_tokens": tokens, "ranks": c.ranks,
+            "gpus": setting.gpus, "preset": sorted(preset)}
+
+
 def with_microbatches(c: Candidate, setting: Setting) -> Candidate:
     """``c`` with its M: given, or from the Setting's global batch (default the model's).
     ProfileError when R does not divide the GPUs or the batch does not split."""
@@ -157,24 +167,42 @@ def with_microbatches(c: Candidate, setting: Setting) -> Candidate:
 
     if c.microbatches is not None:
         return c
-    lay = _context(setting).model.layout
-    tokens = c.microbatch_tokens or setting.microbatch_tokens or lay["microbatch_tokens"]
-    m = microbatches_for_global_batch(setting.global_batch or lay["global_batch"],
-                                      sequence=lay["sequence"], microbatch_tokens=tokens,
-                                      ranks=c.ranks, gpus=setting.gpus)
-    return replace(c, microbatches=m)
+    return replace(c, microbatches=microbatches_for_global_batch(**_batch(c, setting)))
+
+
+def check_rules(c: Candidate, setting: Setting) -> Candidate:
+    """with_microbatches, then the family's rules (generators.check). ScheduleError for a
+    broken rule; when M came from the global batch, it names the global batches that would
+    pass (the user gave no --microbatches to change)."""
+    from dualsim.generators import accepts, check
+    from dualsim.workload.layout import global_batch_rule
+
+    m = with_microbatches(c, setting)
+    try:
+        check(m.schedule, m.ranks, m.microbatches)
+    except ScheduleError as e:
+        if c.microbatches is not None:
+            raise
+        raise global_batch_rule(e, lambda mbs: accepts(c.schedule, c.ranks, mbs),
+                                **_batch(c, setting)) from None
+    return m
 
 
 def screen(c: Candidate, setting: Setting) -> Outcome:
     """The batch, rules, layout, memory and the throughput bound. Never raises a DualsimError."""
-    if setting.gpus % c.ranks:
-        return Outcome(c, "dropped", f"layout: --gpus {setting.gpus} is not divisible by the "
-                                     f"{c.ranks} pipeline ranks")
+    from dualsim.workload.layout import check_pipelines
+
+    try:
+        check_pipelines(setting.gpus, c.ranks, preset=setting.preset)
+    except DualsimError as e:
+        return Outcome(c, "dropped", f"layout: {e.cli}")
+    given = c
     try:
         c = with_microbatches(c, setting)
     except DualsimError as e:
         return Outcome(c, "dropped", f"batch: {e.cli}")
     try:
+        check_rules(given, setting)
         sm = _step_model(c, setting)
     except ScheduleError as e:
         return Outcome(c, "dropped", f"rule: {e.cli}")

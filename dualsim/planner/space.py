@@ -69,6 +69,9 @@ class Setting:
     ep: int | None = None
     microbatch_tokens: int | None = None
     global_batch: int | None = None  # sequences per step, held fixed
+    #: the values the user did not pass ("gpus", "global_batch"): the model preset's, which
+    #: messages name as such rather than as a flag
+    preset: tuple[str, ...] = ()
 
     def overrides(self, c: Candidate) -> dict[str, Any]:
         """The keyword arguments of simulate_hardware for ``c`` in this setting."""

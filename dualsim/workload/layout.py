@@ -12,7 +12,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Callable, Collection, Sequence
 
-from dualsim.errors import ProfileError
+from dualsim.errors import DualsimError, ProfileError
 from dualsim.workload.model import Model
 from dualsim.workload.units import Elementwise, Unit, model_units
 
@@ -189,16 +189,18 @@ def build_layout(model: Model, ranks: int, microbatches: int, holders: Sequence[
 
 
 def microbatches_for_global_batch(global_batch: int, *, sequence: int, microbatch_tokens: int,
-                                  ranks: int, gpus: int) -> int:
+                                  ranks: int, gpus: int, preset: Collection[str] = ()) -> int:
     """Micro-batches per pipeline for a fixed global batch (``--global-batch``, sequences/step).
 
     M = global_batch x sequence / (microbatch_tokens x pipelines), pipelines = gpus / ranks; one
     ProfileError line naming the nearest global batches that divide when it is not whole.
+    ``preset`` names the values ("global_batch", "gpus") the user did not pass: the message then
+    says they are the model preset's.
     """
     if global_batch <= 0:
         raise ProfileError(f"--global-batch must be a positive number of sequences, "
                            f"got {global_batch}")
-    check_pipelines(gpus, ranks)
+    check_pipelines(gpus, ranks, preset=preset)
     pipelines = gpus // ranks
     per_step = microbatch_tokens * pipelines  # tokens of one micro-batch on every pipeline
     tokens = global_batch * sequence
@@ -206,9 +208,43 @@ def microbatches_for_global_batch(global_batch: int, *, sequence: int, microbatc
         unit = per_step // math.gcd(per_step, sequence)  # sequences that make whole micro-batches
         lower, upper = global_batch // unit * unit, (global_batch // unit + 1) * unit
         near = f"{lower} or {upper}" if lower else f"{upper}"
+        said, fix = (("the model preset's global batch", "pass --global-batch with")
+                     if "global_batch" in preset else ("--global-batch", "use"))
         raise ProfileError(
-            f"--global-batch {global_batch} ({global_batch} x {sequence} tokens) does not split "
+            f"{said} {global_batch} ({global_batch} x {sequence} tokens) does not split "
             f"into whole micro-batches of {microbatch_tokens} tokens on each of the {pipelines} "
-            f"pipelines ({gpus} GPUs / {ranks} ranks): use a multiple of {unit} sequences, "
+            f"pipelines ({gpus} GPUs / {ranks} ranks): {fix} a multiple of {unit} sequences, "
             f"e.g. {near}")
     return tokens // per_step
+
+
+#: how many global batches on each side global_batch_rule looks at for one a family accepts
+RULE_SEARCH = 4096
+
+
+def global_batch_rule(error: DualsimError, legal: Callable[[int], bool], global_batch: int, *,
+                      sequence: int, microbatch_tokens: int, ranks: int, gpus: int,
+                      preset: Collection[str] = ()) -> DualsimError:
+    """``error``, a family's rule broken by the M that ``global_batch`` gives (see
+    microbatches_for_global_batch), in the words of the global batch: the user gave no M, so
+    the fix names the nearest global batches whose M passes ``legal`` (the family's check).
+    ``error`` itself when no M near it would (e.g. a rule on the ranks)."""
+    pipelines = gpus // ranks
+    per_step = microbatch_tokens * pipelines
+    unit = per_step // math.gcd(per_step, sequence)  # sequences per step of whole micro-batches
+    m_unit = unit * sequence // per_step  # micro-batches they add
+    k = global_batch // unit
+    below = next((j for j in range(k - 1, max(0, k - RULE_SEARCH), -1) if legal(j * m_unit)),
+                 None)
+    above = next((j for j in range(k + 1, k + RULE_SEARCH) if legal(j * m_unit)), None)
+    found = [j for j in (below, above) if j is not None]
+    if not found:
+        return error
+    rule = error.cli
+    if "--microbatches" in rule and ": use " in rule:  # its fix names M, which was not given
+        rule = rule[:rule.rfind(": use ")]
+    said, verb = (("the model preset's global batch", "pass --global-batch")
+                  if "global_batch" in preset else ("--global-batch", "use --global-batch"))
+    choices = " or ".join(f"{j * unit} (M={j * m_unit})" for j in found)
+    return type(error)(f"{rule} (M from {said} {global_batch} on {pipelines} pipelines): "
+                       f"{verb} {choices}")
