@@ -134,3 +134,43 @@ def test_run_accepts_a_plan_with_a_world(tmp_path: Path) -> None:
                            "--steps", "1"], capture_output=True, text=True, check=False)
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["matches_reference"] is True
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("gpus", 6, "records gpus=6 in its world, which is not divisible by the 4 pipeline ranks; "
+                "re-emit the plan for a world that fits, or override it with --gpus: use a "
+                "multiple of 4"),
+    ("ep", 7, "records ep=7 in its world, which does not divide the 16 data-parallel GPUs per "
+              "pipeline stage (gpus / ranks = 64 / 4); re-emit the plan for a world that fits, "
+              "or override it with --ep: use --ep 1, 2, 4, 8, 16 (dividing 16 GPUs per stage "
+              "and 64 routed experts)"),
+    ("comm_sms", 200, "records comm_sms=200 in its world, which is out of range: profile h800 "
+                      "has 132 SMs; re-emit the plan for a world that fits, or override it with "
+                      "--comm-sms: choose 1..131"),
+    ("ib_gbps", 1e9, "records ib_gbps=1000000000.0 in its world, which must be between 0.001 "
+                     "and 1e+06 GB/s, got 1000000000.0; re-emit the plan for a world that fits, "
+                     "or override it with --ib-gbps"),
+    ("recompute", "foo", "records recompute=\"foo\" in its world: unknown option 'foo'; re-emit "
+                         "the plan for a world that fits, or override it with --recompute: give "
+                         "none or a comma-separated list of rmsnorm, mla_up_proj, swiglu_output, "
+                         "full"),
+    ("model", "bogus", "records model=\"bogus\" in its world: unknown model 'bogus': choose one "
+                       "of deepseek-v3, llama-70b, small-moe or give a .toml file path (`dualsim "
+                       "profiles` lists them); re-emit the plan for a world that fits, or "
+                       "override it with --model"),
+])
+def test_a_recorded_value_that_does_not_fit_is_blamed_on_the_plan(tmp_path: Path, key, value,
+                                                                  message) -> None:
+    """Not '--gpus 6 is not divisible ...': the user passed no --gpus, the plan recorded it."""
+    path = tmp_path / "p.json"
+    write_plan(generate("1f1b", 4, 8), str(path), World(**{**WORLD.to_dict(), key: value}))
+    res = runner.invoke(app, ["simulate", str(path)])
+    assert (res.exit_code, res.stdout) == (1, "")
+    assert res.stderr == f"error: plan {path} {message}\n"
+    if key == "gpus":  # a flag that overrides it is the user's value: named as the flag
+        res = runner.invoke(app, ["simulate", str(path), "--gpus", "6"])
+        assert res.stderr.splitlines()[-1] == ("error: --gpus 6 is not divisible by the 4 "
+                                               "pipeline ranks; use a multiple of 4, or other "
+                                               "--ranks")
+        res = runner.invoke(app, ["simulate", str(path), "--gpus", "64", "--json"])
+        assert res.exit_code == 0 and json.loads(res.stdout)["gpus"] == 64

@@ -57,7 +57,8 @@ def simulate_cmd(
                                  gpus, comm_sms, microbatch_tokens, ib_gbps, nvlink_gbps,
                                  precision=precision, global_batch=global_batch,
                                  seq_len=seq_len, recompute=recompute, world=world,
-                                 routing_imbalance=routing_imbalance, sm_sharing=sm_sharing)
+                                 routing_imbalance=routing_imbalance, sm_sharing=sm_sharing,
+                                 plan_path=schedule)
         s = simcmd.load_schedule(schedule, cfg, plan=plan)
         if simcmd.is_plan_path(schedule):
             simcmd.check_plan_options(s, ranks, microbatches, chunks)

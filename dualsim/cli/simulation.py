@@ -6,13 +6,16 @@ switches to hardware mode, where R and M default to the model preset's published
 
 from __future__ import annotations
 
+import contextlib
+import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Iterator
 
 from dualsim.defaults import (ABSTRACT_MICROBATCHES, ABSTRACT_RANKS, DEFAULT_MODEL,
                               DEFAULT_PROFILE)
-from dualsim.errors import DualsimError, ScheduleError
+from dualsim.errors import DualsimError, ProfileError, ScheduleError
 from dualsim.ir import Schedule
 from dualsim.sim.result import SimResult
 from dualsim.world import World
@@ -39,6 +42,9 @@ class Config:
     # the simulations and the report
     profile: Profile | None = None
     model: Model | None = None
+    # the plan file whose world gave values no flag gave, and those values (see world_errors)
+    plan_path: str | None = None
+    recorded: dict[str, Any] = field(default_factory=dict)
 
     def _batch(self, ranks: int) -> dict[str, Any]:
         """microbatches_for_global_batch's arguments for --global-batch at ``ranks`` ranks."""
@@ -84,17 +90,31 @@ class Config:
              global_batch: int | None = None, seq_len: int | None = None,
              recompute: str | None = None, world: World | None = None,
              routing_imbalance: float | None = None,
-             sm_sharing: str | None = None) -> "Config":
-        """``world``: a plan file's recorded hardware world, used where no flag is given (the
-        flags that override it are named in one note on stderr); ignored in abstract mode."""
+             sm_sharing: str | None = None, plan_path: str | None = None) -> "Config":
+        """``world``: a plan file's (``plan_path``) recorded hardware world, used where no flag
+        is given (the flags that override it are named in one note on stderr); ignored in
+        abstract mode. An error about a value it gave names the plan, not a flag."""
         overrides = {"ep": ep, "gpus": gpus, "comm_sms": comm_sms,
                      "microbatch_tokens": microbatch_tokens, "ib_gbps": ib_gbps,
                      "nvlink_gbps": nvlink_gbps, "precision": precision, "seq_len": seq_len,
                      "recompute": recompute, "routing_imbalance": routing_imbalance,
                      "sm_sharing": sm_sharing}
+        recorded: dict[str, Any] = {}
         if world is not None and costs is None and comm == 0:
-            profile, model = _apply_world(world, profile, model, overrides)
-        elif world is not None:
+            profile, model, recorded = _apply_world(world, profile, model, overrides)
+        with world_errors(plan_path, recorded):
+            cfg = Config._make(ranks, microbatches, chunks, costs, comm, profile, model,
+                               overrides, global_batch, world)
+        cfg.plan_path, cfg.recorded = plan_path, recorded
+        return cfg
+
+    @staticmethod
+    def _make(ranks: int | None, microbatches: int | None, chunks: int | None,
+              costs: str | None, comm: float, profile: str | None, model: str | None,
+              overrides: dict[str, Any], global_batch: int | None,
+              world: World | None) -> "Config":
+        precision = overrides["precision"]
+        if world is not None and (costs is not None or comm != 0):
             from dualsim.cli.common import err_console
 
             err_console.print("note: --costs/--comm simulate the plan in abstract mode; its "
@@ -165,9 +185,10 @@ class Config:
 
 
 def _apply_world(world: World, profile: str | None, model: str | None,
-                 overrides: dict[str, Any]) -> tuple[str, str]:
+                 overrides: dict[str, Any]) -> tuple[str, str, dict[str, Any]]:
     """Fill ``overrides`` (in place) and the profile and model from a plan's world where no flag
-    was given; one note on stderr names the flags that replace a recorded value."""
+    was given, and return them with the recorded values so used; one note on stderr names the
+    flags that replace a recorded value."""
     from dualsim.cli.common import err_console
 
     recorded = world.to_dict()
@@ -177,10 +198,46 @@ def _apply_world(world: World, profile: str | None, model: str | None,
     if changed:
         err_console.print("note: the command line overrides the plan's recorded world: "
                           + ", ".join(changed), markup=False)
+    used = {k: v for k, v in recorded.items() if given.get(k) is None}
     for k in overrides:
         if overrides[k] is None:
             overrides[k] = recorded.get(k)
-    return profile or world.profile, model or world.model
+    return profile or world.profile, model or world.model, used
+
+
+@contextlib.contextmanager
+def world_errors(plan: str | None, recorded: dict[str, Any]) -> Iterator[None]:
+    """An error about a value that the plan file ``plan``'s world gave (``recorded``: no flag
+    gave it) says so and how to fix the plan, rather than naming a flag never passed."""
+    try:
+        yield
+    except DualsimError as e:
+        blamed = _blame_world(e, plan, recorded) if plan and recorded else None
+        if blamed is None:
+            raise
+        raise blamed from None
+
+
+def _blame_world(e: DualsimError, plan: str, recorded: dict[str, Any]) -> DualsimError | None:
+    """``e`` in the words of the plan's world when it is about one of its ``recorded`` values:
+    the message names its flag first (``--gpus 3 is not ...``), or (profile, model) quotes it."""
+    text = e.cli
+    for key, value in recorded.items():
+        flag = "--" + key.replace("_", "-")
+        said = f"plan {plan} records {key}={json.dumps(value)} in its world"
+        fix = f"re-emit the plan for a world that fits, or override it with {flag}"
+        if text.startswith((f"{flag} ", f"{flag}:")):
+            rest = text[len(flag):].lstrip(":").lstrip()
+            rest = rest.removeprefix(f"{value} ") if not isinstance(value, float) else rest
+            head, _, hint = rest.partition("; ")
+            # keep the hint's clauses that the override can follow (not e.g. "other --ranks")
+            hint = ", or ".join(c for c in hint.split(", or ")
+                                if set(re.findall(r"--[a-z-]+", c)) <= {flag})
+            join = ", which " if head.startswith(("is ", "does ", "must ")) else ": "
+            return type(e)(f"{said}{join}{head}; {fix}" + (f": {hint}" if hint else ""))
+        if key in ("profile", "model") and isinstance(e, ProfileError) and repr(value) in text:
+            return type(e)(f"{said}: {text}; {fix}")
+    return None
 
 
 def _given(value: int | None, default: int) -> int:
@@ -246,8 +303,9 @@ def run(s: Schedule, cfg: Config) -> SimResult:
 
     hw = dict(cfg.hardware)
     del hw["profile"], hw["model"]  # loaded once (Config.make); the overrides apply again as-is
-    return simulate_hardware(s, cfg.profile or cfg.hardware["profile"],
-                             cfg.model or cfg.hardware["model"], **hw)
+    with world_errors(cfg.plan_path, cfg.recorded):
+        return simulate_hardware(s, cfg.profile or cfg.hardware["profile"],
+                                 cfg.model or cfg.hardware["model"], **hw)
 
 
 def compare(names: list[str], cfg: Config) -> tuple[list[tuple[str, SimResult]],
