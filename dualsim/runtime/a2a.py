@@ -39,6 +39,7 @@ import torch
 import torch.distributed as dist
 
 from dualsim.runtime.clock import Mark, StepClock
+from dualsim.runtime.profiling import span
 
 
 class Pending:
@@ -135,7 +136,7 @@ class ExpertComm:
     def _submit(self, pending: Pending, label: str, job: Callable[[], None]) -> None:
         def run() -> None:
             try:
-                with torch.profiler.record_function(label):
+                with span(label):
                     job()
             except BaseException as e:  # noqa: BLE001 - re-raised by wait() on the main thread
                 pending.error = e

@@ -43,6 +43,7 @@ from dualsim.runtime.options import Fault
 from dualsim.runtime.chains import trace_name
 from dualsim.runtime.overlap import PieceTime
 from dualsim.runtime.p2p import Message, PeerComm, ProcessGroups
+from dualsim.runtime.profiling import span
 from dualsim.validate import Plan
 from dualsim.runtime.progress import COMPUTING, SYNCING, WAITING, Progress, World
 from dualsim.runtime.records import StepRecord
@@ -151,7 +152,7 @@ class RankRunner:
             self._enter(i, COMPUTING)
             a = self.actions[i]
             start = self.clock.host_mark()
-            with torch.profiler.record_function(str(a)):
+            with span(str(a)):
                 pieces = self._compute(a, state)
             if self.device.type == "cuda":  # time the kernels, not their launch
                 torch.cuda.synchronize(self.device)
@@ -245,14 +246,14 @@ class RankRunner:
                 buf = torch.empty(self.act_shape, dtype=self.cfg.torch_dtype, device=self.device)
                 (state.recv_f if a.op is Op.RECV_F else state.recv_b)[key] = buf
                 batch.append(Message(False, self._peer(carried.stage), buf))
-        with torch.profiler.record_function(" ".join(str(a) for a in self.actions[lo:hi])):
+        with span(" ".join(str(a) for a in self.actions[lo:hi])):
             works = self.comm.post(batch)
         posted = self.clock.host_mark()
         for k, (a, w) in enumerate(zip(self.actions[lo:hi], works)):
             if a.op in (Op.RECV_F, Op.RECV_B):
                 self._enter(lo + k, WAITING)
                 if w is not None:
-                    with torch.profiler.record_function(str(a)):
+                    with span(str(a)):
                         w.wait()
                 self._comm_row(a, posted, self.clock.host_mark())
             else:

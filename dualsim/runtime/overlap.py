@@ -21,12 +21,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
-import torch
-
 from dualsim.overlap_order import Node, Order
 from dualsim.runtime.a2a import Pending
 from dualsim.runtime.chains import trace_name
 from dualsim.runtime.clock import Mark, StepClock
+from dualsim.runtime.profiling import span
 from dualsim.runtime.pieces import Pass
 
 
@@ -66,7 +65,7 @@ def run_unit(halves: Sequence[Half], order: Order, clock: StepClock,
         p, chain = halves[step.half]
         node, layer = chain[step.node]
         before_post(node)
-        with torch.profiler.record_function(f"post {trace_name(node)}"):
+        with span(f"post {trace_name(node)}"):
             pending[ci] = p.post(node, layer)
 
     def wait(ci: int) -> None:
@@ -76,7 +75,7 @@ def run_unit(halves: Sequence[Half], order: Order, clock: StepClock,
         p, chain = halves[step.half]
         node, layer = chain[step.node]
         on_wait(node)
-        with torch.profiler.record_function(f"wait {trace_name(node)}"):
+        with span(f"wait {trace_name(node)}"):
             rows = pending[ci].wait()
         on_wait(None)
         p.land(node, layer, rows)
@@ -93,7 +92,7 @@ def run_unit(halves: Sequence[Half], order: Order, clock: StepClock,
         if step.waits >= 0:
             wait(step.waits)
         start = clock.mark()
-        with torch.profiler.record_function(trace_name(node)):
+        with span(trace_name(node)):
             p.run(node, layer)
         times.append(PieceTime(node.name, "compute", step.half, start, clock.mark()))
         for ci in after.get(gi, []):

@@ -26,13 +26,23 @@ import contextlib
 import json
 import tempfile
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, ContextManager, Iterator
 
 import torch
 
 from dualsim.calibrate.trace import FLOW_ID_STRIDE
 from dualsim.ir import Schedule
 from dualsim.runtime.progress import World
+
+
+_profiling = False  # True while `recording` profiles a step (read by every thread)
+
+
+def span(name: str) -> ContextManager[Any]:
+    """A ``record_function`` range ``name`` while a step is profiled, else nothing: a range
+    costs two dispatcher calls (about 10 us, several times that when the process's threads
+    contend for the interpreter), and an expert-parallel step opens hundreds."""
+    return torch.profiler.record_function(name) if _profiling else contextlib.nullcontext()
 
 
 @contextlib.contextmanager
@@ -47,9 +57,14 @@ def recording(enabled: bool, device: torch.device, step: int) -> Iterator[list[A
         acts.append(torch.profiler.ProfilerActivity.CUDA)
     # every thread: the all-to-alls are posted by each process's communication thread
     config = torch._C._profiler._ExperimentalConfig(profile_all_threads=True)
+    global _profiling
     with torch.profiler.profile(activities=acts, experimental_config=config) as prof:
-        with torch.profiler.record_function(f"step {step}"):
-            yield out
+        _profiling = True
+        try:
+            with span(f"step {step}"):
+                yield out
+        finally:
+            _profiling = False
     with tempfile.TemporaryDirectory() as d:
         path = Path(d) / "trace.json"
         prof.export_chrome_trace(str(path))

@@ -63,8 +63,7 @@ class _Linear(torch.autograd.Function):
         ctx.save_for_backward(x, weight)
         ctx.bias = bias
         ctx.stash = stash
-        y = x @ weight.t()
-        return y + bias if bias is not None else y
+        return torch.nn.functional.linear(x, weight, bias)  # as unrecorded: the same numbers
 
     @staticmethod
     def backward(ctx, grad_y):  # type: ignore[override]
