@@ -7,10 +7,12 @@
 2. Runtime vs torch: the same plan (1F1B, ZB-V and DualPipeV, 2 ranks, gloo), the same model
    and data, run by dualsim's interpreter and by torch's ``_PipelineScheduleRuntime`` loading
    the plan's CSV export. Prints the median step times and their ratio (dualsim / torch; <= 1.0
-   means dualsim is at least as fast). Also with 2 expert-parallel processes per rank (4
-   processes): torch's stage modules then do the all-to-alls inside their forward
-   (dualsim.runtime.torch_baseline, as TorchTitan runs PP with EP), with no overlap of one
-   micro-batch's all-to-all with another's compute; dualsim overlaps them in FB units.
+   means dualsim is at least as fast), and the CPU time a step costs summed over the processes
+   (every thread; unlike the step time it hardly moves with the machine's load). Also with 2
+   expert-parallel processes per rank (4 processes): torch's stage modules then do the
+   all-to-alls inside their forward (dualsim.runtime.torch_baseline, as TorchTitan runs PP
+   with EP), with no overlap of one micro-batch's all-to-all with another's compute; dualsim
+   overlaps them in FB units.
 3. Expert parallelism: the same plans (1F1B, DualPipe) with 2 expert-parallel processes per
    rank (4 processes) against 1: the step-time ratio, all-to-all bytes and time per step, and
    the measured hidden fraction of the all-to-all (DualPipe's FB units overlap it; 1F1B's plain
@@ -80,6 +82,11 @@ def step_times(reports: list) -> list[float]:
     return [max(r.steps[k].step_end for r in reports) for k in measured_steps(reports)]
 
 
+def step_cpu(reports: list) -> list[float]:
+    """CPU seconds of each measured step, summed over the processes."""
+    return [sum(r.steps[k].cpu_s for r in reports) for k in measured_steps(reports)]
+
+
 def cross_run(cfg: NetConfig, microbatches: int, steps: int, layers: int = 4) -> None:
     """Section 4: one launch's calibration predicts the others."""
     def launch(family: str, seed: int) -> tuple[object, list, RunOptions]:
@@ -142,13 +149,19 @@ def against_torch(cfg: NetConfig, microbatches: int, steps: int, rounds: int) ->
         for family in ("1f1b", "zb-v", "dualpipev"):
             plan = lower(generate(family, 2, microbatches))
             times: dict[str, list[float]] = {"dualsim": [], "torch": []}
+            cpu: dict[str, list[float]] = {"dualsim": [], "torch": []}
             for _ in range(rounds):  # alternate, so that changing load hits both alike
                 for engine in times:
                     opts = RunOptions(cfg, steps=steps, engine=engine, ep=ep)
-                    times[engine] += step_times(launch_local([plan], opts)[0])
+                    reports = launch_local([plan], opts)[0]
+                    times[engine] += step_times(reports)
+                    cpu[engine] += step_cpu(reports)
             ours, theirs = (statistics.median(times[e]) for e in ("dualsim", "torch"))
+            cpu_ours, cpu_theirs = (statistics.median(cpu[e]) for e in ("dualsim", "torch"))
             print(f"  {family:10s} ep {ep}  dualsim {ours * 1e3:8.2f} ms   torch "
-                  f"{theirs * 1e3:8.2f} ms   ratio {ours / theirs:.3f}")
+                  f"{theirs * 1e3:8.2f} ms   ratio {ours / theirs:.3f}   CPU per step "
+                  f"{cpu_ours * 1e3:7.1f} / {cpu_theirs * 1e3:7.1f} ms "
+                  f"(ratio {cpu_ours / cpu_theirs:.3f})")
 
 
 def expert_parallel(cfg: NetConfig, microbatches: int, steps: int, rounds: int) -> None:

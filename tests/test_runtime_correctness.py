@@ -11,6 +11,8 @@ fp32 to 1e-5 relative.
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -43,7 +45,8 @@ EP_R4 = [("dualpipe", 8), ("zb-v", 7)]
 def _run(ranks: int, families: list[tuple[str, int]], options: RunOptions) -> dict[str, dict]:
     plans = [lower(generate(name, ranks, m)) for name, m in families]
     results = launch_local(plans, options)
-    return {name: {**check_against_reference(plan, options, reports), **a2a_figures(reports)}
+    return {name: {**check_against_reference(plan, options, reports), **a2a_figures(reports),
+                   "steps": [(s.step_end, s.cpu_s) for r in reports for s in r.steps]}
             for (name, _), plan, reports in zip(families, plans, results)}
 
 
@@ -167,6 +170,15 @@ def test_expert_parallel_matches_reference_on_2x2_processes(r2_ep2: dict[str, di
 def test_expert_parallel_with_capacity_matches_reference_on_4x2_processes(
         r4_ep2: dict[str, dict], family: str) -> None:
     _assert_close_fp32(r4_ep2[family])
+
+
+@pytest.mark.parametrize("family", [f for f, _ in EP_R2])
+def test_a_step_reports_the_cpu_time_it_cost(r2_ep2: dict[str, dict], family: str) -> None:
+    """Every thread's CPU time from the step's start to its end: some, and no more than every
+    core of the machine busy for the step's wall time (a count since the process started,
+    with its imports and start-up, would not be bounded so)."""
+    for wall, cpu in r2_ep2[family]["steps"]:
+        assert 0 < cpu <= wall * (os.cpu_count() or 1) * 1.05 + 0.01
 
 
 def test_expert_parallel_processes_hold_half_the_experts_and_all_dense_weights(

@@ -26,6 +26,7 @@ The plan is a :class:`~dualsim.validate.Plan` (validated, with its transfers).
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -138,6 +139,7 @@ class RankRunner:
         self.progress.update(step, -1, SYNCING)
         dist.barrier()
         self.clock.start()
+        cpu0 = time.process_time()
 
         # phase 2: actions
         i = 0
@@ -174,7 +176,8 @@ class RankRunner:
         rows = [fields[:-1] + (self.clock.seconds(s), self.clock.seconds(e), fields[-1])
                 for fields, s, e in self.marks]
         actions_end = max((r[-2] for r in rows if r[1] != "a2a"), default=0.0)
-        return StepRecord(rows, state.loss, actions_end, end, self.a2a_bytes)
+        return StepRecord(rows, state.loss, actions_end, end, self.a2a_bytes,
+                          time.process_time() - cpu0)
 
     def _enter(self, index: int, state: int) -> None:
         self.index = index

@@ -16,7 +16,10 @@ class StepRecord:
     ``rows``: Timeline rows (see :mod:`dualsim.timeline`): compute actions on ``compute`` (with
     expert parallelism one row per piece, ``piece`` naming it), pipeline transfers on
     ``comm``, all-to-alls on ``a2a``. ``a2a_bytes``: bytes this process sent to the other
-    processes of its expert-parallel group.
+    processes of its expert-parallel group. ``cpu_s``: CPU seconds the process used from the
+    step's start to its end, in every thread (the main one, gloo's, the communication thread):
+    the work the step cost, which unlike its wall time hardly depends on what else the machine
+    runs.
     """
 
     rows: list[tuple[Any, ...]]
@@ -24,6 +27,7 @@ class StepRecord:
     actions_end: float
     step_end: float
     a2a_bytes: int = 0
+    cpu_s: float = 0.0
 
 
 @dataclass

@@ -123,7 +123,7 @@ def run_rank_torch(plan: Schedule, process: int, options: RunOptions, device: to
         optimizer.zero_grad(set_to_none=True)
         progress.update(step, -1, SYNCING)
         dist.barrier()
-        t0 = time.perf_counter()
+        t0, cpu0 = time.perf_counter(), time.process_time()
         losses: list[torch.Tensor] = []
         schedule.step(*args, target=target, losses=losses)
         if ep > 1:
@@ -133,7 +133,7 @@ def run_rank_torch(plan: Schedule, process: int, options: RunOptions, device: to
             torch.cuda.synchronize(device)
         end = time.perf_counter() - t0
         loss_value = sum(float(x.detach()) for x in losses) / plan.microbatches
-        records.append(StepRecord([], loss_value, end, end))
+        records.append(StepRecord([], loss_value, end, end, cpu_s=time.process_time() - cpu0))
     return RankReport(rank, records, named_tensors(slices, grads=True),
                       named_tensors(slices, grads=False), process, index)
 
