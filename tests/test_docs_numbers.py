@@ -319,8 +319,19 @@ def test_readme_quotes_the_runtimes_measurements():
     assert (f"cross-run error was {fmt(min(other), 1)} to {fmt(max(other), 1)} over "
             f"{['five', 'six', 'seven'][len(cross) - 5]} launches") in readme
     assert f"against {fmt(min(own), 1)} to {fmt(max(own), 1)} for each run predicted" in readme
-    for quote in ("1F1B 0.98, DualPipeV 1.02 at load ~2", "1F1B 1.69, ZB-V 2.00, DualPipeV 1.85"):
-        assert quote in readme and quote in _prose(runtime)   # bench_runtime's ratios
+    # bench_runtime's ratios against torch: the README quotes docs/runtime.md's table
+    bench = _table(runtime, ["plan", "step time ratio", "CPU per step (dualsim / torch)"])
+    for ep in (False, True):
+        rows = [r for r in bench if ("--ep 2" in r[0]) == ep]
+        quote = ", ".join(f"{r[0].split(',')[0]} {r[1]}" for r in rows)
+        assert [r[0].split(",")[0] for r in rows] == ["1F1B", "ZB-V", "DualPipeV"]
+        assert quote in readme
+    for r in bench:  # "612 / 531 ms (1.15)": the ratio is the two CPU times'
+        ours, theirs, ratio = (float(x) for x in re.findall(r"[\d.]+", r[2]))
+        assert round(ours / theirs, 2) == ratio, r
+    cpu = [float(r[2].split("(")[1].rstrip(")")) for r in bench if "--ep 2" in r[0]]
+    extra = f"{round((min(cpu) - 1) * 100)}–{round((max(cpu) - 1) * 100)}% more CPU"
+    assert extra in readme and extra in _prose(runtime)
     assert (f"with errors from {fmt(min(other), 1)} to {fmt(max(other), 1)}, against "
             f"{fmt(min(own), 1)} to {fmt(max(own), 1)} for each launch predicted from its own "
             "calibration") in _prose(VALIDATION)
