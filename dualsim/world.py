@@ -7,7 +7,9 @@ batch, precision, sequence length and recomputation, link what-ifs and routing i
 best.json`` alone reproduces the planner's figures; a flag given on the command line overrides
 the recorded value (and says so). A recorded value that does not fit (GPUs the plan's ranks do
 not divide, an EP degree or comm-SM count out of range, ...) is refused naming the plan and the
-value, not a flag the user never gave (cli/simulation.py ``world_errors``).
+value, not a flag the user never gave (cli/simulation.py ``world_errors``), and so is a
+recorded global batch that the plan's micro-batches do not hold
+(``check_recorded_global_batch``).
 
 The object is optional and plan format version 1 is unchanged: ``check`` and ``run`` ignore it.
 Only the keys of ``WORLD_KEYS`` are allowed, each of its type; anything else is a PlanError

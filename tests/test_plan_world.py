@@ -174,3 +174,27 @@ def test_a_recorded_value_that_does_not_fit_is_blamed_on_the_plan(tmp_path: Path
                                                "--ranks")
         res = runner.invoke(app, ["simulate", str(path), "--gpus", "64", "--json"])
         assert res.exit_code == 0 and json.loads(res.stdout)["gpus"] == 64
+
+
+def test_a_recorded_global_batch_that_the_plan_does_not_hold_is_refused(tmp_path: Path) -> None:
+    """1F1B, M = 4 on 64 GPUs / 2 ranks = 32 pipelines of 4096-token micro-batches: 4 x 32 x
+    4096 / 4096 (small-moe's sequence) = 128 sequences per step. A world that says 100 is
+    refused before any output is written; 128 is accepted; a flag that changes the batch on
+    purpose (--gpus) skips the comparison."""
+    path, trace = tmp_path / "p.json", tmp_path / "t.json"
+
+    def plan(global_batch: int) -> None:
+        write_plan(generate("1f1b", 2, 4), str(path),
+                   World("h800", "small-moe", ep=8, gpus=64, microbatch_tokens=4096,
+                         global_batch=global_batch))
+
+    plan(100)
+    r = runner.invoke(app, ["simulate", str(path), "--trace", str(trace)])
+    assert r.exit_code == 1 and not trace.exists()
+    assert r.output.strip().splitlines()[-1] == (
+        f"error: plan {path} records global_batch=100 in its world, but its 4 micro-batches "
+        "on every pipeline hold 128 sequences per step; re-emit the plan with `dualsim plan "
+        "--emit`, or delete world.global_batch")
+    assert runner.invoke(app, ["simulate", str(path), "--gpus", "128"]).exit_code == 0
+    plan(128)
+    assert runner.invoke(app, ["simulate", str(path)]).exit_code == 0

@@ -63,6 +63,7 @@ def simulate_cmd(
         if simcmd.is_plan_path(schedule):
             simcmd.check_plan_options(s, ranks, microbatches, chunks)
         r = simcmd.run(s, cfg)
+        simcmd.check_recorded_global_batch(r, s, cfg)
         simcmd.print_warnings([(s.name, r)])
         if trace is not None:
             from dualsim.render.perfetto import write_trace

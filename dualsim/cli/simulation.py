@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Iterator
 
 from dualsim.defaults import (ABSTRACT_MICROBATCHES, ABSTRACT_RANKS, DEFAULT_MODEL,
                               DEFAULT_PROFILE)
-from dualsim.errors import DualsimError, ProfileError, ScheduleError
+from dualsim.errors import DualsimError, PlanError, ProfileError, ScheduleError
 from dualsim.ir import Schedule
 from dualsim.sim.result import SimResult
 from dualsim.world import World
@@ -292,6 +292,26 @@ def check_plan_options(s: Schedule, ranks: int | None, microbatches: int | None,
         if given is not None and given != actual:
             raise DualsimError(f"{flag} {given} disagrees with the plan file, which has "
                                f"{flag.lstrip('-')}={actual}; drop {flag} (a plan fixes it)")
+
+
+#: world keys that, given by a flag instead, change the sequences a plan's step holds
+GLOBAL_BATCH_INPUTS = ("gpus", "microbatch_tokens", "seq_len", "model")
+
+
+def check_recorded_global_batch(r: SimResult, s: Schedule, cfg: Config) -> None:
+    """A plan's recorded ``global_batch`` must be the sequences its step holds (M micro-batches
+    on every pipeline), unless a flag changed what that depends on: a hand-edited or tampered
+    value would otherwise be carried along, believed and never used."""
+    recorded = cfg.recorded.get("global_batch")
+    if recorded is None or cfg.hardware is None or any(
+            k in cfg.hardware and k not in cfg.recorded for k in GLOBAL_BATCH_INPUTS):
+        return  # nothing recorded, abstract mode, or a flag changed the batch on purpose
+    held = r.extra.get("global_batch")
+    if held is not None and held != recorded:
+        raise PlanError(f"plan {cfg.plan_path} records global_batch={recorded} in its world, "
+                        f"but its {s.microbatches} micro-batches on every pipeline hold {held} "
+                        "sequences per step; re-emit the plan with `dualsim plan --emit`, or "
+                        "delete world.global_batch")
 
 
 def run(s: Schedule, cfg: Config) -> SimResult:
