@@ -157,7 +157,11 @@ class RankRunner:
             with span(str(a)):
                 pieces = self._compute(a, state)
             if self.device.type == "cuda":  # time the kernels, not their launch
-                torch.cuda.synchronize(self.device)
+                # the compute stream only (what the action ran, all-to-alls included: each
+                # unit's compute stream waits for them): a device-wide synchronize would also
+                # wait for this process's pending NCCL sends, which finish only once the peer
+                # posts the receive; two ranks whose sends cross would wait for each other
+                torch.cuda.current_stream(self.device).synchronize()
             self._rows(a, start, self.clock.host_mark(), pieces)
             i += 1
         self.progress.update(step, len(self.actions), SYNCING)
