@@ -153,7 +153,9 @@ class RankRunner:
                 continue
             self._enter(i, COMPUTING)
             a = self.actions[i]
-            start = self.clock.host_mark()
+            # on a GPU an event on the compute stream: the action starts once that stream has
+            # passed the receive waits before it (NCCL's wait() does not block the host)
+            start = self.clock.mark()
             with span(str(a)):
                 pieces = self._compute(a, state)
             if self.device.type == "cuda":  # time the kernels, not their launch
@@ -262,7 +264,9 @@ class RankRunner:
                 if w is not None:
                     with span(str(a)):
                         w.wait()
-                self._comm_row(a, posted, self.clock.host_mark())
+                # on a GPU an event after the wait: NCCL's wait() only makes the compute
+                # stream wait, so a host mark here would end the row before the data arrived
+                self._comm_row(a, posted, self.clock.mark())
             else:
                 self._comm_row(a, start, posted)
 
