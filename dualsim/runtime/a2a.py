@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import queue
 import threading
+from contextlib import nullcontext
 from typing import Any, Callable
 
 import torch
@@ -116,7 +117,12 @@ class ExpertComm:
 
         def job() -> None:
             recv_counts = self._counts(send_counts, ready)
-            on_counts(recv_counts)
+            # on a GPU on the communication stream: ``on_counts`` copies the counts to the
+            # device, and on this thread's default stream (the main thread's compute stream)
+            # that copy would wait for the compute queued meanwhile, and the rows with it. The
+            # consuming piece waits for the rows' end event, recorded after it on this stream.
+            with torch.cuda.stream(self.stream) if self.stream is not None else nullcontext():
+                on_counts(recv_counts)
             self._move(pending, ready, rows, send_splits, recv_counts.sum(1).tolist())
 
         self._submit(pending, label, job)
