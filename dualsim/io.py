@@ -158,8 +158,10 @@ def loads_json(text: str) -> Any:
                       parse_constant=_refuse_constant)
 
 
-def read_json(path: str | os.PathLike[str], what: str = "plan") -> Any:
-    """Load a JSON file, turning every I/O or syntax problem into one PlanError line."""
+def read_json(path: str | os.PathLike[str], what: str = "plan",
+              fix: str = "re-emit it with `dualsim emit`") -> Any:
+    """Load a JSON file, turning every I/O or syntax problem into one PlanError line;
+    ``what`` names the file's kind, ``fix`` how to get a good one."""
     p = Path(path)
     if not p.exists():
         raise PlanError(f"{what} file {str(p)!r} does not exist; check the path")
@@ -174,11 +176,10 @@ def read_json(path: str | os.PathLike[str], what: str = "plan") -> Any:
     except json.JSONDecodeError as e:
         raise PlanError(
             f"{what} file {str(p)!r} is not valid JSON (line {e.lineno}, column {e.colno}: "
-            f"{e.msg}); it may be truncated: re-emit it with `dualsim emit`"
+            f"{e.msg}); it may be truncated: {fix}"
         ) from None
     except JSONValueError as e:
-        raise PlanError(f"{what} file {str(p)!r} is not a dualsim {what}: {e}; re-emit it "
-                        "with `dualsim emit`") from None
+        raise PlanError(f"{what} file {str(p)!r} is not a dualsim {what}: {e}; {fix}") from None
     except RecursionError:
         raise PlanError(f"{what} file {str(p)!r} nests lists or objects too deeply to be a "
-                        f"dualsim {what}; re-emit it with `dualsim emit`") from None
+                        f"dualsim {what}; {fix}") from None

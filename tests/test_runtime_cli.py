@@ -200,3 +200,17 @@ def test_compare_sim_predicts_a_run_from_another_runs_costs(tmp_path: Path) -> N
                                      "calibrated_costs_s": costs_s}))
         with pytest.raises(DualsimError, match=r"is .*, not a number of seconds >= 0"):
             read_calibration(str(other), plan, ep=1)
+
+
+def test_a_truncated_calibration_file_names_the_command_that_writes_one(tmp_path: Path) -> None:
+    """Not `dualsim emit` (the plan's fix), which cannot write a calibration."""
+    from dualsim.runtime.session import read_calibration
+
+    other = tmp_path / "other.json"
+    other.write_text('{"ranks": 2, "calibrated_costs_s": {"F": 1.0')
+    with pytest.raises(DualsimError) as e:
+        read_calibration(str(other), _toy_plan(), ep=1)
+    assert e.value.cli == (
+        f"calibration file {str(other)!r} is not valid JSON (line 1, column 45: Expecting ',' "
+        "delimiter); it may be truncated: write it again with `dualsim run --compare-sim "
+        "--json` or --profile-trace")

@@ -122,16 +122,15 @@ def test_a_file_it_cannot_read_is_one_error_line(tmp_path: Path,
     bad.write_text("{bad")
     (tmp_path / "other.json").write_text('{"a": 1}')
     cases = [
-        (["run", str(missing)], f"'{missing}' does not exist; give the file that "
-                                "`dualsim run --json` wrote"),
-        (["trace", str(missing), "--gpu"], f"'{missing}' does not exist; give the file that "
-                                           "`dualsim run --profile-trace` wrote"),
+        (["run", str(missing)], f"run result file '{missing}' does not exist; check the path"),
+        (["trace", str(missing), "--gpu"],
+         f"profiler trace file '{missing}' does not exist; check the path"),
         (["overlap", str(missing)], f"trace file '{missing}' does not exist; check the path"),
-        (["run", str(folder)], f"'{folder}' is a folder; give the file that `dualsim run "
-                               "--json` wrote"),
-        (["trace", str(bad)], f"cannot read '{bad}' as JSON (Expecting property name enclosed "
-                              "in double quotes: line 1 column 2 (char 1)); give the file that "
-                              "`dualsim run --profile-trace` wrote"),
+        (["run", str(folder)], f"run result file '{folder}' is a folder, not a file"),
+        (["trace", str(bad)], f"profiler trace file '{bad}' is not valid JSON (line 1, column "
+                              "2: Expecting property name enclosed in double quotes); it may be "
+                              "truncated: give the file that `dualsim run --profile-trace` "
+                              "wrote"),
         (["run", str(tmp_path / "other.json")],
          f"'{tmp_path / 'other.json'}' is not a `dualsim run --json` result (KeyError: "
          "'matches_reference'); give the file that `dualsim run --json` wrote"),

@@ -25,7 +25,6 @@ line on stderr and exit code 1 (2 for a wrong command line).
 
 from __future__ import annotations
 
-import json
 import sys
 from collections import Counter
 from dataclasses import dataclass
@@ -34,6 +33,7 @@ from typing import Any
 
 from dualsim.calibrate.trace import Kernel, Trace, read_trace, trace_from_doc
 from dualsim.errors import DualsimError, TraceError
+from dualsim.io import read_json
 from dualsim.timeline import exposed, intervals_union
 
 A2A_RANGES = frozenset({"dispatch(F)", "combine(F)", "combine(B)", "dispatch(B)"})
@@ -80,18 +80,11 @@ def format_problems(doc: Any) -> list[str]:
     return [f"{what} ({n})" for what, n in sorted(problems.items())]
 
 
-def read_doc(path: str | Path, what: str) -> Any:
-    """The JSON document of ``path`` (``what``: the option that wrote it, for the message);
-    TraceError, one line, when it is missing, unreadable or not JSON."""
-    p = Path(path)
-    if not p.is_file():
-        why = "is a folder" if p.is_dir() else "does not exist"
-        raise TraceError(f"{str(p)!r} {why}; give the file that `dualsim run {what}` wrote")
-    try:
-        return json.loads(p.read_text())
-    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as e:
-        raise TraceError(f"cannot read {str(p)!r} as JSON ({e}); give the file that "
-                         f"`dualsim run {what}` wrote") from None
+def read_doc(path: str | Path, option: str) -> Any:
+    """The JSON document of ``path``, written by ``dualsim run OPTION``; one error line
+    (io.read_json's) when it is missing, unreadable or not JSON."""
+    return read_json(path, what="run result" if option == "--json" else "profiler trace",
+                     fix=f"give the file that `dualsim run {option}` wrote")
 
 
 def trace_line(path: str | Path, gpu: bool) -> tuple[bool, str]:

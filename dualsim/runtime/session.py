@@ -113,7 +113,8 @@ def read_calibration(path: str, plan: Schedule, ep: int) -> tuple[dict[str, floa
     as ``dualsim calibrate`` reads it; the profiler slows the recorded step down)."""
     from dualsim.io import read_json
 
-    doc = read_json(path, what="calibration")
+    doc = read_json(path, what="calibration",
+                    fix="write it again with `dualsim run --compare-sim --json` or --profile-trace")
     if isinstance(doc, dict) and "calibrated_costs_s" in doc:
         shape = (doc.get("ranks"), doc.get("ep", 1))
         costs, latency = doc["calibrated_costs_s"], doc.get("calibrated_latency_s", 0.0)
